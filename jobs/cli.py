@@ -1,0 +1,76 @@
+"""The ``tailormind`` command line: one subcommand per job module, loaded only when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from models.config import TailorMindConfig, load_config
+from models.errors import TailorMindError
+
+# subcommand -> (module under jobs/ that implements it, one-line help). A module provides
+# ``add_arguments(parser)`` and ``run(args, config) -> int | None``.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("jobs.validate", "check a dataset directory and quarantine bad rows"),
+    "import": ("jobs.import_data", "convert a public dataset into the TailorBench format"),
+    "synth": ("jobs.synth", "write a synthetic dataset with planted topics"),
+    "models": ("jobs.tiny_models", "build the tiny offline models used by tests and the demo"),
+}
+
+
+def build_parser(command: str, module: ModuleType) -> argparse.ArgumentParser:
+    """Parser for one subcommand: the shared ``--config``/``--set``/``--address`` plus the module's own."""
+    parser = argparse.ArgumentParser(prog=f"tailormind {command}", description=COMMANDS[command][1])
+    parser.add_argument("--config", metavar="FILE", help="YAML config file (defaults apply without one)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set cf.epochs=10 (repeatable)",
+    )
+    parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local cluster)")
+    module.add_arguments(parser)
+    return parser
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [f"  {name:<{width}}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    return "usage: tailormind COMMAND [options]\n\ncommands:\n" + "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; bad input or config exits 2 with a one-paragraph message, never a traceback."""
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if not args_in or args_in[0] in ("-h", "--help"):
+        sys.stdout.write(_usage())
+        return 0 if args_in else 2
+    command, rest = args_in[0], args_in[1:]
+    if command not in COMMANDS:
+        sys.stderr.write(f"tailormind: unknown command '{command}'.\n" + _usage())
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(COMMANDS[command][0])
+    args = build_parser(command, module).parse_args(rest)
+    try:
+        config: TailorMindConfig = load_config(args.config, args.overrides)
+        if args.address:
+            config.ray.address = args.address
+        status = module.run(args, config)
+    except TailorMindError as exc:
+        sys.stderr.write(f"tailormind {command}: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write(f"tailormind {command}: interrupted\n")
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,137 @@
+"""Atomic, resumable stage outputs: ``RUN/<stage>/`` appears whole, with a marker, or not at all."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.config import config_digest
+from models.errors import TailorMindError
+
+MARKER = "_stage.json"
+log = logging.getLogger("tailormind.stages")
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """Where a stage's output lives, its fingerprint for downstream stages, and whether it ran."""
+
+    name: str
+    path: Path
+    fingerprint: str
+    skipped: bool
+    seconds: float
+
+
+def fingerprint(path: Path) -> str:
+    """Fingerprint of an input: a stage output's marker digest, else names, sizes and mtimes of its files."""
+    path = Path(path)
+    marker = path / MARKER
+    if marker.is_file():
+        return str(json.loads(marker.read_text())["fingerprint"])
+    if not path.exists():
+        raise TailorMindError(f"input {path} does not exist; run the stage that produces it first.")
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        stat = file.stat()
+        rel = file.relative_to(path).as_posix() if path.is_dir() else file.name
+        digest.update(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+class StageRunner:
+    """Runs named stages into ``run_dir``: skips up-to-date ones, rebuilds changed ones atomically."""
+
+    def __init__(self, run_dir: str | Path, force: Iterable[str] | bool = False):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._force = force
+
+    def path(self, name: str) -> Path:
+        """Final output directory of stage ``name``."""
+        return self.run_dir / name
+
+    def is_current(self, name: str, config: Any, inputs: Sequence[Path] = ()) -> bool:
+        """True when ``RUN/<name>`` holds a finished output for exactly this config and these inputs."""
+        marker = self.path(name) / MARKER
+        if not marker.is_file():
+            return False
+        recorded = json.loads(marker.read_text())
+        return bool(recorded["config"] == config_digest(config) and recorded["inputs"] == self._inputs(inputs))
+
+    def run(
+        self,
+        name: str,
+        build: Callable[[Path], dict[str, Any] | None],
+        *,
+        config: Any,
+        inputs: Sequence[Path] = (),
+    ) -> StageResult:
+        """Run ``build(tmp_dir)`` unless current, then publish ``tmp_dir`` as ``RUN/<name>`` in one rename."""
+        final = self.path(name)
+        forced = self._force is True or (not isinstance(self._force, bool) and name in self._force)
+        if not forced and self.is_current(name, config, inputs):
+            log.info("stage %s is up to date (same config and inputs): skipped; --force reruns it", name)
+            return StageResult(name, final, fingerprint(final), skipped=True, seconds=0.0)
+        self._remove_leftovers(name)
+        tmp = self.run_dir / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        start = time.perf_counter()
+        try:
+            summary = build(tmp) or {}
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        seconds = time.perf_counter() - start
+        inputs_fp = self._inputs(inputs)
+        config_fp = config_digest(config)
+        stage_fp = hashlib.sha256(f"{name}\0{config_fp}\0{json.dumps(inputs_fp)}".encode()).hexdigest()[:16]
+        marker = {
+            "stage": name,
+            "config": config_fp,
+            "inputs": inputs_fp,
+            "fingerprint": stage_fp,
+            "seconds": round(seconds, 3),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "summary": summary,
+        }
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2))
+        _fsync_dir(tmp)
+        self._publish(tmp, final)
+        log.info("stage %s finished in %.1f s -> %s", name, seconds, final)
+        return StageResult(name, final, stage_fp, skipped=False, seconds=seconds)
+
+    def _inputs(self, inputs: Sequence[Path]) -> dict[str, str]:
+        return {str(Path(p)): fingerprint(Path(p)) for p in inputs}
+
+    def _remove_leftovers(self, name: str) -> None:
+        for stale in self.run_dir.glob(f".{name}.*-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def _publish(self, tmp: Path, final: Path) -> None:
+        if final.exists():
+            old = self.run_dir / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        _fsync_dir(self.run_dir)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,1 @@
+"""TailorMind domain code: data, models and metrics that know nothing of Ray."""

@@ -1,0 +1,142 @@
+"""Typed, validated configuration: YAML files plus ``--set dotted.key=value`` overrides."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from models.errors import TailorMindError
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class RayConfig(StrictModel):
+    """Where the Ray cluster is: join ``address`` (or ``RAY_ADDRESS``) or start a local one."""
+
+    address: str | None = Field(None, description="Ray address to join; None starts a local cluster")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local cluster; None = this machine's")
+    num_gpus: int | None = Field(None, ge=0, description="GPUs of a local cluster; None = detected")
+    object_store_memory_gb: float | None = Field(None, gt=0, description="object store of a local cluster")
+
+
+class DataConfig(StrictModel):
+    """The TailorBench dataset a pipeline reads and how strictly it is validated."""
+
+    path: str | None = Field(None, description="dataset directory (local path, s3:// or gs://)")
+    strict: bool = Field(False, description="fail on the first bad row instead of quarantining")
+
+
+class TailorMindConfig(StrictModel):
+    """The whole configuration: one section per stage, every field with a default."""
+
+    seed: int = Field(0, description="seed for every sampler, initialiser and generator")
+    ray: RayConfig = RayConfig()
+    data: DataConfig = DataConfig()
+
+
+def config_digest(section: BaseModel | dict[str, Any] | None) -> str:
+    """Stable hex digest of a config section (or plain dict) for stage markers and cache keys."""
+    payload = section.model_dump(mode="json") if isinstance(section, BaseModel) else section
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TailorMindConfig:
+    """Read a YAML config (or the defaults), apply ``dotted.key=value`` overrides and validate."""
+    raw: dict[str, Any] = {}
+    source = "the built-in defaults"
+    if path is not None:
+        source = str(path)
+        raw = _read_yaml(Path(path))
+    origin: dict[tuple[str, ...], str] = {}
+    for item in overrides:
+        keys, value = _parse_override(item)
+        _set_dotted(raw, keys, value, item)
+        origin[keys] = f"--set {item}"
+    try:
+        return TailorMindConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise TailorMindError(_explain(exc, source, origin)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise TailorMindError(f"config file {path} does not exist (pass an existing YAML file to --config).")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise TailorMindError(f"config file {path} is not valid YAML: {exc}".replace("\n", " ")) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TailorMindError(
+            f"config file {path} must hold a mapping of sections (e.g. 'cf: {{epochs: 5}}'), "
+            f"not a {type(data).__name__}."
+        )
+    return data
+
+
+def _parse_override(item: str) -> tuple[tuple[str, ...], Any]:
+    key, sep, text = item.partition("=")
+    keys = tuple(key.strip().split("."))
+    if not sep or not all(keys):
+        raise TailorMindError(
+            f"override '{item}' is not of the form dotted.key=value (for example --set cf.epochs=10)."
+        )
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    return keys, value
+
+
+def _set_dotted(raw: dict[str, Any], keys: tuple[str, ...], value: Any, item: str) -> None:
+    node = raw
+    for depth, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            prefix = ".".join(keys[: depth + 1])
+            raise TailorMindError(f"override '{item}' reaches into '{prefix}', which is a value, not a section.")
+        node = child
+    node[keys[-1]] = value
+
+
+def _explain(exc: ValidationError, source: str, origin: dict[tuple[str, ...], str]) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(str(part) for part in err["loc"])
+        key = ".".join(loc)
+        where = origin.get(loc, source)
+        if err["type"] == "extra_forbidden":
+            hint = _did_you_mean(loc)
+            problems.append(f"unknown key '{key}' (from {where}){hint}")
+        elif err["type"] == "missing":
+            problems.append(f"missing key '{key}' (in {where})")
+        else:
+            problems.append(f"key '{key}' (from {where}): {err['msg']}, got {err.get('input')!r}")
+    count = len(problems)
+    head = f"the config has {count} problem{'s' if count > 1 else ''}: "
+    return head + "; ".join(problems) + "."
+
+
+def _did_you_mean(loc: tuple[str, ...]) -> str:
+    model: type[BaseModel] = TailorMindConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1)
+    return f"; did you mean '{'.'.join((*loc[:-1], close[0]))}'?" if close else ""
