@@ -67,7 +67,9 @@ class StageRunner:
         if not marker.is_file():
             return False
         recorded = json.loads(marker.read_text())
-        return bool(recorded["config"] == config_digest(config) and recorded["inputs"] == self._inputs(inputs))
+        return bool(
+            recorded["config"] == config_digest(config) and recorded["inputs"] == self._inputs(inputs)
+        )
 
     def run(
         self,

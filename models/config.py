@@ -107,7 +107,9 @@ def _set_dotted(raw: dict[str, Any], keys: tuple[str, ...], value: Any, item: st
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
             prefix = ".".join(keys[: depth + 1])
-            raise TailorMindError(f"override '{item}' reaches into '{prefix}', which is a value, not a section.")
+            raise TailorMindError(
+                f"override '{item}' reaches into '{prefix}', which is a value, not a section."
+            )
         node = child
     node[keys[-1]] = value
 

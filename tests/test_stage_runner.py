@@ -1,0 +1,110 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from jobs.stage_runner import MARKER, StageRunner, fingerprint
+from models.errors import TailorMindError
+from tests.conftest import REPO_ROOT
+
+
+def write_output(text):
+    def build(out):
+        (out / "result.txt").write_text(text)
+        return {"rows": 1}
+
+    return build
+
+
+def test_runs_then_skips_until_config_or_input_changes(tmp_path):
+    data = tmp_path / "input.txt"
+    data.write_text("v1")
+    runner = StageRunner(tmp_path / "run")
+    first = runner.run("a", write_output("x"), config={"k": 1}, inputs=[data])
+    assert not first.skipped
+    assert (first.path / "result.txt").read_text() == "x"
+    assert json.loads((first.path / MARKER).read_text())["summary"] == {"rows": 1}
+
+    again = runner.run("a", write_output("y"), config={"k": 1}, inputs=[data])
+    assert again.skipped and (again.path / "result.txt").read_text() == "x"
+    assert again.fingerprint == first.fingerprint
+
+    changed_config = runner.run("a", write_output("y"), config={"k": 2}, inputs=[data])
+    assert not changed_config.skipped and (changed_config.path / "result.txt").read_text() == "y"
+
+    data.write_text("v2 is longer")
+    changed_input = runner.run("a", write_output("z"), config={"k": 2}, inputs=[data])
+    assert not changed_input.skipped and changed_input.fingerprint != changed_config.fingerprint
+
+
+def test_force_and_downstream_fingerprint(tmp_path):
+    runner = StageRunner(tmp_path / "run")
+    up = runner.run("up", write_output("1"), config={})
+    down = runner.run("down", write_output("2"), config={}, inputs=[up.path])
+    assert fingerprint(up.path) == up.fingerprint
+
+    forced = StageRunner(tmp_path / "run", force={"up"})
+    up2 = forced.run("up", write_output("1"), config={})
+    assert not up2.skipped
+    assert forced.run("down", write_output("2"), config={}, inputs=[up2.path]).skipped == (
+        up2.fingerprint == up.fingerprint
+    )
+    assert down.path.exists()
+
+
+def test_failed_build_publishes_nothing(tmp_path):
+    runner = StageRunner(tmp_path / "run")
+
+    def broken(out):
+        (out / "half.txt").write_text("partial")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        runner.run("a", broken, config={})
+    assert not (tmp_path / "run" / "a").exists()
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    with pytest.raises(TailorMindError, match="does not exist"):
+        StageRunner(tmp_path / "run").run("a", write_output("x"), config={}, inputs=[tmp_path / "nope"])
+
+
+KILLED_STAGE = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from jobs.stage_runner import StageRunner
+
+    def build(out):
+        (out / "part-0.txt").write_text("first half")
+        Path(sys.argv[2]).write_text("started")
+        time.sleep(60)
+        (out / "part-1.txt").write_text("second half")
+
+    StageRunner(sys.argv[1]).run("slow", build, config={"v": 1})
+    """
+)
+
+
+def test_stage_killed_midway_leaves_nothing_a_rerun_trusts(tmp_path):
+    run_dir, started = tmp_path / "run", tmp_path / "started"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_STAGE, str(run_dir), str(started)], cwd=REPO_ROOT)
+    deadline = time.time() + 60
+    while not started.exists():
+        assert time.time() < deadline and proc.poll() is None, "stage never started"
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    assert not (run_dir / "slow").exists()
+    runner = StageRunner(run_dir)
+    assert not runner.is_current("slow", {"v": 1})
+    result = runner.run("slow", write_output("complete"), config={"v": 1})
+    assert not result.skipped
+    assert sorted(p.name for p in run_dir.iterdir()) == ["slow"], "leftover temp dirs were not cleaned"
