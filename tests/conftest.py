@@ -24,3 +24,22 @@ def movielens_src() -> Path:
         f"MovieLens latest-small not found at {path}; set TAILORMIND_SHARED_DATA to the folder holding it"
     )
     return path
+
+
+# Logical CPUs of the test cluster: most actors of an LLM pipeline (chat template, tokenizer, Serve
+# handles) wait on the engine, so a 2-core machine needs more scheduling slots than cores.
+TEST_CLUSTER_CPUS = 8
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One private local Ray cluster shared by every test that needs Ray."""
+    import ray
+
+    from jobs.ray_cluster import connect
+    from models.config import RayConfig
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    connect(RayConfig(num_cpus=TEST_CLUSTER_CPUS))
+    yield ray
+    ray.shutdown()
