@@ -1,0 +1,47 @@
+"""``tailormind validate`` (check a dataset, quarantine bad rows) and the pipeline's data stage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from jobs.cli import main
+from jobs.stage_runner import StageResult, StageRunner
+from models.config import TailorMindConfig
+from models.data import load_dataset, write_dataset
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Dataset to check, where quarantined rows go, and strictness."""
+    parser.add_argument("--data", required=True, help="dataset directory (TailorBench format)")
+    parser.add_argument("--out", type=Path, help="write quarantined rows under OUT/quarantine/")
+    parser.add_argument("--strict", action="store_true", help="fail on the first kind of bad row")
+
+
+def run(args: argparse.Namespace, config: TailorMindConfig) -> int:
+    """Validate and print the per-file counts."""
+    quarantine = args.out / "quarantine" if args.out else None
+    dataset = load_dataset(args.data, quarantine_dir=quarantine, strict=args.strict or config.data.strict)
+    print(dataset.report.summary())
+    if quarantine and quarantine.exists():
+        print(f"quarantined rows written to {quarantine}")
+    return 0
+
+
+def prepare_data(runner: StageRunner, data_path: str, strict: bool) -> StageResult:
+    """Stage ``data``: the validated dataset (split filled in), its quarantine and report, under RUN/data."""
+
+    def build(out: Path) -> dict:
+        dataset = load_dataset(data_path, quarantine_dir=out / "quarantine", strict=strict)
+        write_dataset(dataset, out)
+        (out / "report.json").write_text(json.dumps(dataset.report.to_dict(), indent=2))
+        return dataset.report.to_dict()
+
+    inputs = [Path(data_path)] if "://" not in data_path else []
+    return runner.run("data", build, config={"path": data_path, "strict": strict}, inputs=inputs)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(["validate", *sys.argv[1:]]))

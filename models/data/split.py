@@ -1,0 +1,29 @@
+"""Leave-two-out splitting by time per user."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
+MIN_INTERACTIONS_TO_HOLD_OUT = 3
+
+
+def assign_leave_two_out(interactions: pa.Table) -> pa.Table:
+    """Interactions sorted by (user, time, item_id) with ``split``: last = test, second last = valid."""
+    order = pc.sort_indices(
+        interactions,
+        sort_keys=[("user_id", "ascending"), ("timestamp", "ascending"), ("item_id", "ascending")],
+    )
+    ordered = interactions.take(order)
+    users = pc.dictionary_encode(ordered["user_id"]).combine_chunks().indices.to_numpy()
+    position = np.arange(len(users))
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    lengths = np.diff(np.r_[starts, len(users)])
+    ends = np.repeat(starts + lengths, lengths)
+    from_end = ends - position - 1
+    held_out = np.repeat(lengths >= MIN_INTERACTIONS_TO_HOLD_OUT, lengths)
+    codes = np.where(held_out & (from_end == 0), 2, np.where(held_out & (from_end == 1), 1, 0))
+    names = np.array(["train", "valid", "test"], dtype=object)
+    return ordered.append_column("split", pa.array(names[codes], pa.string()))
