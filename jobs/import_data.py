@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jobs.cli import main
+from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
 from models.data import write_dataset
 from models.data.movielens import import_movielens
+from models.data.synth import SynthSpec, write_synthetic
+
+if TYPE_CHECKING:
+    from jobs.pipeline import PipelineRun
 
 IMPORTERS = {"movielens": import_movielens}
 
@@ -31,6 +37,25 @@ def run(args: argparse.Namespace, config: TailorMindConfig) -> int:
         f"{dataset.interactions.num_rows} interactions"
     )
     return 0
+
+
+def dataset_stage(pipeline: PipelineRun) -> StageResult:
+    """Stage ``dataset``: the MovieLens import or the synthetic dataset of the config, in RUN/dataset."""
+    data = pipeline.config.data
+    if data.path:  # an existing dataset is read in place by the data stage
+        return StageResult("dataset", Path(data.path), "", skipped=True, seconds=0.0)
+    if data.movielens_src:
+        src = Path(data.movielens_src)
+
+        def build(out: Path) -> dict:
+            dataset = import_movielens(src)
+            write_dataset(dataset, out)
+            return {"items": dataset.items.num_rows, "interactions": dataset.interactions.num_rows}
+
+        return pipeline.runner.run("dataset", build, config={"movielens": str(src)}, inputs=[src])
+    assert data.synth is not None
+    spec = SynthSpec(seed=pipeline.config.seed, **data.synth.model_dump())
+    return pipeline.runner.run("dataset", lambda out: write_synthetic(spec, out), config=spec.__dict__)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jobs.cli import main
-from jobs.stage_runner import StageResult, StageRunner
+from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
 from models.data import load_dataset, write_dataset
+
+if TYPE_CHECKING:
+    from jobs.pipeline import PipelineRun
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,8 +34,10 @@ def run(args: argparse.Namespace, config: TailorMindConfig) -> int:
     return 0
 
 
-def prepare_data(runner: StageRunner, data_path: str, strict: bool) -> StageResult:
+def data_stage(pipeline: PipelineRun) -> StageResult:
     """Stage ``data``: the validated dataset (split filled in), its quarantine and report, under RUN/data."""
+    data_path = str(pipeline.results["dataset"].path)
+    strict = pipeline.config.data.strict
 
     def build(out: Path) -> dict:
         dataset = load_dataset(data_path, quarantine_dir=out / "quarantine", strict=strict)
@@ -40,7 +46,7 @@ def prepare_data(runner: StageRunner, data_path: str, strict: bool) -> StageResu
         return dataset.report.to_dict()
 
     inputs = [Path(data_path)] if "://" not in data_path else []
-    return runner.run("data", build, config={"path": data_path, "strict": strict}, inputs=inputs)
+    return pipeline.runner.run("data", build, config={"path": data_path, "strict": strict}, inputs=inputs)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,22 @@ class RayConfig(StrictModel):
     object_store_memory_gb: float | None = Field(None, gt=0, description="object store of a local cluster")
 
 
-class DataConfig(StrictModel):
-    """The TailorBench dataset a pipeline reads and how strictly it is validated."""
+class SynthConfig(StrictModel):
+    """A synthetic dataset with planted topics, generated when no dataset path is given."""
 
-    path: str | None = Field(None, description="dataset directory (local path, s3:// or gs://)")
+    users: int = Field(2000, ge=1)
+    items: int = Field(1000, ge=1)
+    tags: int = Field(50, ge=1)
+    interactions: int | None = Field(None, ge=1, description="target before removing repeats")
+    image_share: float = Field(0.05, ge=0, le=1)
+
+
+class DataConfig(StrictModel):
+    """The dataset a pipeline reads: an existing directory, a MovieLens import or a synthetic one."""
+
+    path: str | None = Field(None, description="TailorBench dataset directory (local path, s3:// or gs://)")
+    movielens_src: str | None = Field(None, description="import MovieLens from this folder when no path")
+    synth: SynthConfig | None = Field(None, description="generate this dataset when no path or MovieLens")
     strict: bool = Field(False, description="fail on the first bad row instead of quarantining")
 
 

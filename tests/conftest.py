@@ -43,3 +43,12 @@ def ray_cluster():
     connect(RayConfig(num_cpus=TEST_CLUSTER_CPUS))
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> Path:
+    """The tiny offline models, built once where ``tiny://`` sources resolve (a no-op when current)."""
+    from models.tiny import build_tiny_models, default_models_dir
+
+    build_tiny_models()
+    return default_models_dir()

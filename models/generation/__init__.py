@@ -1,0 +1,1 @@
+"""Content generation: ideas, posts, images and their reflection rounds."""

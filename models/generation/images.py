@@ -1,0 +1,44 @@
+"""Text-to-image generation with a diffusers pipeline."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from models.tiny import resolve_model_source
+
+
+class ImageGenerator:
+    """A Stable Diffusion family pipeline on one device that turns prompts into images, seeded."""
+
+    def __init__(
+        self,
+        source: str,
+        device: str = "cpu",
+        dtype: str = "float32",
+        steps: int = 25,
+        height: int = 512,
+        width: int = 512,
+        guidance_scale: float = 7.5,
+    ):
+        from diffusers import AutoPipelineForText2Image
+
+        self.pipeline = AutoPipelineForText2Image.from_pretrained(
+            resolve_model_source(source), torch_dtype=getattr(torch, dtype)
+        ).to(device)
+        self.pipeline.set_progress_bar_config(disable=True)
+        self.device = device
+        self.steps, self.height, self.width, self.guidance_scale = steps, height, width, guidance_scale
+
+    def generate(self, prompts: list[str], seed: int) -> list[Image.Image]:
+        """One image per prompt; the same prompts and seed give the same images."""
+        generators = [torch.Generator(self.device).manual_seed(seed + i) for i in range(len(prompts))]
+        result = self.pipeline(
+            prompts,
+            num_inference_steps=self.steps,
+            height=self.height,
+            width=self.width,
+            guidance_scale=self.guidance_scale,
+            generator=generators,
+        )
+        return list(result.images)

@@ -1,0 +1,1 @@
+"""Scorers for generated content: CLIPScore and history relevance."""

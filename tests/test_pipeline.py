@@ -1,0 +1,26 @@
+from jobs.cli import main
+from jobs.pipeline import stages_to_force
+
+
+def test_from_forces_that_stage_and_later():
+    assert stages_to_force(False, "data") >= {"data"}
+    assert "dataset" not in stages_to_force(False, "data")
+    assert stages_to_force(True, None) is True
+
+
+def test_run_imports_validates_then_skips(movielens_src, tmp_path, capsys):
+    args = ["run", "--out", str(tmp_path / "run"), "--set", f"data.movielens_src={movielens_src}"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "dataset    ran" in out and "data       ran" in out
+    assert (tmp_path / "run" / "data" / "interactions.parquet").is_file()
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("skipped (up to date)") == 2
+    assert main([*args, "--from", "data"]) == 0
+    out = capsys.readouterr().out
+    assert "dataset    skipped" in out and "data       ran" in out
+
+
+def test_run_without_a_dataset_is_a_clear_error(tmp_path, capsys):
+    assert main(["run", "--out", str(tmp_path)]) == 2
+    assert "names no dataset" in capsys.readouterr().err

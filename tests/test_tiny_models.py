@@ -1,0 +1,66 @@
+import hashlib
+
+import numpy as np
+import pytest
+
+from models.errors import TailorMindError
+from models.tiny import build_tiny_models, resolve_model_source
+
+
+def test_builds_are_deterministic_and_idempotent(tmp_path):
+    first = build_tiny_models(tmp_path / "a", ["chat"])
+    second = build_tiny_models(tmp_path / "b", ["chat"])
+    digest = [
+        hashlib.sha256((r["chat"][0] / "model.safetensors").read_bytes()).hexdigest() for r in (first, second)
+    ]
+    assert digest[0] == digest[1]
+    assert first["chat"][1] is True
+    assert build_tiny_models(tmp_path / "a", ["chat"])["chat"][1] is False  # current: not rebuilt
+
+
+def test_resolve_model_source(tmp_path, tiny_models):
+    assert resolve_model_source("tiny://chat") == str(tiny_models / "chat")
+    assert resolve_model_source("meta-llama/Llama-3.2-1B-Instruct") == "meta-llama/Llama-3.2-1B-Instruct"
+    with pytest.raises(TailorMindError, match="names no tiny model"):
+        resolve_model_source("tiny://gpt5")
+    with pytest.raises(TailorMindError, match="build-tiny"):
+        resolve_model_source("tiny://chat", models_dir=tmp_path)
+
+
+def test_chat_tokenizer_renders_text_and_image_parts(tiny_models):
+    from transformers import AutoProcessor, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models / "chat")
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hello"}], tokenize=False, add_generation_prompt=True
+    )
+    assert text == "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+    processor = AutoProcessor.from_pretrained(tiny_models / "vlm")
+    parts = [{"type": "image"}, {"type": "text", "text": "describe"}]
+    prompt = processor.apply_chat_template([{"role": "user", "content": parts}], add_generation_prompt=True)
+    assert "<image>describe" in prompt
+
+
+def test_stable_diffusion_generates_seeded_images(tiny_models):
+    from models.generation.images import ImageGenerator
+
+    generator = ImageGenerator("tiny://sd", steps=2, height=64, width=64)
+    first = generator.generate(["a red car", "a quiet lake"], seed=3)
+    again = generator.generate(["a red car", "a quiet lake"], seed=3)
+    assert [image.size for image in first] == [(64, 64), (64, 64)]
+    assert np.array_equal(np.asarray(first[0]), np.asarray(again[0]))
+    assert not np.array_equal(np.asarray(first[0]), np.asarray(first[1]))
+
+
+def test_clip_scorer_scores_pairs(tiny_models):
+    from PIL import Image
+
+    from models.scoring.clip_score import CLIPScorer
+
+    scorer = CLIPScorer("tiny://clip")
+    images = [Image.new("RGB", (40, 30), color) for color in ("red", "blue")]
+    scores = scorer.score(images, ["a red square", "a blue square"])
+    assert scores.shape == (2,) and ((scores >= 0) & (scores <= 100)).all()
+    texts = scorer.embed_texts(["a", "b", "c"])
+    assert texts.shape == (3, 32)
+    assert np.allclose(texts.norm(dim=-1).numpy(), 1.0, atol=1e-5)
