@@ -10,15 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
+from models.config_base import StrictModel
 from models.errors import TailorMindError
-
-
-class StrictModel(BaseModel):
-    """Base for every config section: unknown keys are errors, values are validated on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+from models.llm.config import LLMConfig
 
 
 class RayConfig(StrictModel):
@@ -55,6 +51,7 @@ class TailorMindConfig(StrictModel):
     seed: int = Field(0, description="seed for every sampler, initialiser and generator")
     ray: RayConfig = RayConfig()
     data: DataConfig = DataConfig()
+    llm: LLMConfig = LLMConfig()
 
 
 def config_digest(section: BaseModel | dict[str, Any] | None) -> str:

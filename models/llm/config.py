@@ -1,0 +1,48 @@
+"""How each LLM role (captioner, profiler, ranker, optimizer, judge) is reached and sampled."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from models.config_base import StrictModel
+
+
+class LLMRoleConfig(StrictModel):
+    """One LLM role: its weights, its backend, the engine's resources and its sampling settings."""
+
+    model_source: str = Field("tiny://chat", description="tiny://NAME, a Hugging Face id or a path")
+    backend: Literal["vllm", "serve", "http"] = Field(
+        "vllm",
+        description="vllm: an engine inside the job (ray.data.llm); serve: a Ray Serve LLM deployment "
+        "(started by the job when absent, kept across passes); http: any OpenAI-compatible endpoint",
+    )
+    # vLLM engine (backends vllm and serve)
+    dtype: str = "bfloat16"
+    max_model_len: int = Field(2048, ge=128)
+    enforce_eager: bool = Field(True, description="skip CUDA graphs (required on CPU)")
+    tensor_parallel_size: int = Field(1, ge=1)
+    accelerator_type: str | None = Field(None, description="GPU type, e.g. H100; None runs on CPU bundles")
+    cpus_per_engine: float = Field(1.0, gt=0)
+    num_engines: int = Field(1, ge=1, description="engine replicas (Ray Data concurrency / Serve replicas)")
+    batch_size: int = Field(16, ge=1)
+    max_images_per_prompt: int = Field(0, ge=0, description="> 0 enables image input (VLMs)")
+    # backend http
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://host:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    requests_per_second: float | None = Field(None, gt=0)
+    # sampling and robustness
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.7, ge=0)
+    max_retries: int = Field(1, ge=0, description="extra attempts for rows with errors or invalid JSON")
+
+
+class LLMConfig(StrictModel):
+    """The LLM behind each role of the pipeline."""
+
+    captioner: LLMRoleConfig = LLMRoleConfig(model_source="tiny://vlm", max_images_per_prompt=1)
+    profiler: LLMRoleConfig = LLMRoleConfig()
+    ranker: LLMRoleConfig = LLMRoleConfig(temperature=0.0)
+    optimizer: LLMRoleConfig = LLMRoleConfig()
+    judge: LLMRoleConfig = LLMRoleConfig(temperature=0.0)

@@ -1,0 +1,59 @@
+"""Ray Serve LLM deployments (ray.serve.llm, vLLM inside) for the pipeline's LLM roles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+from ray import serve
+
+from models.llm.config import LLMRoleConfig
+from models.llm.engine import engine_kwargs, placement
+from models.tiny import resolve_model_source
+
+log = logging.getLogger("tailormind.serve")
+
+
+def llm_server_config(role: LLMRoleConfig, deployment_name: str) -> Any:
+    """The ``ray.serve.llm.LLMConfig`` that serves a role's model under its ``model_source`` id."""
+    from ray.serve.llm import LLMConfig
+
+    extra: dict[str, Any] = placement(role)
+    if role.accelerator_type is None:
+        extra["accelerator_config"] = {"kind": "cpu"}
+    return LLMConfig(
+        model_loading_config={
+            "model_id": role.model_source,
+            "model_source": resolve_model_source(role.model_source),
+        },
+        engine_kwargs=engine_kwargs(role),
+        deployment_config={"name": deployment_name, "num_replicas": role.num_engines},
+        log_engine_metrics=False,
+        **extra,
+    )
+
+
+def deployment_names(role: LLMRoleConfig) -> tuple[str, str]:
+    """(app, deployment) names of a role's engine; roles with the same engine settings share one."""
+    engine = {
+        k: v for k, v in role.model_dump().items() if k not in ("temperature", "max_tokens", "max_retries")
+    }
+    digest = hashlib.sha256(json.dumps(engine, sort_keys=True).encode()).hexdigest()[:8]
+    return f"tailormind-llm-{digest}", f"llm-{digest}"
+
+
+def ensure_llm_deployment(role: LLMRoleConfig) -> tuple[str, str]:
+    """Deploy the role's LLM on Serve unless it already runs; returns (app name, deployment name)."""
+    from ray.serve.llm import build_llm_deployment
+
+    app_name, deployment_name = deployment_names(role)
+    if app_name in serve.status().applications:
+        return app_name, deployment_name
+    log.info("deploying %s on Ray Serve as %s", role.model_source, app_name)
+    app = build_llm_deployment(
+        llm_server_config(role, deployment_name), override_serve_options={"name": deployment_name}
+    )
+    serve.run(app, name=app_name, route_prefix=None)
+    return app_name, deployment_name
