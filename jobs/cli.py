@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("jobs.validate", "check a dataset directory and quarantine bad rows"),
     "import": ("jobs.import_data", "convert a public dataset into the TailorBench format"),
     "synth": ("jobs.synth", "write a synthetic dataset with planted topics"),
+    "train-cf": ("jobs.train_cf", "train the hypergraph CF model with Ray Train"),
     "run": ("jobs.pipeline", "run the whole pipeline of a config into a run directory"),
     "models": ("jobs.tiny_models", "build the tiny offline models used by tests and the demo"),
     "bench": ("jobs.bench", "run the throughput benchmarks and write results and plots"),

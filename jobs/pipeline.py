@@ -28,6 +28,7 @@ class PipelineRun:
 STAGES: dict[str, str] = {
     "dataset": "jobs.import_data:dataset_stage",
     "data": "jobs.validate:data_stage",
+    "cf": "jobs.train_cf:cf_stage",
 }
 
 

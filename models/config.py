@@ -45,12 +45,33 @@ class DataConfig(StrictModel):
     strict: bool = Field(False, description="fail on the first bad row instead of quarantining")
 
 
+class CFConfig(StrictModel):
+    """Hypergraph collaborative filtering: model size, BPR training and its Ray Train resources."""
+
+    epochs: int = Field(40, ge=1, description="upper bound; early stopping on validation Recall@20")
+    layers: int = Field(3, ge=0)
+    dim: int = Field(64, ge=1)
+    batch_size: int = Field(4096, ge=1, description="BPR triples per optimiser step, over all workers")
+    lr: float = Field(0.005, gt=0)
+    l2: float = Field(1e-4, ge=0, description="L2 on the batch's layer-0 embeddings")
+    use_tags: bool = Field(True, description="false = plain user-item LightGCN (the paper's ablation)")
+    patience: int = Field(5, ge=1, description="epochs without validation improvement before stopping")
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    max_failures: int = Field(2, ge=0, description="worker failures Ray Train recovers from")
+    fault_injection_epoch: int | None = Field(
+        None, ge=1, description="fault-tolerance drill: rank 0 dies once after reporting this epoch"
+    )
+    topk: int = Field(20, ge=1, description="CF items per user kept by score-topk")
+
+
 class TailorMindConfig(StrictModel):
     """The whole configuration: one section per stage, every field with a default."""
 
     seed: int = Field(0, description="seed for every sampler, initialiser and generator")
     ray: RayConfig = RayConfig()
     data: DataConfig = DataConfig()
+    cf: CFConfig = CFConfig()
     llm: LLMConfig = LLMConfig()
 
 

@@ -1,0 +1,271 @@
+"""``tailormind train-cf --data DATASET --out RUN``: hypergraph CF trained with Ray Train (DDP, checkpoints).
+
+Every worker holds the whole graph and a disjoint shard of each epoch's BPR triples; one propagation per
+optimiser step. Rank 0 evaluates validation Recall@20 after each epoch, which drives early stopping and the
+best checkpoint; the test split is read only once, by the driver, after training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from jobs.cli import main
+from jobs.ray_cluster import connect
+from jobs.stage_runner import StageResult, StageRunner
+from models.cf import (
+    HypergraphCF,
+    bpr_loss,
+    build_hypergraph,
+    full_ranking_metrics,
+    popularity_embeddings,
+    sample_bpr_triples,
+    sampled_metrics,
+    seen_keys,
+)
+from models.cf.inputs import CFInputs, cf_inputs
+from models.config import CFConfig, TailorMindConfig
+from models.data import load_dataset
+
+if TYPE_CHECKING:
+    from jobs.pipeline import PipelineRun
+
+VALIDATION_METRIC = "recall@20"
+_STATE_FILE = "state.pt"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Dataset and run directory."""
+    parser.add_argument("--data", required=True, help="TailorBench dataset (e.g. RUN/data or an import)")
+    parser.add_argument("--out", required=True, type=Path, help="run directory; writes RUN/cf/")
+    parser.add_argument("--force", action="store_true", help="retrain even when RUN/cf is up to date")
+
+
+def _device(use_gpu: bool) -> torch.device:
+    if use_gpu:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+    return torch.device("cpu")
+
+
+def _load_state(checkpoint: Any) -> dict[str, Any] | None:
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        return torch.load(Path(directory) / _STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker: DDP model, this rank's shard of BPR triples, reports and checkpoints."""
+    import ray.train
+    import ray.train.torch
+
+    cf = CFConfig(**loop_config["cf"])
+    inputs: CFInputs = cf_inputs(load_dataset(loop_config["data"]), seed=loop_config["seed"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = _device(cf.use_gpu)
+    torch.manual_seed(loop_config["seed"])
+    graph = build_hypergraph(
+        inputs.train, inputs.item_index, inputs.tag_index, inputs.num_tags, use_tags=cf.use_tags
+    ).to(device)
+    model = HypergraphCF(graph.num_users, graph.num_tags, graph.num_items, cf.dim, cf.layers)
+    model = ray.train.torch.prepare_model(model)
+    core: HypergraphCF = model.module if hasattr(model, "module") else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=cf.lr)
+    train_coo = inputs.train.tocoo()
+    pos_users = torch.as_tensor(train_coo.row, dtype=torch.int64, device=device)
+    pos_items = torch.as_tensor(train_coo.col, dtype=torch.int64, device=device)
+    known = seen_keys(inputs.all_seen.tocoo().row, inputs.all_seen.tocoo().col, inputs.num_items).to(device)
+    state = _load_state(ray.train.get_checkpoint())
+    start_epoch, best, best_state, stale = 1, -1.0, None, 0
+    if state is not None:  # a restarted worker group continues from the last registered checkpoint
+        core.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best, best_state, stale = (
+            state["epoch"] + 1,
+            state["best"],
+            state["best_model"],
+            state["stale"],
+        )
+    per_worker_batch = max(1, cf.batch_size // world)
+    for epoch in range(start_epoch, cf.epochs + 1):
+        started = time.perf_counter()
+        order = torch.randperm(len(pos_users), generator=torch.Generator().manual_seed(epoch * 1000 + 7))
+        shard = order[rank::world].to(device)
+        generator = torch.Generator(device=device).manual_seed(epoch * 1000 + rank)
+        users, positives, negatives = sample_bpr_triples(
+            pos_users[shard], pos_items[shard], inputs.num_items, known, generator
+        )
+        model.train()
+        total, steps = 0.0, max(1, -(-len(users) // per_worker_batch))
+        for step in range(steps):
+            batch = slice(step * per_worker_batch, (step + 1) * per_worker_batch)
+            u, p, n = users[batch], positives[batch], negatives[batch]
+            user_final, item_final = model(graph)
+            initial = core.initial()
+            item0 = initial[core.num_users + core.num_tags :]
+            loss = bpr_loss(
+                user_final[u], item_final[p], item_final[n], initial[u], item0[p], item0[n], cf.l2
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": total / steps,
+            "epoch_seconds": time.perf_counter() - started,
+            "triples_per_second": len(users) * world / (time.perf_counter() - started),
+        }
+        checkpoint = None
+        if rank == 0:
+            model.eval()
+            with torch.no_grad():
+                user_final, item_final = core(graph)
+                valid = full_ranking_metrics(user_final, item_final, inputs.train, *inputs.valid)
+            metrics["valid_" + VALIDATION_METRIC] = valid[VALIDATION_METRIC]
+            if valid[VALIDATION_METRIC] > best:
+                best, stale = valid[VALIDATION_METRIC], 0
+                best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+            else:
+                stale += 1
+            directory = tempfile.mkdtemp(prefix="cf-ckpt-")
+            torch.save(
+                {
+                    "model": core.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch,
+                    "best": best,
+                    "best_model": best_state,
+                    "stale": stale,
+                },
+                Path(directory) / _STATE_FILE,
+            )
+            checkpoint = ray.train.Checkpoint.from_directory(directory)
+        stop = torch.tensor([float(stale >= cf.patience)], device=device)
+        if world > 1:
+            torch.distributed.broadcast(stop, src=0)
+        metrics["stopped"] = bool(stop.item())
+        ray.train.report(metrics, checkpoint=checkpoint)
+        drill = Path(loop_config["drill_marker"])
+        if rank == 0 and cf.fault_injection_epoch == epoch and not drill.exists():
+            drill.touch()
+            os._exit(1)  # the fault-tolerance drill: this worker process dies, once
+        if stop.item():
+            break
+
+
+def train(inputs_path: str, out: Path, config: TailorMindConfig) -> dict[str, Any]:
+    """Fit on Ray Train, then evaluate the best model on the test split and export embeddings into ``out``."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    cf = config.cf
+    connect(config.ray)
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    storage = Path(tempfile.mkdtemp(prefix="train-cf-", dir=out))
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "cf": cf.model_dump(),
+            "data": inputs_path,
+            "seed": config.seed,
+            "drill_marker": str(storage.resolve() / "fault-injected"),
+        },
+        scaling_config=ray.train.ScalingConfig(num_workers=cf.num_workers, use_gpu=cf.use_gpu),
+        run_config=ray.train.RunConfig(
+            name="cf",
+            storage_path=str(storage.resolve()),
+            failure_config=ray.train.FailureConfig(max_failures=cf.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    train_seconds = time.perf_counter() - started
+    state = _load_state(result.checkpoint)
+    assert state is not None, "training reported no checkpoint"
+    inputs = cf_inputs(load_dataset(inputs_path), seed=config.seed)
+    graph = build_hypergraph(inputs.train, inputs.item_index, inputs.tag_index, inputs.num_tags, cf.use_tags)
+    model = HypergraphCF(graph.num_users, graph.num_tags, graph.num_items, cf.dim, cf.layers)
+    model.load_state_dict(state["best_model"])
+    with torch.no_grad():
+        user_emb, item_emb = model(graph)
+    metrics: dict[str, Any] = {
+        **evaluate(user_emb, item_emb, inputs),
+        "epochs": int(state["epoch"]),
+        "best_valid_recall@20": float(state["best"]),
+        "fault_injected": (storage / "fault-injected").exists(),
+        "train_seconds": round(train_seconds, 3),
+        "num_users": inputs.num_users,
+        "num_items": inputs.num_items,
+        "num_tags": graph.num_tags,
+        "use_tags": cf.use_tags,
+        "num_workers": cf.num_workers,
+        "most_popular": evaluate(*popularity_embeddings(inputs.train), inputs),
+    }
+    _write_embeddings(out / "embeddings", inputs, user_emb, item_emb)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    shutil.rmtree(storage, ignore_errors=True)
+    return metrics
+
+
+def evaluate(user_emb: torch.Tensor, item_emb: torch.Tensor, inputs: CFInputs) -> dict[str, float]:
+    """Test-split metrics: full ranking over items unseen in train, and the seeded 1:99 sample."""
+    metrics = full_ranking_metrics(user_emb, item_emb, inputs.train, *inputs.test)
+    metrics.update(sampled_metrics(user_emb, item_emb, *inputs.test_candidates))
+    return metrics
+
+
+def _write_embeddings(
+    directory: Path, inputs: CFInputs, user_emb: torch.Tensor, item_emb: torch.Tensor
+) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, ids, emb in (("users", inputs.user_ids, user_emb), ("items", inputs.item_ids, item_emb)):
+        values = emb.detach().cpu().float().numpy()
+        column = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
+        key = "user_id" if name == "users" else "item_id"
+        table = pa.table({key: ids, "embedding": column.cast(pa.list_(pa.float32()))})
+        pq.write_table(table, directory / f"{name}.parquet")
+
+
+def train_stage(runner: StageRunner, data: Path, config: TailorMindConfig) -> StageResult:
+    """Stage ``cf`` in ``runner``'s run directory: RUN/cf/metrics.json and RUN/cf/embeddings/*.parquet."""
+    return runner.run(
+        "cf",
+        lambda out: train(str(data), out, config),
+        config={"cf": config.cf, "seed": config.seed},
+        inputs=[data],
+    )
+
+
+def cf_stage(pipeline: PipelineRun) -> StageResult:
+    """Pipeline stage ``cf`` on the validated dataset of stage ``data``."""
+    return train_stage(pipeline.runner, pipeline.results["data"].path, pipeline.config)
+
+
+def run(args: argparse.Namespace, config: TailorMindConfig) -> int:
+    """Train (or skip when current) and print the test metrics."""
+    result = train_stage(StageRunner(args.out, force=args.force), Path(args.data), config)
+    metrics = json.loads((result.path / "metrics.json").read_text())
+    keys = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "sampled_recall@20", "epochs", "train_seconds")
+    print(json.dumps({k: metrics[k] for k in keys}))
+    print(f"embeddings and metrics in {result.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(["train-cf", *sys.argv[1:]]))

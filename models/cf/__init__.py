@@ -1,0 +1,34 @@
+"""Hypergraph collaborative filtering (TailorMind): graph, model, BPR sampling and ranking metrics."""
+
+from models.cf.graph import HypergraphAdjacency, build_hypergraph, symmetric_weights
+from models.cf.model import HypergraphCF, bpr_loss
+from models.cf.ranking import (
+    full_ranking_metrics,
+    full_ranks,
+    popularity_embeddings,
+    popularity_scores,
+    rank_metrics,
+    sampled_metrics,
+    sampled_ranks,
+    topk_unseen,
+)
+from models.cf.sampling import is_seen, sample_bpr_triples, seen_keys
+
+__all__ = [
+    "HypergraphAdjacency",
+    "HypergraphCF",
+    "bpr_loss",
+    "build_hypergraph",
+    "full_ranking_metrics",
+    "full_ranks",
+    "is_seen",
+    "popularity_embeddings",
+    "popularity_scores",
+    "rank_metrics",
+    "sample_bpr_triples",
+    "sampled_metrics",
+    "sampled_ranks",
+    "seen_keys",
+    "symmetric_weights",
+    "topk_unseen",
+]

@@ -1,0 +1,61 @@
+"""What CF training and evaluation read from a validated dataset, as index arrays and sparse matrices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+from models.data import TailorBenchDataset, encode_interactions, encode_item_tags, sample_candidates
+
+
+@dataclass(frozen=True)
+class CFInputs:
+    """Train matrix, item-tag pairs, held-out positives and seeded 1:99 test candidates of a dataset."""
+
+    user_ids: pa.Array
+    item_ids: pa.Array
+    tag_names: pa.Array
+    train: sp.csr_matrix
+    item_index: np.ndarray
+    tag_index: np.ndarray
+    valid: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    test_candidates: tuple[np.ndarray, np.ndarray]
+    all_seen: sp.csr_matrix
+
+    @property
+    def num_users(self) -> int:
+        """Users (rows of the train matrix)."""
+        return self.train.shape[0]
+
+    @property
+    def num_items(self) -> int:
+        """Items of the catalogue."""
+        return self.train.shape[1]
+
+    @property
+    def num_tags(self) -> int:
+        """Distinct tags over all items."""
+        return len(self.tag_names)
+
+
+def cf_inputs(dataset: TailorBenchDataset, seed: int, num_negatives: int = 99) -> CFInputs:
+    """Encode a dataset for CF: the train split only feeds the graph; valid/test are held out."""
+    encoded = encode_interactions(dataset)
+    tag_names, item_index, tag_index = encode_item_tags(dataset.items)
+    sample = sample_candidates(encoded, "test", num_negatives=num_negatives, seed=seed, salt="cf")
+    return CFInputs(
+        user_ids=encoded.user_ids,
+        item_ids=encoded.item_ids,
+        tag_names=tag_names,
+        train=encoded.matrix(("train",)),
+        item_index=item_index,
+        tag_index=tag_index,
+        valid=encoded.last_per_user("valid"),
+        test=encoded.last_per_user("test"),
+        test_candidates=(sample.users, sample.candidates),
+        all_seen=encoded.matrix(("train", "valid", "test")),
+    )

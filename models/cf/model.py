@@ -1,0 +1,82 @@
+"""TailorMind's hypergraph collaborative filter: LightGCN propagation over users+tags and items."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.nn import LGConv
+
+from models.cf.graph import HypergraphAdjacency
+
+INIT_STD = 0.1
+
+
+class HypergraphCF(nn.Module):
+    """One embedding per user, tag and item, smoothed by ``layers`` rounds of normalised propagation."""
+
+    def __init__(self, num_users: int, num_tags: int, num_items: int, dim: int = 64, layers: int = 3) -> None:
+        super().__init__()
+        self.num_users, self.num_tags, self.num_items = num_users, num_tags, num_items
+        self.layers = layers
+        self.embedding = nn.Embedding(num_users + num_tags + num_items, dim)
+        nn.init.normal_(self.embedding.weight, std=INIT_STD)
+        self.conv = LGConv(normalize=False)
+
+    @property
+    def num_nodes(self) -> int:
+        """Users + tags + items."""
+        return self.num_users + self.num_tags + self.num_items
+
+    def initial(self) -> torch.Tensor:
+        """Layer-0 embeddings of every node, [num_nodes, dim] (what BPR's L2 term penalises)."""
+        return self.embedding.weight
+
+    def propagate(self, graph: HypergraphAdjacency) -> torch.Tensor:
+        """Final embeddings of every node: the mean of layers 0..L, [num_nodes, dim]."""
+        self._check(graph)
+        x = self.embedding.weight
+        total = x
+        for _ in range(self.layers):
+            x = self.conv(x, graph.edge_index, graph.edge_weight)
+            total = total + x
+        return total / (self.layers + 1)
+
+    def split(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(users, tags, items) rows of a per-node tensor."""
+        users, tags, items = torch.split(nodes, [self.num_users, self.num_tags, self.num_items])
+        return users, tags, items
+
+    def forward(self, graph: HypergraphAdjacency) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user_emb, item_emb): final embeddings whose dot product is the preference score."""
+        users, _, items = self.split(self.propagate(graph))
+        return users, items
+
+    def _check(self, graph: HypergraphAdjacency) -> None:
+        """Raise ValueError when the graph was built for a different node layout."""
+        ours = (self.num_users, self.num_tags, self.num_items)
+        theirs = (graph.num_users, graph.num_tags, graph.num_items)
+        if ours != theirs:
+            raise ValueError(f"graph has (users, tags, items) = {theirs} but the model has {ours}")
+
+
+def bpr_loss(
+    user_final: torch.Tensor,
+    pos_final: torch.Tensor,
+    neg_final: torch.Tensor,
+    user_init: torch.Tensor,
+    pos_init: torch.Tensor,
+    neg_init: torch.Tensor,
+    l2: float,
+) -> torch.Tensor:
+    """Mean BPR loss of a batch of triples plus ``l2`` times half the batch's mean squared layer-0 norm.
+
+    An empty batch gives a zero loss that still backpropagates (as zeros) into the inputs.
+    """
+    batch = user_final.shape[0]
+    if batch == 0:
+        parts = (user_final, pos_final, neg_final, user_init, pos_init, neg_init)
+        return torch.stack([t.sum() for t in parts]).sum() * 0.0
+    margin = (user_final * pos_final).sum(dim=1) - (user_final * neg_final).sum(dim=1)
+    reg = (user_init.pow(2).sum() + pos_init.pow(2).sum() + neg_init.pow(2).sum()) / 2 / batch
+    return F.softplus(-margin).mean() + l2 * reg

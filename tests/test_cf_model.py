@@ -1,0 +1,353 @@
+"""Hypergraph CF library: graph, propagation, BPR sampling, top-k, ranking metrics, a short training run."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from models.cf import (
+    HypergraphCF,
+    bpr_loss,
+    build_hypergraph,
+    full_ranking_metrics,
+    popularity_embeddings,
+    popularity_scores,
+    rank_metrics,
+    sample_bpr_triples,
+    sampled_metrics,
+    seen_keys,
+    topk_unseen,
+)
+
+# 3 users x 5 items; user 2 has no train items and item 4 has neither users nor tags (zero degree).
+TRAIN_PAIRS = [(0, 0), (0, 1), (1, 1), (1, 2), (1, 3)]
+# item-tag pairs over 2 tags, with one duplicate
+ITEM_TAG = ([0, 1, 1, 3, 0], [0, 0, 1, 1, 0])
+
+
+def _tiny_train() -> sp.csr_matrix:
+    """TRAIN_PAIRS as CSR with a duplicated stored entry, a value of 2 and an explicit stored zero."""
+    rows = [0, 0, 0, 1, 1, 1, 2]
+    cols = [0, 1, 1, 1, 2, 3, 4]
+    data = [1.0, 2.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+    indptr = np.array([0, 3, 6, 7])
+    matrix = sp.csr_matrix((np.array(data, np.float32), np.array(cols), indptr), shape=(3, 5))
+    assert matrix.nnz == len(rows)  # the duplicate and the zero really are stored
+    return matrix
+
+
+def _dense_adjacency(use_tags: bool) -> np.ndarray:
+    """A = [[0, X'], [X'ᵀ, 0]] with X' = [X; Yᵀ] written out by hand from the pair lists."""
+    num_tags = 2 if use_tags else 0
+    x_prime = np.zeros((3 + num_tags, 5))
+    for u, i in TRAIN_PAIRS:
+        x_prime[u, i] = 1.0
+    if use_tags:
+        for i, t in zip(*ITEM_TAG, strict=True):
+            x_prime[3 + t, i] = 1.0
+    rows = x_prime.shape[0]
+    adj = np.zeros((rows + 5, rows + 5))
+    adj[:rows, rows:] = x_prime
+    adj[rows:, :rows] = x_prime.T
+    return adj
+
+
+def _normalise(adj: np.ndarray) -> np.ndarray:
+    """D^-1/2 A D^-1/2 with zero-degree rows and columns left at zero."""
+    deg = adj.sum(axis=1)
+    inv = np.where(deg > 0, 1.0 / np.sqrt(np.maximum(deg, 1e-12)), 0.0)
+    return inv[:, None] * adj * inv[None, :]
+
+
+def _as_dense(graph) -> np.ndarray:
+    out = np.zeros((graph.num_nodes, graph.num_nodes))
+    src, dst = graph.edge_index.numpy()
+    np.add.at(out, (src, dst), graph.edge_weight.numpy())
+    return out
+
+
+@pytest.mark.parametrize("use_tags", [True, False])
+def test_graph_layout_symmetry_and_normalisation(use_tags):
+    graph = build_hypergraph(_tiny_train(), np.array(ITEM_TAG[0]), np.array(ITEM_TAG[1]), 2, use_tags)
+    num_tags = 2 if use_tags else 0
+    assert (graph.num_users, graph.num_tags, graph.num_items) == (3, num_tags, 5)
+    assert graph.num_nodes == 8 + num_tags
+    unique_edges = len(TRAIN_PAIRS) + (4 if use_tags else 0)
+    assert graph.edge_index.dtype == torch.int64 and graph.edge_weight.dtype == torch.float32
+    assert graph.edge_index.shape == (2, 2 * unique_edges) and graph.edge_weight.shape == (2 * unique_edges,)
+    pairs = set(map(tuple, graph.edge_index.T.tolist()))
+    assert len(pairs) == 2 * unique_edges and pairs == {(j, i) for i, j in pairs}
+    # user 0 - item 1 and (with tags) tag 1 - item 3 by the users, tags, items numbering
+    assert (0, 3 + num_tags + 1) in pairs
+    assert ((3 + 1, 3 + num_tags + 3) in pairs) == use_tags
+    expected = _normalise(_dense_adjacency(use_tags))
+    np.testing.assert_allclose(_as_dense(graph), expected, rtol=1e-6)
+    assert np.isfinite(graph.edge_weight.numpy()).all()
+    moved = graph.to("cpu")
+    assert torch.equal(moved.edge_index, graph.edge_index) and moved.num_nodes == graph.num_nodes
+
+
+def test_graph_rejects_out_of_range_tags():
+    with pytest.raises(ValueError, match="tag_index"):
+        build_hypergraph(_tiny_train(), np.array([0]), np.array([2]), 2)
+
+
+@pytest.mark.parametrize("use_tags", [True, False])
+def test_propagation_matches_dense_layer_mean(use_tags):
+    graph = build_hypergraph(_tiny_train(), np.array(ITEM_TAG[0]), np.array(ITEM_TAG[1]), 2, use_tags)
+    torch.manual_seed(0)
+    model = HypergraphCF(3, graph.num_tags, 5, dim=4, layers=3)
+    e0 = model.initial().detach().double().numpy()
+    norm = _normalise(_dense_adjacency(use_tags))
+    layers, x = [e0], e0
+    for _ in range(3):
+        x = norm @ x
+        layers.append(x)
+    expected = np.mean(layers, axis=0)
+    nodes = model.propagate(graph)
+    assert nodes.shape == (graph.num_nodes, 4)
+    np.testing.assert_allclose(nodes.detach().double().numpy(), expected, atol=1e-6)
+    users, items = model(graph)
+    split_users, split_tags, split_items = model.split(nodes)
+    assert split_tags.shape == (graph.num_tags, 4)
+    assert torch.equal(users, split_users) and torch.equal(items, split_items)
+    np.testing.assert_allclose(items.detach().numpy(), expected[-5:], atol=1e-6)
+    # the zero-degree item keeps a mean of (layer 0, zeros...)
+    np.testing.assert_allclose(items[4].detach().numpy(), e0[-1] / 4, atol=1e-6)
+
+
+def test_model_init_and_graph_mismatch():
+    torch.manual_seed(0)
+    model = HypergraphCF(300, 20, 400, dim=64)
+    std = model.initial().detach().std().item()
+    assert abs(std - 0.1) < 0.005
+    graph = build_hypergraph(_tiny_train(), np.array(ITEM_TAG[0]), np.array(ITEM_TAG[1]), 2)
+    with pytest.raises(ValueError, match="users, tags, items"):
+        model.propagate(graph)
+
+
+def test_bpr_loss_formula_and_empty_batch():
+    g = torch.Generator().manual_seed(1)
+    u, p, n, u0, p0, n0 = (torch.randn(6, 3, generator=g, requires_grad=True) for _ in range(6))
+    loss = bpr_loss(u, p, n, u0, p0, n0, l2=0.1)
+    margin = (u * p).sum(1) - (u * n).sum(1)
+    expected = (
+        torch.log1p(torch.exp(-margin)).mean()
+        + 0.1 * (u0.pow(2).sum() + p0.pow(2).sum() + n0.pow(2).sum()) / 2 / 6
+    )
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert u0.grad is not None and torch.allclose(u0.grad, 0.1 * u0.detach() / 6)
+    empty = torch.zeros(0, 3, requires_grad=True)
+    zero = bpr_loss(empty, empty, empty, empty, empty, empty, l2=0.1)
+    assert zero.item() == 0.0
+    zero.backward()
+
+
+def _random_pairs(seed: int, num_users: int, num_items: int, per_user: int):
+    rng = np.random.default_rng(seed)
+    items = np.stack([rng.choice(num_items, per_user, replace=False) for _ in range(num_users)]).ravel()
+    users = np.repeat(np.arange(num_users), per_user)
+    return torch.as_tensor(users, dtype=torch.int64), torch.as_tensor(items, dtype=torch.int64)
+
+
+def test_seen_keys_sorted_unique():
+    keys = seen_keys(np.array([2, 0, 2, 1]), np.array([1, 3, 1, 0]), 4)
+    assert keys.dtype == torch.int64 and keys.tolist() == [3, 4, 9]
+
+
+def test_sampler_never_returns_seen_and_is_deterministic():
+    num_items = 40
+    users, items = _random_pairs(0, 50, num_items, 10)
+    # the sampler sees every known interaction, but is given only a shard of the positives
+    keys = seen_keys(users, items, num_items)
+    shard = slice(0, 400)
+    u, pos, neg = sample_bpr_triples(
+        users[shard], items[shard], num_items, keys, torch.Generator().manual_seed(3)
+    )
+    seen = set(keys.tolist())
+    assert len(u) == 400  # 8 rounds at a 1/4 rejection rate: all resolved
+    assert not any(k in seen for k in (u * num_items + neg).tolist())
+    assert ((neg >= 0) & (neg < num_items)).all() and not (neg == pos).any()
+    assert set((u * num_items + pos).tolist()) <= seen
+    again = sample_bpr_triples(users[shard], items[shard], num_items, keys, torch.Generator().manual_seed(3))
+    assert all(torch.equal(a, b) for a, b in zip((u, pos, neg), again, strict=True))
+    other = sample_bpr_triples(users[shard], items[shard], num_items, keys, torch.Generator().manual_seed(4))
+    assert not torch.equal(other[2][:100], neg[:100])
+    assert u.device == users.device
+
+
+def test_sampler_drops_users_without_unseen_items():
+    users = torch.tensor([0, 0, 0, 1])
+    items = torch.tensor([0, 1, 2, 0])
+    keys = seen_keys(users, items, 3)
+    u, pos, neg = sample_bpr_triples(users, items, 3, keys, torch.Generator().manual_seed(0), rounds=50)
+    # user 0 has seen every item: dropped; user 1 must get item 1 or 2
+    assert u.tolist() == [1] and pos.tolist() == [0] and neg.item() in (1, 2)
+
+
+def test_topk_unseen_matches_bruteforce():
+    rng = np.random.default_rng(7)
+    user_emb, item_emb = rng.standard_normal((9, 6)), rng.standard_normal((40, 6))
+    mask = rng.random((9, 40)) < 0.3
+    mask[8, :] = True
+    mask[8, [3, 17]] = False  # only two unseen items left
+    k = 5
+    scores, index = topk_unseen(
+        torch.as_tensor(user_emb, dtype=torch.float32),
+        torch.as_tensor(item_emb, dtype=torch.float32),
+        sp.csr_matrix(mask.astype(np.float32)),
+        k,
+    )
+    assert scores.shape == (9, k) and index.shape == (9, k)
+    assert scores.dtype == torch.float32 and index.dtype == torch.int64
+    reference = user_emb @ item_emb.T
+    reference[mask] = -np.inf
+    order = np.argsort(-reference, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(reference, order, axis=1)
+    np.testing.assert_allclose(scores.numpy(), top, rtol=1e-5, atol=1e-5)
+    finite = np.isfinite(top)
+    np.testing.assert_array_equal(index.numpy()[finite], order[finite])
+    assert finite[8].tolist() == [True, True, False, False, False]
+    assert not mask[np.repeat(np.arange(9), k)[finite.ravel()], index.numpy()[finite]].any()
+
+
+def test_topk_unseen_rejects_shape_mismatch():
+    with pytest.raises(ValueError, match="shape"):
+        topk_unseen(torch.ones(2, 3), torch.ones(4, 3), sp.csr_matrix((3, 4)), 2)
+
+
+def test_rank_metrics_from_ranks():
+    out = rank_metrics(np.array([0, 1, 4, 30]), ks=(1, 5), prefix="x_")
+    assert list(out) == ["x_recall@1", "x_ndcg@1", "x_recall@5", "x_ndcg@5"]
+    assert out["x_recall@1"] == pytest.approx(0.25) and out["x_ndcg@1"] == pytest.approx(0.25)
+    assert out["x_recall@5"] == pytest.approx(0.75)
+    assert out["x_ndcg@5"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(6)) / 4)
+
+
+def test_full_ranking_metrics_known_ranks():
+    # item i scores 10 - i for every user, except items 6 and 7 which tie at 4.
+    item_scores = 10.0 - np.arange(10)
+    item_scores[7] = item_scores[6]
+    item_emb = torch.as_tensor(item_scores, dtype=torch.float32)[:, None]
+    user_emb = torch.ones(5, 1)
+    train = np.zeros((5, 10), np.float32)
+    train[0, [0, 1]] = 1  # user 0: positive 4, items 2 and 3 above it -> rank 2
+    train[2, 0] = 1  # user 2: positive 9, items 1..8 above it -> rank 8
+    train[3, [5, 7]] = 1  # user 3: positive 6, 0..4 above, tie with 7 excluded as seen -> rank 5
+    train[4, 6] = 1  # user 4: positive 7 ties with 6, but 6 is seen -> 0..5 above -> rank 6
+    # user 1: positive 0 -> rank 0; last row: user 0 again with positive 2, items 0 and 1 seen -> rank 0
+    eval_users = np.array([2, 0, 1, 3, 4, 0])
+    eval_items = np.array([9, 4, 0, 6, 7, 2])
+    ranks = np.array([8, 2, 0, 5, 6, 0])
+    expected = rank_metrics(ranks, (1, 3, 10))
+    got = full_ranking_metrics(
+        user_emb, item_emb, sp.csr_matrix(train), eval_users, eval_items, (1, 3, 10), 4
+    )
+    assert got == pytest.approx(expected)
+    assert got["recall@3"] == pytest.approx(3 / 6)
+    # pessimistic ties: an unseen tying item counts above the positive
+    tie = full_ranking_metrics(user_emb, item_emb, sp.csr_matrix((5, 10)), np.array([1]), np.array([7]), (7,))
+    assert tie["recall@7"] == 0.0
+    default = full_ranking_metrics(user_emb, item_emb, sp.csr_matrix(train), eval_users, eval_items)
+    assert set(default) == {"recall@10", "ndcg@10", "recall@20", "ndcg@20"}
+    # a positive the user also has in train is ranked among the unseen items rather than excluded
+    seen_pos = full_ranking_metrics(
+        user_emb, item_emb, sp.csr_matrix(train), np.array([0]), np.array([1]), (1, 2)
+    )
+    assert seen_pos["recall@1"] == 1.0
+
+
+def test_sampled_metrics_known_ranks():
+    user_emb = torch.tensor([[1.0], [-1.0]])
+    item_emb = torch.arange(10, dtype=torch.float32)[:, None]
+    candidates = np.array([[5, 1, 7, 9, 2], [5, 1, 7, 9, 5]])
+    # user 0: 7 and 9 beat 5 -> rank 2; user 1 scores -i: -1 beats -5, the duplicate 5 ties -> rank 2
+    got = sampled_metrics(user_emb, item_emb, np.array([0, 1]), candidates, ks=(2, 3))
+    assert got == pytest.approx(rank_metrics(np.array([2, 2]), (2, 3), prefix="sampled_"))
+    assert got["sampled_recall@2"] == 0.0 and got["sampled_recall@3"] == 1.0
+    assert got["sampled_ndcg@3"] == pytest.approx(0.5)
+    # user 1 on row 0: -1 and -2 beat -5 -> rank 2; user 0 on row 1: 7, 9 and the tying 5 -> rank 3
+    swapped = sampled_metrics(user_emb, item_emb, np.array([1, 0]), candidates, ks=(3, 4))
+    assert swapped["sampled_recall@3"] == 0.5 and swapped["sampled_recall@4"] == 1.0
+    assert set(sampled_metrics(user_emb, item_emb, np.array([0]), candidates[:1])) == {
+        "sampled_recall@10",
+        "sampled_ndcg@10",
+        "sampled_recall@20",
+        "sampled_ndcg@20",
+    }
+
+
+def test_popularity_scores_count_distinct_users():
+    counts = popularity_scores(_tiny_train())
+    assert counts.tolist() == [1, 2, 1, 1, 0]
+    user_emb, item_emb = popularity_embeddings(_tiny_train())
+    assert user_emb.shape == (3, 1)
+    assert np.array_equal(np.floor(item_emb[:, 0].numpy()), [1.0, 2.0, 1.0, 1.0, 0.0])  # counts + jitter < 1
+
+
+def _two_cluster_data(seed: int, num_users: int = 200, num_items: int = 100, per_user: int = 20):
+    """Users 0..99 like items 0..49, users 100..199 items 50..99, Zipf popularity inside each cluster."""
+    rng = np.random.default_rng(seed)
+    half = num_items // 2
+    weights = 1.0 / np.arange(1, half + 1)
+    keys = rng.random((num_users, half)) ** (1.0 / weights)  # weighted sampling without replacement
+    picked = (
+        np.argsort(-keys, axis=1)[:, :per_user] + half * (np.arange(num_users) >= num_users // 2)[:, None]
+    )
+    users = np.repeat(np.arange(num_users), per_user)
+    items = picked.ravel()
+    held_out = np.arange(num_users) * per_user + rng.integers(0, per_user, num_users)
+    train_rows = np.setdiff1d(np.arange(len(users)), held_out)
+    train = sp.csr_matrix(
+        (np.ones(len(train_rows), np.float32), (users[train_rows], items[train_rows])),
+        shape=(num_users, num_items),
+    )
+    # tag 0/1: the cluster; tags 2/3 random noise
+    item_index = np.r_[np.arange(num_items), np.arange(num_items)]
+    tag_index = np.r_[np.arange(num_items) // half, 2 + rng.integers(0, 2, num_items)]
+    return train, users[held_out], items[held_out], item_index, tag_index
+
+
+@pytest.mark.parametrize("use_tags", [True, False])
+def test_short_training_beats_most_popular(use_tags):
+    train, eval_users, eval_items, item_index, tag_index = _two_cluster_data(0)
+    num_users, num_items = train.shape
+    graph = build_hypergraph(train, item_index, tag_index, 4, use_tags=use_tags)
+    torch.manual_seed(0)
+    model = HypergraphCF(num_users, graph.num_tags, num_items, dim=32, layers=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    users_np, items_np = train.nonzero()
+    users, items = torch.as_tensor(users_np, dtype=torch.int64), torch.as_tensor(items_np, dtype=torch.int64)
+    keys = seen_keys(users, items, num_items)
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(300):
+        u, pos, neg = sample_bpr_triples(users, items, num_items, keys, generator)
+        user_final, item_final = model(graph)
+        user_init, _, item_init = model.split(model.initial())
+        loss = bpr_loss(
+            user_final[u],
+            item_final[pos],
+            item_final[neg],
+            user_init[u],
+            item_init[pos],
+            item_init[neg],
+            1e-4,
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])
+    with torch.no_grad():
+        user_emb, item_emb = model(graph)
+    trained = full_ranking_metrics(user_emb, item_emb, train, eval_users, eval_items)
+    pop_users, pop_items = popularity_embeddings(train)
+    popular = full_ranking_metrics(pop_users, pop_items, train, eval_users, eval_items)
+    assert trained["recall@10"] > popular["recall@10"] + 0.2, (trained, popular)
+    assert trained["ndcg@10"] > popular["ndcg@10"]
