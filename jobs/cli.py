@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("jobs.import_data", "convert a public dataset into the TailorBench format"),
     "synth": ("jobs.synth", "write a synthetic dataset with planted topics"),
     "train-cf": ("jobs.train_cf", "train the hypergraph CF model with Ray Train"),
+    "score-topk": ("jobs.score_topk", "top-K unseen items per user from the CF embeddings, on Ray Data"),
     "run": ("jobs.pipeline", "run the whole pipeline of a config into a run directory"),
     "models": ("jobs.tiny_models", "build the tiny offline models used by tests and the demo"),
     "bench": ("jobs.bench", "run the throughput benchmarks and write results and plots"),

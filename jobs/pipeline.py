@@ -29,6 +29,7 @@ STAGES: dict[str, str] = {
     "dataset": "jobs.import_data:dataset_stage",
     "data": "jobs.validate:data_stage",
     "cf": "jobs.train_cf:cf_stage",
+    "topk": "jobs.score_topk:topk_stage",
 }
 
 

@@ -1,0 +1,141 @@
+"""``tailormind score-topk --run RUN --k K``: each user's top-K unseen items on Ray Data, into RUN/topk/.
+
+User embeddings stream through a stateful ``map_batches`` actor that holds the item embeddings (on the GPU
+when there is one) and every user's train items as one CSR matrix: one matmul per block of users, seen
+items masked, ``topk``. Output rows are keyed by ``user_id`` so the profiling stage joins them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+import torch
+
+from jobs.cli import main
+from jobs.ray_cluster import connect
+from jobs.stage_runner import StageResult, StageRunner
+from models.cf import topk_unseen
+from models.config import TailorMindConfig
+from models.data import encode_interactions, load_dataset
+
+if TYPE_CHECKING:
+    from jobs.pipeline import PipelineRun
+
+USERS_PER_BLOCK = 4096
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Run directory (with RUN/cf and RUN/data), K and the number of scoring actors."""
+    parser.add_argument("--run", required=True, type=Path, help="run directory holding cf/ and data/")
+    parser.add_argument("--k", type=int, help="items per user (default cf.topk)")
+    parser.add_argument("--actors", type=int, default=1, help="scoring actors (one per GPU on GPU clusters)")
+    parser.add_argument("--force", action="store_true", help="rescore even when RUN/topk is up to date")
+
+
+class TopKScorer:
+    """Scores blocks of users against every item and keeps each user's K best unseen items."""
+
+    def __init__(self, items_path: str, seen: Any, k: int, use_gpu: bool = False):
+        import ray
+
+        seen = ray.get(seen) if isinstance(seen, ray.ObjectRef) else seen  # shared once via the object store
+        items = pq.read_table(items_path)
+        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.item_ids = items["item_id"].combine_chunks()
+        self.item_emb = torch.as_tensor(_matrix(items["embedding"]), device=self.device)
+        self.user_ids = seen["user_ids"]
+        self.seen = sp.csr_matrix(
+            (np.ones(len(seen["indices"]), np.float32), seen["indices"], seen["indptr"]),
+            shape=(len(self.user_ids), len(self.item_ids)),
+        )
+        self.k = min(k, len(self.item_ids))
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        """``user_id``, ``item_ids`` (best first) and ``scores`` for the users of one block."""
+        index = pc.index_in(batch["user_id"], value_set=self.user_ids)
+        known = pc.is_valid(index).to_numpy(zero_copy_only=False)
+        seen = self.seen[pc.fill_null(index, 0).to_numpy(zero_copy_only=False).astype(np.int64)]
+        seen = seen.multiply(known[:, None].astype(np.float32)).tocsr()  # unknown users have seen nothing
+        user_emb = torch.as_tensor(_matrix(batch["embedding"]), device=self.device)
+        scores, index = topk_unseen(user_emb, self.item_emb, seen, self.k)
+        scores_np, index_np = scores.cpu().numpy(), index.cpu().numpy()
+        valid = np.isfinite(scores_np)
+        offsets = np.r_[0, np.cumsum(valid.sum(axis=1))].astype(np.int32)
+        item_ids = pa.ListArray.from_arrays(offsets, self.item_ids.take(pa.array(index_np[valid])))
+        score_list = pa.ListArray.from_arrays(offsets, pa.array(scores_np[valid], pa.float32()))
+        return pa.table({"user_id": batch["user_id"], "item_ids": item_ids, "scores": score_list})
+
+
+def _matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A list<float> column of equal-length rows as a [rows, dim] float32 array."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    values = array.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    return values.reshape(len(array), -1) if len(array) else values.reshape(0, 0)
+
+
+def seen_items(data_dir: Path) -> dict[str, Any]:
+    """Each user's train items as CSR arrays plus the user-id order of its rows."""
+    encoded = encode_interactions(load_dataset(data_dir))
+    train = encoded.matrix(("train",))
+    return {"user_ids": encoded.user_ids, "indptr": train.indptr, "indices": train.indices}
+
+
+def score(run_dir: Path, out: Path, k: int, actors: int, config: TailorMindConfig) -> dict[str, Any]:
+    """Write RUN/topk/*.parquet with Ray Data and return the row count."""
+    import ray
+
+    connect(config.ray)
+    seen = ray.put(seen_items(run_dir / "data"))
+    users = ray.data.read_parquet(str((run_dir / "cf" / "embeddings" / "users.parquet").resolve()))
+    scored = users.map_batches(
+        TopKScorer,
+        fn_constructor_kwargs={
+            "items_path": str((run_dir / "cf" / "embeddings" / "items.parquet").resolve()),
+            "seen": seen,
+            "k": k,
+            "use_gpu": config.cf.use_gpu,
+        },
+        batch_size=USERS_PER_BLOCK,
+        batch_format="pyarrow",
+        concurrency=actors,
+        num_gpus=1 if config.cf.use_gpu else 0,
+    )
+    scored.write_parquet(str(out.resolve()))
+    return {"users": pq.ParquetDataset(out).read(columns=["user_id"]).num_rows, "k": k}
+
+
+def topk_stage_on(runner: StageRunner, k: int, actors: int, config: TailorMindConfig) -> StageResult:
+    """Stage ``topk`` in ``runner``'s run directory, from RUN/cf and RUN/data."""
+    run_dir = runner.run_dir
+    return runner.run(
+        "topk",
+        lambda out: score(run_dir, out, k, actors, config),
+        config={"k": k},
+        inputs=[run_dir / "cf", run_dir / "data"],
+    )
+
+
+def topk_stage(pipeline: PipelineRun) -> StageResult:
+    """Pipeline stage ``topk`` with ``cf.topk`` items per user."""
+    return topk_stage_on(pipeline.runner, pipeline.config.cf.topk, 1, pipeline.config)
+
+
+def run(args: argparse.Namespace, config: TailorMindConfig) -> int:
+    """Score (or skip when current) and say where the output is."""
+    result = topk_stage_on(
+        StageRunner(args.run, force=args.force), args.k or config.cf.topk, args.actors, config
+    )
+    print(f"top-{args.k or config.cf.topk} items per user in {result.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(["score-topk", *sys.argv[1:]]))
