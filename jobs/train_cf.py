@@ -210,6 +210,8 @@ def train(inputs_path: str, out: Path, config: TailorMindConfig) -> dict[str, An
         "best_valid_recall@20": float(state["best"]),
         "fault_injected": (storage / "fault-injected").exists(),
         "train_seconds": round(train_seconds, 3),
+        "last_epoch_seconds": result.metrics.get("epoch_seconds"),
+        "triples_per_second": result.metrics.get("triples_per_second"),
         "num_users": inputs.num_users,
         "num_items": inputs.num_items,
         "num_tags": graph.num_tags,

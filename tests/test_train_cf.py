@@ -9,10 +9,20 @@ from models.config import load_config
 from models.data.synth import SynthSpec, write_synthetic
 
 CONTRACT_KEYS = {
-    "recall@10", "ndcg@10", "recall@20", "ndcg@20",
-    "sampled_recall@10", "sampled_ndcg@10", "sampled_recall@20", "sampled_ndcg@20",
-    "epochs", "train_seconds", "num_users", "num_items", "num_tags",
-}  # fmt: skip
+    "recall@10",
+    "ndcg@10",
+    "recall@20",
+    "ndcg@20",
+    "sampled_recall@10",
+    "sampled_ndcg@10",
+    "sampled_recall@20",
+    "sampled_ndcg@20",
+    "epochs",
+    "train_seconds",
+    "num_users",
+    "num_items",
+    "num_tags",
+}
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +33,10 @@ def planted(tmp_path_factory):
 
 
 def _config(**cf):
-    overrides = [f"cf.{k}={v}" for k, v in {"epochs": 4, "dim": 32, "batch_size": 2048, "patience": 10,
-                                             "lr": 0.02, **cf}.items()]  # fmt: skip
+    overrides = [
+        f"cf.{k}={v}"
+        for k, v in {"epochs": 4, "dim": 32, "batch_size": 2048, "patience": 10, "lr": 0.02, **cf}.items()
+    ]
     return load_config(None, overrides)
 
 

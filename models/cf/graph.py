@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,6 +18,7 @@ class HypergraphAdjacency:
     num_users: int
     num_tags: int
     num_items: int
+    _adjacency: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def num_nodes(self) -> int:
@@ -31,7 +32,20 @@ class HypergraphAdjacency:
 
     def to(self, device: torch.device | str) -> HypergraphAdjacency:
         """The same graph with its tensors on ``device``."""
-        return replace(self, edge_index=self.edge_index.to(device), edge_weight=self.edge_weight.to(device))
+        edge_index, edge_weight = self.edge_index.to(device), self.edge_weight.to(device)
+        return replace(self, edge_index=edge_index, edge_weight=edge_weight, _adjacency=None)
+
+    def sparse_adjacency(self) -> torch.Tensor:
+        """The weighted adjacency as a torch sparse CSR matrix (symmetric, so it is its own transpose).
+
+        Message passing through one sparse matmul per layer is several times faster on CPU than
+        scattering over the edge list.
+        """
+        if self._adjacency is None:
+            size = (self.num_nodes, self.num_nodes)
+            coo = torch.sparse_coo_tensor(self.edge_index, self.edge_weight, size).coalesce()
+            self._adjacency = coo.to_sparse_csr()
+        return self._adjacency
 
 
 def build_hypergraph(

@@ -37,8 +37,9 @@ class HypergraphCF(nn.Module):
         self._check(graph)
         x = self.embedding.weight
         total = x
+        adjacency = graph.sparse_adjacency()
         for _ in range(self.layers):
-            x = self.conv(x, graph.edge_index, graph.edge_weight)
+            x = self.conv(x, adjacency)
             total = total + x
         return total / (self.layers + 1)
 
