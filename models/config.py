@@ -7,7 +7,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
@@ -65,6 +65,20 @@ class CFConfig(StrictModel):
     topk: int = Field(20, ge=1, description="CF items per user kept by score-topk")
 
 
+class ProfilingConfig(StrictModel):
+    """Captioning scope, profile evidence and textual-gradient refinement."""
+
+    max_users: int | None = Field(8, ge=1, description="users profiled (seeded sample); None = all")
+    history_items: int = Field(20, ge=1, description="most recent train items in the evidence")
+    cf_items: int = Field(10, ge=0, description="CF top-K items added to the evidence (0 = none)")
+    evidence_chars: int = Field(4000, ge=200, description="evidence budget (about 4 characters a token)")
+    caption_scope: Literal["evidence", "all"] = Field("evidence", description="which items are captioned")
+    candidate_chars: int = Field(120, ge=20, description="caption characters per ranking candidate")
+    rounds: int = Field(3, ge=0, description="N_max refinement rounds")
+    rank_top_k: int = Field(10, ge=1, description="indices the ranker returns")
+    video_frames_per_segment: int = Field(2, ge=1)
+
+
 class TailorMindConfig(StrictModel):
     """The whole configuration: one section per stage, every field with a default."""
 
@@ -72,6 +86,7 @@ class TailorMindConfig(StrictModel):
     ray: RayConfig = RayConfig()
     data: DataConfig = DataConfig()
     cf: CFConfig = CFConfig()
+    profiling: ProfilingConfig = ProfilingConfig()
     llm: LLMConfig = LLMConfig()
 
 

@@ -38,11 +38,24 @@ class LLMRoleConfig(StrictModel):
     max_retries: int = Field(1, ge=0, description="extra attempts for rows with errors or invalid JSON")
 
 
-class LLMConfig(StrictModel):
-    """The LLM behind each role of the pipeline."""
+class CaptionerConfig(LLMRoleConfig):
+    """The captioner: a VLM that takes images."""
 
-    captioner: LLMRoleConfig = LLMRoleConfig(model_source="tiny://vlm", max_images_per_prompt=1)
+    model_source: str = "tiny://vlm"
+    max_images_per_prompt: int = Field(2, ge=0, description="> 0 enables image input (VLMs)")
+
+
+class RankerConfig(LLMRoleConfig):
+    """Roles whose answers should be reproducible (ranker, judge): greedy by default."""
+
+    temperature: float = Field(0.0, ge=0)
+
+
+class LLMConfig(StrictModel):
+    """The LLM behind each role of the pipeline; a partial override keeps the role's own defaults."""
+
+    captioner: CaptionerConfig = CaptionerConfig()
     profiler: LLMRoleConfig = LLMRoleConfig()
-    ranker: LLMRoleConfig = LLMRoleConfig(temperature=0.0)
+    ranker: RankerConfig = RankerConfig()
     optimizer: LLMRoleConfig = LLMRoleConfig()
-    judge: LLMRoleConfig = LLMRoleConfig(temperature=0.0)
+    judge: RankerConfig = RankerConfig()

@@ -13,7 +13,7 @@ def parse_structured(text: str | None, schema: dict[str, Any]) -> tuple[Any, str
     if not text:
         return None, "empty answer"
     try:
-        value = json.loads(text)
+        value = json.loads(text, strict=False)  # raw control characters inside strings are tolerated
     except json.JSONDecodeError as exc:
         return None, f"invalid JSON: {exc.msg} at {exc.pos}"
     try:

@@ -1,0 +1,128 @@
+"""Every prompt of the pipeline, versioned: a template's version is part of every cache key that uses it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+_TEXT = {"type": "string", "maxLength": 200}
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A system prompt, a ``str.format`` user template and the JSON schema the answer must follow."""
+
+    name: str
+    version: int
+    system: str
+    user: str
+    schema: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        """``name@version``, for cache keys and metrics."""
+        return f"{self.name}@{self.version}"
+
+    def messages(self, images: list[str] | None = None, **fields: Any) -> list[dict[str, Any]]:
+        """OpenAI chat messages for these fields; ``images`` (URLs or data URLs) precede the user text."""
+        text = self.user.format(**fields)
+        content: str | list[dict[str, Any]] = text
+        if images:
+            parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": url}} for url in images]
+            content = [*parts, {"type": "text", "text": text}]
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": content}]
+
+
+def _object(**properties: Any) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+CAPTION_TEXT = PromptTemplate(
+    "caption_text",
+    1,
+    "You summarise content items for a recommender system. Answer in JSON.",
+    "Summarise what this item is about, its style and who would like it.\nTitle: {title}\nText: {text}\n"
+    "Tags: {tags}",
+    _object(summary=_TEXT),
+)
+CAPTION_IMAGE = PromptTemplate(
+    "caption_image",
+    1,
+    "You describe images for a recommender system. Answer in JSON.",
+    "Describe the image of the item '{title}': subject, setting, colours and mood.",
+    _object(description=_TEXT),
+)
+CAPTION_FRAMES = PromptTemplate(
+    "caption_frames",
+    1,
+    "You describe video frames for a recommender system. Answer in JSON.",
+    "These are frames from the {segment} 8 seconds of the video of '{title}'. Describe what happens.",
+    _object(description=_TEXT),
+)
+CAPTION_VIDEO = PromptTemplate(
+    "caption_video",
+    1,
+    "You summarise videos for a recommender system. Answer in JSON.",
+    "Opening of the video of '{title}': {opening}\nEnding: {ending}\n"
+    "Describe the whole video in one paragraph.",
+    _object(description=_TEXT),
+)
+
+_PREFERENCES = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": 6,
+    "items": _object(
+        preference={"type": "string", "maxLength": 80}, reason={"type": "string", "maxLength": 160}
+    ),
+}
+PROFILE = PromptTemplate(
+    "profile",
+    1,
+    "You write a user's content preference profile from the items they engaged with. Answer in JSON.",
+    "Items the user engaged with, most recent first:\n{history}\n\nItems a collaborative filter predicts "
+    "they will like:\n{recommended}\n\nList their preferences, most important first, each with a reason.",
+    _object(preferences=_PREFERENCES),
+)
+
+
+def rank_template(num_candidates: int, top_k: int) -> PromptTemplate:
+    """The ranker: a profile and numbered candidates in, the indices of its top ``top_k`` out."""
+    index = {"type": "integer", "minimum": 0, "maximum": num_candidates - 1}
+    return PromptTemplate(
+        "rank",
+        1,
+        "You rank candidate items for a user described by a preference profile. Answer in JSON.",
+        "User profile:\n{profile}\n\nCandidates:\n{candidates}\n\n"
+        f"Give the indices of the {top_k} candidates this user most likely engages with next, best first.",
+        _object(top={"type": "array", "items": index, "minItems": top_k, "maxItems": top_k}),
+    )
+
+
+GRADIENT = PromptTemplate(
+    "gradient",
+    1,
+    "You critique user profiles that failed to rank the item a user actually chose. Answer in JSON.",
+    "Current profile:\n{profile}\n\n"
+    "With this profile the item the user actually chose was ranked {outcome}.\n"
+    "Items the profile ranked above it:\n{wrong}\n\nThe item the user chose:\n{truth}\n\n"
+    "Explain what the profile misses or overstates (the textual gradient).",
+    _object(gradient={"type": "string", "maxLength": 400}),
+)
+UPDATE = PromptTemplate(
+    "update",
+    1,
+    "You revise user preference profiles following feedback. Answer in JSON.",
+    "Current profile:\n{profile}\n\nFeedback:\n{gradient}\n\nWrite the improved profile.",
+    _object(preferences=_PREFERENCES),
+)
+
+
+def profile_text(preferences: list[dict[str, str]]) -> str:
+    """A profile's preferences as numbered lines (what rankers and generators read)."""
+    return "\n".join(f"{n}. {p['preference']} ({p['reason']})" for n, p in enumerate(preferences, 1))
