@@ -30,6 +30,10 @@ STAGES: dict[str, str] = {
     "data": "jobs.validate:data_stage",
     "cf": "jobs.train_cf:cf_stage",
     "topk": "jobs.score_topk:topk_stage",
+    "captions": "jobs.captions:captions_stage",
+    "profiles": "jobs.profiles:profiles_stage",
+    "refine": "jobs.refine:refine_stage",
+    "eval": "jobs.evaluate:evaluate_stage",
 }
 
 

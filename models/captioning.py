@@ -32,7 +32,7 @@ class CaptionPlan:
 
 
 def _request(key: str, template: Any, images: list[str] | None = None, **fields: Any) -> dict[str, Any]:
-    return {"row_key": key, "messages": template.messages(images, **fields), "schema": template.schema}
+    return {"row_key": key, "messages": template.messages(fields, images), "schema": template.schema}
 
 
 def plan_captions(

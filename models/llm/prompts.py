@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ class PromptTemplate:
         """``name@version``, for cache keys and metrics."""
         return f"{self.name}@{self.version}"
 
-    def messages(self, images: list[str] | None = None, **fields: Any) -> list[dict[str, Any]]:
+    def messages(self, fields: Mapping[str, Any], images: list[str] | None = None) -> list[dict[str, Any]]:
         """OpenAI chat messages for these fields; ``images`` (URLs or data URLs) precede the user text."""
         text = self.user.format(**fields)
         content: str | list[dict[str, Any]] = text

