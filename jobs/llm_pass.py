@@ -39,7 +39,12 @@ class LLMAnswer:
 
 
 def _sampling(role: LLMRoleConfig, seed: int) -> dict[str, Any]:
-    return {"max_tokens": role.max_tokens, "temperature": role.temperature, "seed": seed}
+    sampling: dict[str, Any] = {"max_tokens": role.max_tokens, "temperature": role.temperature}
+    # vLLM's CPU sampler fails on per-request seeds ("CPU Generator does not use offset") and kills the
+    # engine, so seeds are sent only to GPU engines and HTTP endpoints.
+    if role.accelerator_type is not None or role.backend == "http":
+        sampling["seed"] = seed
+    return sampling
 
 
 def _build_processor(role: LLMRoleConfig, seed: int, serve_target: tuple[str, str] | None):

@@ -75,7 +75,8 @@ def refine(
     """Run the rounds and return, per user, the initial and the best profile with the rank history."""
     candidates = inputs.cohort.valid_candidates
     row_of = {user_id: row for row, user_id in enumerate(inputs.user_ids)}
-    current = {user_id: prefs for user_id, prefs in initial.items() if prefs}
+    # a user whose initial profile failed starts from an empty one: the gradient steps can still write it
+    current = {user_id: initial.get(user_id) or [] for user_id in inputs.user_ids}
     best: dict[str, tuple[int, list[dict[str, str]], int]] = {}
     history: dict[str, list[int]] = {user_id: [] for user_id in current}
     active = set(current)

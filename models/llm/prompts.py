@@ -77,9 +77,9 @@ CAPTION_VIDEO = PromptTemplate(
 _PREFERENCES = {
     "type": "array",
     "minItems": 1,
-    "maxItems": 6,
+    "maxItems": 5,
     "items": _object(
-        preference={"type": "string", "maxLength": 80}, reason={"type": "string", "maxLength": 160}
+        preference={"type": "string", "maxLength": 60}, reason={"type": "string", "maxLength": 120}
     ),
 }
 PROFILE = PromptTemplate(
@@ -122,6 +122,61 @@ UPDATE = PromptTemplate(
     "Current profile:\n{profile}\n\nFeedback:\n{gradient}\n\nWrite the improved profile.",
     _object(preferences=_PREFERENCES),
 )
+
+
+def style_template(styles: list[str], max_styles: int = 3) -> PromptTemplate:
+    """Ideation, step 1: pick the idea templates that fit the profile's top preference."""
+    return PromptTemplate(
+        "style",
+        1,
+        "You plan social media content for one user. Answer in JSON.",
+        "User profile:\n{profile}\n\nIdea templates:\n{templates}\n\n"
+        f"Pick up to {max_styles} templates that suit the profile's first preference.",
+        _object(
+            styles={
+                "type": "array",
+                "items": {"type": "string", "enum": styles},
+                "minItems": 1,
+                "maxItems": max_styles,
+            }
+        ),
+    )
+
+
+IDEA = PromptTemplate(
+    "idea",
+    1,
+    "You plan social media content for one user. Answer in JSON.",
+    "User profile:\n{profile}\n\nUse these formats: {styles}.\nPropose one concrete post idea.",
+    _object(idea={"type": "string", "maxLength": 200}),
+)
+
+
+def post_template(num_images: int) -> PromptTemplate:
+    """Writing: a post with title, body, tags and one image prompt per image."""
+    return PromptTemplate(
+        "post",
+        1,
+        "You write engaging social media posts tailored to one reader. Answer in JSON.",
+        "Reader profile:\n{profile}\n\nIdea: {idea}\n\nStyle references (posts this reader liked):\n"
+        "{exemplars}\n\n{feedback}Write the post.",
+        _object(
+            title={"type": "string", "maxLength": 80},
+            body={"type": "string", "maxLength": 600},
+            tags={
+                "type": "array",
+                "items": {"type": "string", "maxLength": 24},
+                "minItems": 1,
+                "maxItems": 5,
+            },
+            image_prompts={
+                "type": "array",
+                "items": {"type": "string", "maxLength": 120},
+                "minItems": num_images,
+                "maxItems": num_images,
+            },
+        ),
+    )
 
 
 def profile_text(preferences: list[dict[str, str]]) -> str:

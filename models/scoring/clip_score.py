@@ -8,9 +8,11 @@ from PIL import Image
 
 from models.tiny import resolve_model_source
 
+CLIP_SCORE_WEIGHT = 2.5
+
 
 class CLIPScorer:
-    """Embeds images and texts with CLIP; CLIPScore = 100 * max(cosine, 0), per image-text pair."""
+    """Embeds images and texts with CLIP; CLIPScore = 2.5 * max(cosine, 0) per pair (Hessel et al., 2021)."""
 
     def __init__(self, source: str, device: str = "cpu"):
         from transformers import CLIPModel, CLIPProcessor
@@ -35,9 +37,9 @@ class CLIPScorer:
         return torch.nn.functional.normalize(_as_tensor(features), dim=-1)
 
     def score(self, images: list[Image.Image], texts: list[str]) -> np.ndarray:
-        """CLIPScore of each (image, text) pair, in [0, 100]."""
+        """CLIPScore of each (image, text) pair, in [0, 2.5]."""
         cosine = (self.embed_images(images) * self.embed_texts(texts)).sum(-1)
-        return (100.0 * cosine.clamp(min=0)).float().cpu().numpy()
+        return (CLIP_SCORE_WEIGHT * cosine.clamp(min=0)).float().cpu().numpy()
 
 
 def _as_tensor(features: object) -> torch.Tensor:

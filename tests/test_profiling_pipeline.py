@@ -1,0 +1,46 @@
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.cli import main
+from tests.conftest import REPO_ROOT
+
+RANKERS = {"profile_initial", "profile_refined", "cf", "embedding"}
+
+
+@pytest.mark.slow
+def test_demo_pipeline_runs_every_stage_then_resumes(
+    ray_cluster, tiny_models, movielens_src, tmp_path, capsys
+):
+    args = [
+        "run",
+        "--config",
+        str(REPO_ROOT / "configs" / "demo.yaml"),
+        "--out",
+        str(tmp_path),
+        "--set",
+        f"data.movielens_src={movielens_src}",
+        "--set",
+        "cf.epochs=2",
+        "--set",
+        "profiling.max_users=2",
+        "--set",
+        "profiling.rounds=1",
+    ]
+    assert main(args) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(metrics["rankers"]) == RANKERS
+    for ranker in metrics["rankers"].values():
+        assert ranker["num_users"] == 2
+        assert set(ranker["ci95"]) == {"recall@10", "ndcg@10", "recall@20", "ndcg@20"}
+        assert 0.0 <= ranker["recall@20"] <= 1.0
+    refined = pq.read_table(tmp_path / "refine" / "profiles.parquet").to_pylist()
+    assert len(refined) == 2 and all(1 <= len(r["valid_ranks"]) <= 2 for r in refined)
+    captions = pq.read_table(tmp_path / "captions" / "captions.parquet")
+    assert captions.num_rows > 100  # history + 2 x 100 candidates + CF items of 2 users
+    profiles = pq.read_table(tmp_path / "profiles" / "profile_v0.parquet").to_pylist()
+    assert all(p["text"].startswith("1. ") for p in profiles if not p["error"])
+    capsys.readouterr()
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("skipped (up to date)") == 8
