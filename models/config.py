@@ -79,6 +79,23 @@ class ProfilingConfig(StrictModel):
     video_frames_per_segment: int = Field(2, ge=1)
 
 
+class GenerationConfig(StrictModel):
+    """Posts: how many users and images, the diffusion and scoring models, reflection rounds."""
+
+    max_users: int | None = Field(4, ge=1, description="users (from the refined profiles) to write for")
+    num_images: int = Field(1, ge=0, le=4)
+    reflection_rounds: int = Field(3, ge=0)
+    image_model: str = Field("tiny://sd", description="diffusers text-to-image pipeline source")
+    image_steps: int = Field(25, ge=1, le=100)
+    image_size: int = Field(512, ge=32, le=2048)
+    guidance_scale: float = Field(7.5, ge=0)
+    clip_model: str = Field(
+        "tiny://clip", description="transformers CLIP source (openai/clip-vit-base-patch32)"
+    )
+    device: str = Field("cpu", description="device of the diffusion and scoring models")
+    dtype: str = Field("float32", description="diffusion dtype (float16 on GPU)")
+
+
 class TailorMindConfig(StrictModel):
     """The whole configuration: one section per stage, every field with a default."""
 
@@ -87,6 +104,7 @@ class TailorMindConfig(StrictModel):
     data: DataConfig = DataConfig()
     cf: CFConfig = CFConfig()
     profiling: ProfilingConfig = ProfilingConfig()
+    generation: GenerationConfig = GenerationConfig()
     llm: LLMConfig = LLMConfig()
 
 

@@ -1,0 +1,247 @@
+"""Personalised posts (paper section 3.3): ideation, RAG exemplars, writing, images, cohesion reflection.
+
+Every step runs for a batch of users at once: one LLM call list per step, one diffusion batch per round.
+The LLM is reached through ``complete(requests, role)`` so the batch job (Ray Data passes) and the Serve
+app (deployment handles) drive the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from models.embedding import TextEmbedder
+from models.generation.ideas import IDEA_TEMPLATES
+from models.generation.images import ImageGenerator
+from models.llm.prompts import IDEA, post_template, style_template
+from models.scoring.clip_score import CLIP_SCORE_WEIGHT, CLIPScorer
+
+Complete = Callable[[list[dict[str, Any]], str], dict[str, Any]]
+EXEMPLARS = 3
+
+
+@dataclass
+class UserBrief:
+    """What generation needs about one user: the profile text and the item cards of their evidence."""
+
+    user_id: str
+    profile: str
+    history_cards: list[str]
+    exemplar_cards: list[str]
+
+
+@dataclass
+class PostVersion:
+    """One version of a post with its images and cohesion scores."""
+
+    title: str
+    body: str
+    tags: list[str]
+    image_prompts: list[str]
+    images: list[Image.Image] = field(default_factory=list, repr=False)
+    clip: list[float] = field(default_factory=list)
+    relevance: float = 0.0
+
+    @property
+    def score(self) -> float:
+        """Combined cohesion: mean CLIPScore scaled to [0, 1] plus history relevance."""
+        clip = float(np.mean(self.clip)) / CLIP_SCORE_WEIGHT if self.clip else 0.0
+        return clip + self.relevance
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields and scores (images are written separately)."""
+        return {
+            "title": self.title,
+            "body": self.body,
+            "tags": self.tags,
+            "image_prompts": self.image_prompts,
+            "scores": {"clip": self.clip, "relevance": self.relevance, "combined": self.score},
+        }
+
+
+@dataclass
+class GeneratedPost:
+    """Every version of one user's post; ``best`` indexes the one with the highest combined score."""
+
+    user_id: str
+    styles: list[str]
+    idea: str
+    exemplars: list[str]
+    versions: list[PostVersion]
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> int:
+        """Index of the best-scoring version."""
+        return int(np.argmax([v.score for v in self.versions])) if self.versions else -1
+
+
+@dataclass
+class PostWriter:
+    """Runs the generation steps over a batch of users with the given models."""
+
+    complete: Complete
+    images: ImageGenerator
+    scorer: CLIPScorer
+    embedder: TextEmbedder
+    num_images: int = 1
+    reflection_rounds: int = 3
+    seed: int = 0
+
+    def write(self, briefs: list[UserBrief]) -> list[GeneratedPost]:
+        """Ideate, write, render, score and reflect for every user; returns each user's versions."""
+        styles = self._styles(briefs)
+        ideas = self._ideas(briefs, styles)
+        exemplars = self._exemplars(briefs, ideas)
+        posts = {
+            b.user_id: GeneratedPost(b.user_id, styles[b.user_id], ideas[b.user_id], exemplars[b.user_id], [])
+            for b in briefs
+        }
+        drafts = self._drafts(briefs, posts, feedback={})
+        history = self._history_vectors(briefs)
+        active = {user_id for user_id, draft in drafts.items() if draft is not None}
+        for user_id in set(posts) - active:
+            posts[user_id].errors.append("the writer returned no valid post")
+        previous: dict[str, PostVersion] = {}
+        for round_index in range(self.reflection_rounds + 1):
+            current: dict[str, PostVersion] = {u: d for u in active if (d := drafts.get(u)) is not None}
+            self._render(current, previous, round_index)
+            self._score(current, history)
+            improved = set()
+            for user_id, version in current.items():
+                best_before = max((v.score for v in posts[user_id].versions), default=-np.inf)
+                posts[user_id].versions.append(version)
+                if version.score > best_before:
+                    improved.add(user_id)
+            active = improved
+            if not active or round_index == self.reflection_rounds:
+                break
+            previous = {u: current[u] for u in active}
+            feedback = {u: _feedback(current[u]) for u in active}
+            drafts = self._drafts([b for b in briefs if b.user_id in active], posts, feedback)
+        return [posts[b.user_id] for b in briefs]
+
+    def _styles(self, briefs: list[UserBrief]) -> dict[str, list[str]]:
+        names = list(IDEA_TEMPLATES)
+        template = style_template(names)
+        catalogue = "\n".join(f"- {name}: {text}" for name, text in IDEA_TEMPLATES.items())
+        requests = [_request(b.user_id, template, profile=b.profile, templates=catalogue) for b in briefs]
+        answers = self.complete(requests, "profiler")
+        return {b.user_id: _value(answers, b.user_id, "styles") or names[:1] for b in briefs}
+
+    def _ideas(self, briefs: list[UserBrief], styles: dict[str, list[str]]) -> dict[str, str]:
+        requests = [
+            _request(b.user_id, IDEA, profile=b.profile, styles=", ".join(styles[b.user_id])) for b in briefs
+        ]
+        answers = self.complete(requests, "profiler")
+        return {b.user_id: _value(answers, b.user_id, "idea") or styles[b.user_id][0] for b in briefs}
+
+    def _exemplars(self, briefs: list[UserBrief], ideas: dict[str, str]) -> dict[str, list[str]]:
+        """Eq. 15: the evidence items closest (cosine, MiniLM) to the profile and idea, per user."""
+        queries = self.embedder.embed([f"{b.profile}\n{ideas[b.user_id]}" for b in briefs])
+        chosen: dict[str, list[str]] = {}
+        for query, brief in zip(queries, briefs, strict=True):
+            if not brief.exemplar_cards:
+                chosen[brief.user_id] = []
+                continue
+            vectors = self.embedder.embed(brief.exemplar_cards)
+            best = np.argsort(-(vectors @ query), kind="stable")[:EXEMPLARS]
+            chosen[brief.user_id] = [brief.exemplar_cards[i] for i in best]
+        return chosen
+
+    def _drafts(
+        self, briefs: list[UserBrief], posts: dict[str, GeneratedPost], feedback: dict[str, str]
+    ) -> dict[str, PostVersion | None]:
+        template = post_template(self.num_images)
+        requests = []
+        for b in briefs:
+            post = posts[b.user_id]
+            fields = {
+                "profile": b.profile,
+                "idea": post.idea,
+                "exemplars": "\n".join(f"- {card}" for card in post.exemplars) or "(none)",
+                "feedback": feedback.get(b.user_id, ""),
+            }
+            requests.append(_request(b.user_id, template, **fields))
+        answers = self.complete(requests, "optimizer" if feedback else "profiler")
+        drafts: dict[str, PostVersion | None] = {}
+        for b in briefs:
+            value = answers[b.user_id].value if b.user_id in answers else None
+            drafts[b.user_id] = (
+                PostVersion(value["title"], value["body"], value["tags"], value["image_prompts"])
+                if value
+                else None
+            )
+        return drafts
+
+    def _render(
+        self, current: dict[str, PostVersion], previous: dict[str, PostVersion], round_index: int
+    ) -> None:
+        """Render every new image prompt in one diffusion batch; unchanged prompts reuse their images."""
+        todo: list[tuple[str, int, str]] = []
+        for user_id, version in current.items():
+            before = previous.get(user_id)
+            for index, prompt in enumerate(version.image_prompts):
+                if (
+                    before is not None
+                    and index < len(before.image_prompts)
+                    and before.image_prompts[index] == prompt
+                ):
+                    version.images.append(before.images[index])
+                else:
+                    version.images.append(None)  # type: ignore[arg-type]
+                    todo.append((user_id, index, prompt))
+        if not todo:
+            return
+        rendered = self.images.generate(
+            [prompt for _, _, prompt in todo], seed=self.seed + 1000 * round_index
+        )
+        for (user_id, index, _), image in zip(todo, rendered, strict=True):
+            current[user_id].images[index] = image
+
+    def _score(self, current: dict[str, PostVersion], history: dict[str, np.ndarray | None]) -> None:
+        """CLIPScore of each image against its own prompt and the title; relevance to the history."""
+        pairs = [(u, i) for u, v in current.items() for i in range(len(v.images))]
+        if pairs:
+            images = [current[u].images[i] for u, i in pairs]
+            texts = [f"{current[u].title}. {current[u].image_prompts[i]}" for u, i in pairs]
+            for (u, _), value in zip(pairs, self.scorer.score(images, texts), strict=True):
+                current[u].clip.append(float(value))
+        users = list(current)
+        if users:
+            posts = self.embedder.embed([f"{current[u].title}\n{current[u].body}" for u in users])
+            for user_id, vector in zip(users, posts, strict=True):
+                mean = history.get(user_id)
+                current[user_id].relevance = float(vector @ mean) if mean is not None else 0.0
+
+    def _history_vectors(self, briefs: list[UserBrief]) -> dict[str, np.ndarray | None]:
+        vectors: dict[str, np.ndarray | None] = {}
+        for b in briefs:
+            if not b.history_cards:
+                vectors[b.user_id] = None
+                continue
+            mean = self.embedder.embed(b.history_cards).mean(axis=0)
+            vectors[b.user_id] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        return vectors
+
+
+def _request(key: str, template: Any, **fields: Any) -> dict[str, Any]:
+    return {"row_key": key, "messages": template.messages(fields), "schema": template.schema}
+
+
+def _value(answers: dict[str, Any], key: str, name: str) -> Any:
+    answer = answers.get(key)
+    return answer.value[name] if answer is not None and answer.value else None
+
+
+def _feedback(version: PostVersion) -> str:
+    clip = ", ".join(f"{c:.2f}" for c in version.clip) or "none"
+    return (
+        f"Previous version (title: {version.title!r}) scored CLIPScore {clip} (image-text match, max 2.5), "
+        f"relevance {version.relevance:.2f} to the reader's history. Revise it so images and text match "
+        "better and the post fits the reader more closely.\n\n"
+    )
