@@ -34,6 +34,7 @@ STAGES: dict[str, str] = {
     "profiles": "jobs.profiles:profiles_stage",
     "refine": "jobs.refine:refine_stage",
     "eval": "jobs.evaluate:evaluate_stage",
+    "generate": "jobs.generate:generate_stage",
 }
 
 

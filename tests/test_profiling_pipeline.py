@@ -41,6 +41,8 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
     assert captions.num_rows > 100  # history + 2 x 100 candidates + CF items of 2 users
     profiles = pq.read_table(tmp_path / "profiles" / "profile_v0.parquet").to_pylist()
     assert all(p["text"].startswith("1. ") for p in profiles if not p["error"])
+    post = json.loads(next((tmp_path / "generate").glob("*/post.json")).read_text())
+    assert post["versions"] and (tmp_path / "generate" / "index.html").is_file()
     capsys.readouterr()
     assert main(args) == 0
-    assert capsys.readouterr().out.count("skipped (up to date)") == 8
+    assert capsys.readouterr().out.count("skipped (up to date)") == 9
