@@ -60,7 +60,14 @@ def run(quick: bool = False) -> BenchResult:
             values.append(scatter / sparse)
             one = None
             for workers in (1, 2):
-                config = load_config(None, [f"cf.num_workers={workers}", "cf.epochs=2", "cf.patience=10"])
+                batch = 4096 if name == "movielens-small" else 65536  # large graphs need large batches
+                overrides = [
+                    f"cf.num_workers={workers}",
+                    "cf.epochs=2",
+                    "cf.patience=10",
+                    f"cf.batch_size={batch}",
+                ]
+                config = load_config(None, overrides)
                 metrics = train(str(path), Path(tmp) / f"{name}-{workers}", config)
                 one = one or metrics["last_epoch_seconds"]
                 result.add(
