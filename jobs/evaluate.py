@@ -1,7 +1,7 @@
 """Stage ``eval``: TailorBench 1:99 reranking on the test split for each ranker, with 95% intervals.
 
 Rankers: the LLM ranker with the initial and with the refined profile, the CF model's scores (when the
-pipeline trained one), and MiniLM similarity between the user's history and each candidate.
+pipeline trained one), and MiniLM similarity between the refined profile and each candidate.
 """
 
 from __future__ import annotations
@@ -45,17 +45,21 @@ def cf_ranks(inputs: ProfilingInputs, embeddings: Path) -> np.ndarray:
     return ranks_from_scores(scores)
 
 
-def embedding_ranks(inputs: ProfilingInputs, embedder: TextEmbedder) -> np.ndarray:
-    """Ranks of the test positives by cosine between the mean history embedding and each candidate."""
+def embedding_ranks(inputs: ProfilingInputs, profiles: dict[str, str], embedder: TextEmbedder) -> np.ndarray:
+    """Ranks of the test positives by MiniLM cosine between the user's profile and each candidate's card.
+
+    A user without a profile text is represented by the mean embedding of their history cards instead.
+    """
     candidates = inputs.cohort.test_candidates
     needed = np.unique(np.concatenate([candidates.ravel(), *inputs.cohort.history]))
     vectors = embedder.embed([inputs.cards[i] for i in needed])
     row = {item: index for index, item in enumerate(needed.tolist())}
-    user_vectors = np.stack(
-        [vectors[[row[i] for i in history]].mean(axis=0) for history in inputs.cohort.history]
-    )
+    texts = [profiles.get(user_id, "") for user_id in inputs.user_ids]
+    profile_vectors = embedder.embed([t or "-" for t in texts])
+    history_vectors = np.stack([vectors[[row[i] for i in h]].mean(axis=0) for h in inputs.cohort.history])
+    users = np.where(np.array([bool(t) for t in texts])[:, None], profile_vectors, history_vectors)
     candidate_vectors = vectors[np.vectorize(row.get)(candidates)]
-    return ranks_from_scores(np.einsum("ud,ucd->uc", user_vectors, candidate_vectors))
+    return ranks_from_scores(np.einsum("ud,ucd->uc", users, candidate_vectors))
 
 
 def llm_ranks(inputs: ProfilingInputs, profiles: dict[str, str], config: TailorMindConfig) -> np.ndarray:
@@ -74,6 +78,7 @@ def evaluate_stage(pipeline: PipelineRun) -> StageResult:
         connect(config.ray)
         inputs = profiling_inputs(pipeline)
         refined = pq.read_table(pipeline.results["refine"].path / "profiles.parquet").to_pylist()
+        refined_texts = {r["user_id"]: r["profile_refined"] for r in refined}
         ranks = {
             "profile_initial": llm_ranks(
                 inputs, {r["user_id"]: r["profile_initial"] for r in refined}, config
@@ -81,7 +86,7 @@ def evaluate_stage(pipeline: PipelineRun) -> StageResult:
             "profile_refined": llm_ranks(
                 inputs, {r["user_id"]: r["profile_refined"] for r in refined}, config
             ),
-            "embedding": embedding_ranks(inputs, TextEmbedder()),
+            "embedding": embedding_ranks(inputs, refined_texts, TextEmbedder()),
         }
         if "cf" in pipeline.results:
             ranks["cf"] = cf_ranks(inputs, pipeline.results["cf"].path / "embeddings")
