@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--from", dest="from_stage", choices=list(STAGES), help="rerun this stage and later ones"
     )
+    parser.add_argument("--until", choices=list(STAGES), help="stop after this stage")
 
 
 def stages_to_force(force: bool, from_stage: str | None) -> set[str] | bool:
@@ -63,11 +64,15 @@ def stage_function(name: str) -> Callable[[PipelineRun], StageResult]:
     return getattr(importlib.import_module(module), function)
 
 
-def run_pipeline(run_dir: Path, config: TailorMindConfig, force: set[str] | bool = False) -> PipelineRun:
+def run_pipeline(
+    run_dir: Path, config: TailorMindConfig, force: set[str] | bool = False, until: str | None = None
+) -> PipelineRun:
     """Run the stages in order; up-to-date stages are skipped, so a crashed run resumes where it stopped."""
     pipeline = PipelineRun(StageRunner(run_dir, force=force), config)
     for name in STAGES:
         pipeline.results[name] = stage_function(name)(pipeline)
+        if name == until:
+            break
     return pipeline
 
 
@@ -78,7 +83,7 @@ def run(args: argparse.Namespace, config: TailorMindConfig) -> int:
             "the config names no dataset: set data.path (a TailorBench directory), data.movielens_src "
             "(a MovieLens folder to import) or a data.synth section (see configs/demo.yaml)."
         )
-    pipeline = run_pipeline(args.out, config, stages_to_force(args.force, args.from_stage))
+    pipeline = run_pipeline(args.out, config, stages_to_force(args.force, args.from_stage), args.until)
     for name, result in pipeline.results.items():
         state = "skipped (up to date)" if result.skipped else f"ran in {result.seconds:.1f} s"
         print(f"{name:10s} {state:22s} {result.path}")

@@ -8,6 +8,7 @@ items masked, ``topk``. Output rows are keyed by ``user_id`` so the profiling st
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
 
 USERS_PER_BLOCK = 4096
+log = logging.getLogger("tailormind.topk")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +95,11 @@ def score(run_dir: Path, out: Path, k: int, actors: int, config: TailorMindConfi
     import ray
 
     connect(config.ray)
+    if not config.cf.use_gpu:  # leave a CPU for reading and writing, or the pipeline stalls
+        usable = max(1, int(ray.available_resources().get("CPU", 1)) - 1)
+        if actors > usable:
+            log.warning("score-topk: %d actors need more CPUs than the cluster has; using %d", actors, usable)
+            actors = usable
     seen = ray.put(seen_items(run_dir / "data"))
     users = ray.data.read_parquet(str((run_dir / "cf" / "embeddings" / "users.parquet").resolve()))
     scored = users.map_batches(

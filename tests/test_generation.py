@@ -36,8 +36,8 @@ def test_writer_end_to_end_with_tiny_models(ray_cluster, tiny_models):
             "llm.optimizer.backend=serve",
             "llm.profiler.max_tokens=400",
             "llm.optimizer.max_tokens=400",
-            "llm.profiler.max_model_len=2048",
-            "llm.optimizer.max_model_len=2048",
+            "llm.profiler.max_model_len=4096",
+            "llm.optimizer.max_model_len=4096",
         ],
     )
     calls = []

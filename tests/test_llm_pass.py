@@ -74,7 +74,8 @@ def test_tiny_vlm_captions_images_through_ray_data_vllm(ray_cluster, tiny_models
 def test_tiny_chat_on_serve_answers_two_passes_from_one_deployment(ray_cluster, tiny_models):
     from ray import serve
 
-    role = LLMRoleConfig(backend="serve", max_tokens=32, max_model_len=1024)
+    # the engine settings of configs/demo.yaml's chat roles, so later tests reuse this deployment
+    role = LLMRoleConfig(backend="serve", max_tokens=32, max_model_len=4096)
     requests = [
         {
             "row_key": f"u{i}",

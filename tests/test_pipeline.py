@@ -9,7 +9,15 @@ def test_from_forces_that_stage_and_later():
 
 
 def test_run_imports_validates_then_skips(movielens_src, tmp_path, capsys):
-    args = ["run", "--out", str(tmp_path / "run"), "--set", f"data.movielens_src={movielens_src}"]
+    args = [
+        "run",
+        "--out",
+        str(tmp_path / "run"),
+        "--set",
+        f"data.movielens_src={movielens_src}",
+        "--until",
+        "data",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "dataset    ran" in out and "data       ran" in out
@@ -22,5 +30,5 @@ def test_run_imports_validates_then_skips(movielens_src, tmp_path, capsys):
 
 
 def test_run_without_a_dataset_is_a_clear_error(tmp_path, capsys):
-    assert main(["run", "--out", str(tmp_path)]) == 2
+    assert main(["run", "--out", str(tmp_path), "--until", "data"]) == 2
     assert "names no dataset" in capsys.readouterr().err
