@@ -39,8 +39,8 @@ def caption(items: list[dict[str, Any]], resolve_uri, config: TailorMindConfig, 
     """Captions of ``items`` (one row each), reusing and extending the content-keyed cache."""
     role = config.llm.captioner
     keys = {item["item_id"]: content_key(item, role.model_source) for item in items}
-    cached = pq.read_table(cache) if cache.is_file() else _SCHEMA.empty_table()
-    cached = cached.filter(pc.is_in(cached["content_key"], pa.array(list(keys.values()), pa.string())))
+    stored = pq.read_table(cache) if cache.is_file() else _SCHEMA.empty_table()
+    cached = stored.filter(pc.is_in(stored["content_key"], pa.array(list(keys.values()), pa.string())))
     done = set(cached["content_key"].to_pylist())
     todo = [item for item in items if keys[item["item_id"]] not in done]
     log.info("captions: %d items, %d cached, %d to caption", len(items), len(items) - len(todo), len(todo))
@@ -75,9 +75,8 @@ def caption(items: list[dict[str, Any]], resolve_uri, config: TailorMindConfig, 
         )
     fresh = pa.Table.from_pylist(rows, schema=_SCHEMA)
     complete = fresh.filter(pc.equal(pc.list_value_length(fresh["errors"]), 0))
-    previous = pq.read_table(cache) if cache.is_file() else _SCHEMA.empty_table()
     cache.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.concat_tables([previous, complete]), cache)  # only error-free captions are cached
+    pq.write_table(pa.concat_tables([stored, complete]), cache)  # only error-free captions are cached
     return pa.concat_tables([cached, fresh])
 
 

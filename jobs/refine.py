@@ -65,8 +65,8 @@ def rank_with_profiles(
     return ranks, firsts, order
 
 
-def _outcome(rank: int, top_k: int) -> str:
-    return f"{rank + 1} of 100" if rank < top_k else f"outside the top {top_k}"
+def _outcome(rank: int, top_k: int, num_candidates: int) -> str:
+    return f"{rank + 1} of {num_candidates}" if rank < top_k else f"outside the top {top_k}"
 
 
 def refine(
@@ -96,7 +96,7 @@ def refine(
             wrong = [inputs.cards[row[c]] for c in firsts[user_id] if c != 0][:WRONG_SHOWN]
             fields = {
                 "profile": texts[user_id],
-                "outcome": _outcome(ranks[user_id], config.profiling.rank_top_k),
+                "outcome": _outcome(ranks[user_id], config.profiling.rank_top_k, candidates.shape[1]),
                 "wrong": numbered_list(wrong, 10**9, config.profiling.candidate_chars),
                 "truth": inputs.cards[row[0]][: config.profiling.candidate_chars * 2],
             }
