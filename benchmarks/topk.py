@@ -80,6 +80,7 @@ def run(quick: bool = False) -> BenchResult:
                 method=f"Ray Data, {actors} actor(s), end to end",
                 users_per_second=rate,
                 ratio=rate / loop_rate,
+                fraction_of_roofline=rate / roofline,
             )
     labels = [row["method"] for row in result.rows]
     bar_plot(
@@ -92,4 +93,5 @@ def run(quick: bool = False) -> BenchResult:
     result.notes.append(
         "Ray Data figures include reading embeddings, the seen-item index and writing Parquet"
     )
+    result.notes.append(f"{users} users x {items} items, d={dim}, K={K}; blocks of {USERS_PER_BLOCK} users")
     return result
