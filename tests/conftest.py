@@ -39,7 +39,6 @@ def ray_cluster():
     from jobs.ray_cluster import connect
     from models.config import RayConfig
 
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     connect(RayConfig(num_cpus=TEST_CLUSTER_CPUS))
     yield ray
     ray.shutdown()

@@ -28,6 +28,12 @@ class LLMRoleConfig(StrictModel):
     num_engines: int = Field(1, ge=1, description="engine replicas (Ray Data concurrency / Serve replicas)")
     batch_size: int = Field(16, ge=1)
     max_images_per_prompt: int = Field(0, ge=0, description="> 0 enables image input (VLMs)")
+    kv_cache_gb: float | None = Field(
+        1.0,
+        gt=0,
+        description="KV cache per engine; needed on CPU, where vLLM otherwise claims 92% of RAM; "
+        "null on GPU lets gpu_memory_utilization decide",
+    )
     # backend http
     base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://host:8000/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")

@@ -21,6 +21,8 @@ def engine_kwargs(role: LLMRoleConfig) -> dict[str, Any]:
     )
     if role.accelerator_type is None:
         kwargs["distributed_executor_backend"] = "mp"
+    if role.kv_cache_gb is not None:
+        kwargs["kv_cache_memory_bytes"] = int(role.kv_cache_gb * 2**30)
     if role.max_images_per_prompt:
         kwargs["limit_mm_per_prompt"] = {"image": role.max_images_per_prompt}
     return kwargs
