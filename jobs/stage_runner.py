@@ -53,7 +53,7 @@ class StageRunner:
     """Runs named stages into ``run_dir``: skips up-to-date ones, rebuilds changed ones atomically."""
 
     def __init__(self, run_dir: str | Path, force: Iterable[str] | bool = False):
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir).resolve()  # absolute: Ray workers run in other directories
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._force = force
 

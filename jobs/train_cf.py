@@ -174,6 +174,7 @@ def train(inputs_path: str, out: Path, config: TailorMindConfig) -> dict[str, An
     from ray.train.torch import TorchTrainer
 
     cf = config.cf
+    inputs_path = str(Path(inputs_path).resolve())  # workers do not share the driver's directory
     connect(config.ray)
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
