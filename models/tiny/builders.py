@@ -7,6 +7,7 @@ are meaningless, which is fine: they prove the path, not the quality.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -24,6 +25,21 @@ _TEXT_DECODER = dict(
     rms_norm_eps=1e-6,
     tie_word_embeddings=True,
 )
+
+
+def _clip_text_config(tokenizer: Any) -> dict[str, Any]:
+    """The tiny CLIP text tower shared by the Stable Diffusion text encoder and the CLIP scorer model."""
+    return dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
 
 
 def build_chat_llm(out: Path) -> None:
@@ -131,19 +147,7 @@ def build_stable_diffusion(out: Path) -> None:
         sample_size=64,
     )
     tokenizer = build_clip_tokenizer(out / "tokenizer")
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(**_clip_text_config(tokenizer)))
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -171,17 +175,7 @@ def build_clip(out: Path) -> None:
 
     tokenizer = build_clip_tokenizer(out)
     config = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ),
+        text_config=_clip_text_config(tokenizer),
         vision_config=dict(
             hidden_size=32,
             intermediate_size=64,
