@@ -12,7 +12,7 @@ from types import ModuleType
 from models.config import TailorMindConfig, load_config
 from models.errors import TailorMindError
 
-# subcommand -> (module under jobs/ that implements it, one-line help). A module provides
+# subcommand -> (module under jobs/ or serve/ that implements it, one-line help). A module provides
 # ``add_arguments(parser)`` and ``run(args, config) -> int | None``.
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("jobs.validate", "check a dataset directory and quarantine bad rows"),
@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-cf": ("jobs.train_cf", "train the hypergraph CF model with Ray Train"),
     "score-topk": ("jobs.score_topk", "top-K unseen items per user from the CF embeddings, on Ray Data"),
     "run": ("jobs.pipeline", "run the whole pipeline of a config into a run directory"),
+    "serve": ("serve.app", "serve the LLMs, /v1/profile and /v1/generate with Ray Serve until stopped"),
     "models": ("jobs.tiny_models", "build the tiny offline models used by tests and the demo"),
     "bench": ("jobs.bench", "run the throughput benchmarks and write results and plots"),
 }

@@ -11,40 +11,20 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import ray
 
 from models.llm.config import LLMRoleConfig
 from models.llm.engine import engine_kwargs, placement
-from models.llm.structured import parse_structured
+from models.llm.requests import sampling_params, structured_chat_request
+from models.llm.structured import LLMAnswer, answer_with_retries
 from models.tiny import resolve_model_source
 
 log = logging.getLogger("tailormind.llm")
 
 # The chat-template, tokenize and detokenize actors mostly wait on the engine: a quarter CPU each.
 _LIGHT_STAGE = {"num_cpus": 0.25}
-
-
-@dataclass(frozen=True)
-class LLMAnswer:
-    """The parsed answer of one request, or the error of its last attempt."""
-
-    row_key: str
-    value: Any
-    error: str | None
-    attempts: int
-    text: str | None = None
-
-
-def _sampling(role: LLMRoleConfig, seed: int) -> dict[str, Any]:
-    sampling: dict[str, Any] = {"max_tokens": role.max_tokens, "temperature": role.temperature}
-    # vLLM's CPU sampler fails on per-request seeds ("CPU Generator does not use offset") and kills the
-    # engine, so seeds are sent only to GPU engines and HTTP endpoints.
-    if role.accelerator_type is not None or role.backend == "http":
-        sampling["seed"] = seed
-    return sampling
 
 
 def _build_processor(role: LLMRoleConfig, seed: int, serve_target: tuple[str, str] | None):
@@ -71,7 +51,7 @@ def _build_processor(role: LLMRoleConfig, seed: int, serve_target: tuple[str, st
         )
 
         def preprocess(row: dict) -> dict:
-            sampling = _sampling(role, seed)
+            sampling = sampling_params(role, seed)
             sampling["structured_outputs"] = {"json": row["schema"]}
             return {
                 "row_key": row["row_key"],
@@ -101,12 +81,8 @@ def _build_processor(role: LLMRoleConfig, seed: int, serve_target: tuple[str, st
         )
 
         def preprocess(row: dict) -> dict:
-            request = dict(
-                model=role.model_source,
-                messages=json.loads(row["messages"]),
-                stream=False,
-                structured_outputs={"json": row["schema"]},
-                **_sampling(role, seed),
+            request = structured_chat_request(
+                role, json.loads(row["messages"]), json.loads(row["schema"]), seed
             )
             return {
                 "row_key": row["row_key"],
@@ -139,10 +115,10 @@ def _build_processor(role: LLMRoleConfig, seed: int, serve_target: tuple[str, st
         def preprocess(row: dict) -> dict:
             schema = {"name": "answer", "schema": json.loads(row["schema"]), "strict": True}
             payload = dict(
-                model=role.model_source,
+                model=role.served_model_id,
                 messages=json.loads(row["messages"]),
                 response_format={"type": "json_schema", "json_schema": schema},
-                **_sampling(role, seed),
+                **sampling_params(role, seed),
             )
             return {"row_key": row["row_key"], "payload": payload}
 
@@ -170,30 +146,23 @@ def run_structured(
         from serve.llm import ensure_llm_deployment
 
         serve_target = ensure_llm_deployment(role)
-    schemas = {r["row_key"]: r["schema"] for r in requests}
-    pending = [
-        {"row_key": r["row_key"], "messages": json.dumps(r["messages"]), "schema": json.dumps(r["schema"])}
-        for r in requests
-    ]
-    answers: dict[str, LLMAnswer] = {}
-    for attempt in range(1, role.max_retries + 2):
-        if not pending:
-            break
-        processor = _build_processor(role, seed + attempt - 1, serve_target)
-        rows = processor(ray.data.from_items(pending)).take_all()
-        retry = set()
-        for row in rows:
-            key = row["row_key"]
-            value, problem = (None, str(row["error"])[:300]) if row["error"] else (None, None)
-            if problem is None:
-                value, problem = parse_structured(row["text"], schemas[key])
-            answers[key] = LLMAnswer(key, value, problem, attempt, row["text"])
-            if problem is not None:
-                retry.add(key)
-        missing = {p["row_key"] for p in pending} - {row["row_key"] for row in rows}
-        for key in missing:
-            answers[key] = LLMAnswer(key, None, "no output row", attempt)
-        pending = [p for p in pending if p["row_key"] in retry | missing]
+
+    def attempt(pending: list[dict[str, Any]], number: int) -> dict[str, tuple[str | None, str | None]]:
+        rows = [
+            {
+                "row_key": r["row_key"],
+                "messages": json.dumps(r["messages"]),
+                "schema": json.dumps(r["schema"]),
+            }
+            for r in pending
+        ]
+        processor = _build_processor(role, seed + number - 1, serve_target)
+        return {
+            row["row_key"]: (row["text"], row["error"])
+            for row in processor(ray.data.from_items(rows)).take_all()
+        }
+
+    answers = answer_with_retries(requests, attempt, role.max_retries)
     failed = sum(1 for a in answers.values() if a.error)
     log.info(
         "LLM pass (%s, %s): %d requests, %d failed", role.backend, role.model_source, len(requests), failed

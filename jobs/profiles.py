@@ -17,7 +17,8 @@ from models.config import TailorMindConfig
 from models.data import EncodedInteractions, encode_interactions, load_dataset
 from models.llm.prompts import PROFILE, profile_text
 from models.profiling.cohort import Cohort, cf_recommendations, select_cohort
-from models.profiling.evidence import item_card, numbered_list
+from models.profiling.evidence import item_card
+from models.profiling.initial import profile_request
 
 if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
@@ -51,16 +52,15 @@ def profiling_inputs(pipeline: PipelineRun) -> ProfilingInputs:
 
 def profile_requests(inputs: ProfilingInputs, config: TailorMindConfig) -> list[dict[str, Any]]:
     """One profiler request per cohort user: history (most recent first) and CF items, within the budget."""
-    budget = config.profiling.evidence_chars
-    requests = []
-    for user_id, history in zip(inputs.user_ids, inputs.cohort.history, strict=True):
-        recommended = [inputs.cards[i] for i in inputs.recommended.get(user_id, [])]
-        fields = {
-            "history": numbered_list([inputs.cards[i] for i in history], budget * 2 // 3),
-            "recommended": numbered_list(recommended, budget // 3),
-        }
-        requests.append({"row_key": user_id, "messages": PROFILE.messages(fields), "schema": PROFILE.schema})
-    return requests
+    return [
+        profile_request(
+            user_id,
+            [inputs.cards[i] for i in history],
+            [inputs.cards[i] for i in inputs.recommended.get(user_id, [])],
+            config.profiling.evidence_chars,
+        )
+        for user_id, history in zip(inputs.user_ids, inputs.cohort.history, strict=True)
+    ]
 
 
 def write_profiles(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -96,6 +96,41 @@ class GenerationConfig(StrictModel):
     dtype: str = Field("float32", description="diffusion dtype (float16 on GPU)")
 
 
+class DeploymentConfig(StrictModel):
+    """Replicas and resources of one Serve deployment; autoscaled up to ``max_replicas`` when set."""
+
+    replicas: int = Field(1, ge=1, description="replicas (the autoscaling minimum when max_replicas is set)")
+    max_replicas: int | None = Field(None, ge=1, description="autoscale up to this many; None = fixed")
+    target_ongoing_requests: float = Field(2.0, gt=0, description="autoscaling target per replica")
+    max_ongoing_requests: int = Field(16, ge=1)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0, description="GPU (fraction) per replica")
+
+
+class DiffusionDeploymentConfig(DeploymentConfig):
+    """The diffusion deployment: replicas plus how ``@serve.batch`` groups concurrent images."""
+
+    max_batch_size: int = Field(4, ge=1, description="images rendered by one pipeline call")
+    batch_wait_timeout_s: float = Field(0.05, ge=0, description="wait for a batch to fill")
+
+
+class ServeConfig(StrictModel):
+    """The Serve application: where it listens, who may call it, what it may read, its deployments."""
+
+    host: str = Field("127.0.0.1", description="HTTP interface; 0.0.0.0 exposes it beyond this machine")
+    port: int = Field(8000, ge=1, le=65535)
+    auth_token_env: str | None = Field(
+        None, description="environment variable with the bearer token the API requires; None = no token"
+    )
+    media_roots: list[str] = Field(
+        [], description="folders that request image_uris may point into; data: URIs are always accepted"
+    )
+    max_body_mb: float = Field(8.0, gt=0, description="larger request bodies get 413")
+    ingress: DeploymentConfig = DeploymentConfig(num_cpus=0.25, max_ongoing_requests=32)
+    diffusion: DiffusionDeploymentConfig = DiffusionDeploymentConfig()
+    scorer: DeploymentConfig = DeploymentConfig(num_cpus=0.5)
+
+
 class TailorMindConfig(StrictModel):
     """The whole configuration: one section per stage, every field with a default."""
 
@@ -106,6 +141,7 @@ class TailorMindConfig(StrictModel):
     profiling: ProfilingConfig = ProfilingConfig()
     generation: GenerationConfig = GenerationConfig()
     llm: LLMConfig = LLMConfig()
+    serve: ServeConfig = ServeConfig()
 
 
 def config_digest(section: BaseModel | dict[str, Any] | None) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +67,40 @@ def _frames(capture, indices: np.ndarray, max_side: int, path: str) -> list[str]
             raise MediaError(f"video {path}: frame {index} cannot be decoded")
         urls.append(png_data_url(Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)), max_side))
     return urls
+
+
+MAX_REQUEST_PIXELS = 40_000_000
+
+
+def request_image_data_url(uri: str, roots: Sequence[Path], max_side: int = 448) -> str:
+    """An image a request names, as a small PNG data URL: a data: URI, or a file under one of ``roots``.
+
+    Nothing else is read: no URL is fetched, and a path that leaves every root (``..``, symlinks) is refused.
+    """
+    if uri.startswith("data:"):
+        header, _, payload = uri.partition(",")
+        if not header.endswith(";base64") or not header[5:].startswith("image/"):
+            raise MediaError("an image data URI must look like data:image/png;base64,...")
+        try:
+            source: io.BytesIO | Path = io.BytesIO(base64.b64decode(payload, validate=True))
+        except binascii.Error:
+            raise MediaError("an image data URI holds invalid base64") from None
+    elif "://" in uri and not uri.startswith("file://"):
+        raise MediaError(f"{uri[:80]!r}: this server fetches no URLs; send the image as a data: URI")
+    else:
+        path = Path(uri.removeprefix("file://"))
+        if not path.is_absolute() and roots:
+            path = roots[0] / path  # relative names are relative to the first root
+        path = path.resolve()
+        if not any(path.is_relative_to(root.resolve()) for root in roots):
+            raise MediaError(f"{uri[:200]!r} is outside the configured media roots")
+        if not path.is_file():
+            raise MediaError(f"{uri[:200]!r}: no such file under the media roots")
+        source = path
+    try:
+        with Image.open(source) as image:
+            if image.width * image.height > MAX_REQUEST_PIXELS:
+                raise MediaError(f"image of {image.width}x{image.height} pixels is too large")
+            return png_data_url(image, max_side)
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError):
+        raise MediaError(f"{uri[:80]!r} is not a readable image") from None

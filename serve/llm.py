@@ -17,7 +17,7 @@ log = logging.getLogger("tailormind.serve")
 
 
 def llm_server_config(role: LLMRoleConfig, deployment_name: str) -> Any:
-    """The ``ray.serve.llm.LLMConfig`` that serves a role's model under its ``model_source`` id."""
+    """The ``ray.serve.llm.LLMConfig`` that serves a role's model under its ``served_model_id``."""
     from ray.serve.llm import LLMConfig
 
     extra: dict[str, Any] = placement(role)
@@ -25,7 +25,7 @@ def llm_server_config(role: LLMRoleConfig, deployment_name: str) -> Any:
         extra["accelerator_config"] = {"kind": "cpu"}
     return LLMConfig(
         model_loading_config={
-            "model_id": role.model_source,
+            "model_id": role.served_model_id,
             "model_source": resolve_model_source(role.model_source),
         },
         engine_kwargs=engine_kwargs(role),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -31,17 +32,37 @@ def movielens_src() -> Path:
 TEST_CLUSTER_CPUS = 8
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+SERVE_PORT = free_port()
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One private local Ray cluster shared by every test that needs Ray."""
+    """One private local Ray cluster shared by every test that needs Ray, with Serve on a free port."""
     import ray
+    from ray import serve
 
     from jobs.ray_cluster import connect
     from models.config import RayConfig
 
     connect(RayConfig(num_cpus=TEST_CLUSTER_CPUS))
+    # Serve's HTTP port is fixed when Serve first starts; start it here so no test depends on port 8000.
+    serve.start(http_options={"host": "127.0.0.1", "port": SERVE_PORT})
     yield ray
+    serve.shutdown()
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_port(ray_cluster) -> int:
+    """The HTTP port of the test cluster's Serve proxy."""
+    return SERVE_PORT
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from PIL import Image
 
 from jobs.llm_pass import run_structured
 from models.llm.config import LLMRoleConfig
-from models.llm.structured import parse_structured
+from models.llm.structured import answer_with_retries, parse_structured
 
 CAPTION = {
     "type": "object",
@@ -35,6 +35,25 @@ def test_parse_structured_checks_json_and_schema():
     assert "invalid JSON" in parse_structured('{"caption": ', CAPTION)[1]
     assert "schema mismatch" in parse_structured('{"top": [1]}', CHOICE)[1]
     assert parse_structured(None, CAPTION)[1] == "empty answer"
+
+
+def test_retries_bad_rows_only_and_reports_what_still_fails():
+    keys = ("good", "late", "bad", "lost")
+    requests = [{"row_key": key, "messages": [], "schema": CAPTION} for key in keys]
+    seen: list[list[str]] = []
+
+    def attempt(pending, number):
+        seen.append([r["row_key"] for r in pending])
+        outputs = {"good": ('{"caption": "ok"}', None), "bad": (None, "engine died")}
+        outputs["late"] = ('{"caption": "second"}', None) if number == 2 else ('{"caption": ', None)
+        return outputs  # "lost" never comes back
+
+    answers = answer_with_retries(requests, attempt, max_retries=2)
+    assert seen == [["good", "late", "bad", "lost"], ["late", "bad", "lost"], ["bad", "lost"]]
+    assert answers["good"].value == {"caption": "ok"} and answers["good"].attempts == 1
+    assert answers["late"].value == {"caption": "second"} and answers["late"].attempts == 2
+    assert (answers["bad"].value, answers["bad"].error, answers["bad"].attempts) == (None, "engine died", 3)
+    assert answers["lost"].error == "no output row"
 
 
 def _png_data_url(seed: int) -> str:

@@ -30,9 +30,9 @@ class ImageGenerator:
         self.device = device
         self.steps, self.height, self.width, self.guidance_scale = steps, height, width, guidance_scale
 
-    def generate(self, prompts: list[str], seed: int) -> list[Image.Image]:
-        """One image per prompt; the same prompts and seed give the same images."""
-        generators = [torch.Generator(self.device).manual_seed(seed + i) for i in range(len(prompts))]
+    def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        """One image per (prompt, seed); a pair gives the same image whatever else is in the batch."""
+        generators = [torch.Generator(self.device).manual_seed(seed) for seed in seeds]
         result = self.pipeline(
             prompts,
             num_inference_steps=self.steps,

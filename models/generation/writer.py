@@ -9,19 +9,41 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
-from models.embedding import TextEmbedder
 from models.generation.ideas import IDEA_TEMPLATES
-from models.generation.images import ImageGenerator
 from models.llm.prompts import IDEA, post_template, style_template
-from models.scoring.clip_score import CLIP_SCORE_WEIGHT, CLIPScorer
+from models.scoring.clip_score import CLIP_SCORE_WEIGHT
 
 Complete = Callable[[list[dict[str, Any]], str], dict[str, Any]]
 EXEMPLARS = 3
+
+
+class ImageModel(Protocol):
+    """Text to image (``ImageGenerator`` in process, a Serve deployment handle behind an adapter)."""
+
+    def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        """One image per (prompt, seed)."""
+        ...
+
+
+class ImageTextScorer(Protocol):
+    """CLIPScore of (image, text) pairs."""
+
+    def score(self, images: list[Image.Image], texts: list[str]) -> np.ndarray:
+        """One score in [0, 2.5] per pair."""
+        ...
+
+
+class Embedder(Protocol):
+    """Unit-norm text embeddings."""
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """[N, d] float32."""
+        ...
 
 
 @dataclass
@@ -85,9 +107,9 @@ class PostWriter:
     """Runs the generation steps over a batch of users with the given models."""
 
     complete: Complete
-    images: ImageGenerator
-    scorer: CLIPScorer
-    embedder: TextEmbedder
+    images: ImageModel
+    scorer: ImageTextScorer
+    embedder: Embedder
     num_images: int = 1
     reflection_rounds: int = 3
     seed: int = 0
@@ -197,9 +219,8 @@ class PostWriter:
                     todo.append((user_id, index, prompt))
         if not todo:
             return
-        rendered = self.images.generate(
-            [prompt for _, _, prompt in todo], seed=self.seed + 1000 * round_index
-        )
+        seeds = [_image_seed(self.seed, round_index, index) for _, index, _ in todo]
+        rendered = self.images.generate([prompt for _, _, prompt in todo], seeds)
         for (user_id, index, _), image in zip(todo, rendered, strict=True):
             current[user_id].images[index] = image
 
@@ -227,6 +248,11 @@ class PostWriter:
             mean = self.embedder.embed(b.history_cards).mean(axis=0)
             vectors[b.user_id] = mean / max(float(np.linalg.norm(mean)), 1e-12)
         return vectors
+
+
+def _image_seed(seed: int, round_index: int, image_index: int) -> int:
+    """The diffusion seed of one image slot in one round: per user, independent of batch composition."""
+    return seed + 1000 * round_index + image_index
 
 
 def _request(key: str, template: Any, **fields: Any) -> dict[str, Any]:

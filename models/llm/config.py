@@ -43,6 +43,11 @@ class LLMRoleConfig(StrictModel):
     temperature: float = Field(0.7, ge=0)
     max_retries: int = Field(1, ge=0, description="extra attempts for rows with errors or invalid JSON")
 
+    @property
+    def served_model_id(self) -> str:
+        """The model's id on OpenAI routes (``tiny://vlm`` -> ``tiny-vlm``: ':' marks LoRA adapters there)."""
+        return self.model_source.replace("://", "-")
+
 
 class CaptionerConfig(LLMRoleConfig):
     """The captioner: a VLM that takes images."""

@@ -1,0 +1,123 @@
+"""The TailorMind Serve application, built from a config: ``serve run serve.app:build_app config=FILE``.
+
+One LLM deployment per distinct model of the captioner, profiler and optimizer roles (ray.serve.llm, vLLM
+inside), a batched diffusion deployment, a CLIP + MiniLM scorer, and an ingress that serves the OpenAI
+routes and the TailorMind API over them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+from ray.serve.deployment import Application
+
+from jobs.ray_cluster import connect
+from models.config import TailorMindConfig, load_config
+from models.errors import TailorMindError
+from serve.deployments import ImageDeployment, ScorerDeployment, deployment_options
+from serve.ingress import TailorMindIngress, token_digest
+from serve.llm import deployment_names, llm_server_config
+
+log = logging.getLogger("tailormind.serve")
+APP_NAME = "tailormind"
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Serve's application builder; ``args``: ``config`` (a YAML file) and optional ``overrides`` list."""
+    return tailormind_app(load_config(args.get("config"), args.get("overrides") or []))
+
+
+def tailormind_app(config: TailorMindConfig) -> Application:
+    """The application graph of a config: ingress bound to the LLM, diffusion and scorer deployments."""
+    served = config.serve
+    llm_configs: dict[str, Any] = {}
+    for role in (config.llm.captioner, config.llm.profiler, config.llm.optimizer):
+        # Roles naming the same model share its deployment, with the engine settings of the first role.
+        llm_configs.setdefault(role.served_model_id, llm_server_config(role, deployment_names(role)[1]))
+    batching = {
+        "max_batch_size": served.diffusion.max_batch_size,
+        "batch_wait_timeout_s": served.diffusion.batch_wait_timeout_s,
+    }
+    images = serve.deployment(
+        ImageDeployment, name="diffusion", user_config=batching, **deployment_options(served.diffusion)
+    ).bind(config.generation)
+    scorer = serve.deployment(ScorerDeployment, name="scorer", **deployment_options(served.scorer)).bind(
+        config.generation
+    )
+    settings = config.model_copy(
+        update={"serve": served.model_copy(update={"media_roots": _media_roots(served.media_roots)})}
+    )
+    from ray.serve.llm import build_openai_app
+
+    return build_openai_app(
+        {
+            "llm_configs": list(llm_configs.values()),
+            "ingress_cls_config": {
+                "ingress_cls": TailorMindIngress,
+                "ingress_extra_kwargs": {
+                    "images": images,
+                    "scorer": scorer,
+                    "settings": settings.model_dump(),
+                    "token_sha256": _token_sha256(served.auth_token_env),
+                },
+            },
+            "ingress_deployment_config": deployment_options(served.ingress),
+        }
+    )
+
+
+def serve_until_stopped(config: TailorMindConfig) -> None:
+    """Start the application on the configured host and port and keep it up until SIGINT or SIGTERM."""
+    connect(config.ray)
+    served = config.serve
+    serve.start(http_options={"host": served.host, "port": served.port})
+    serve.run(tailormind_app(config), name=APP_NAME, route_prefix="/")
+    print(
+        f"TailorMind serves http://{served.host}:{served.port}: GET /healthz, POST /v1/profile, "
+        "POST /v1/generate, /v1/chat/completions, /v1/models. Ctrl-C stops it.",
+        flush=True,
+    )
+    received: list[int] = []  # appending is signal-safe; setting a threading.Event can deadlock
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda signum, _: received.append(signum))
+    while not received:
+        time.sleep(0.5)
+    serve.delete(APP_NAME)
+    serve.shutdown()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``tailormind serve`` has only the shared options (host and port: --set serve.host/serve.port)."""
+
+
+def run(args: argparse.Namespace, config: TailorMindConfig) -> int:
+    """``tailormind serve``: serve until interrupted."""
+    serve_until_stopped(config)
+    return 0
+
+
+def _media_roots(roots: list[str]) -> list[str]:
+    resolved = [Path(root).resolve() for root in roots]
+    missing = [str(root) for root in resolved if not root.is_dir()]
+    if missing:
+        raise TailorMindError(f"serve.media_roots names folders that do not exist: {', '.join(missing)}.")
+    return [str(root) for root in resolved]
+
+
+def _token_sha256(variable: str | None) -> str | None:
+    if variable is None:
+        return None
+    token = os.environ.get(variable)
+    if not token:
+        raise TailorMindError(
+            f"serve.auth_token_env is {variable!r}, but that environment variable is empty: set it to the "
+            "bearer token clients must send, or remove serve.auth_token_env to serve without a token."
+        )
+    return token_digest(token)

@@ -1,0 +1,69 @@
+"""Serve deployments of the generation models: a batched diffusion generator and the CLIP + MiniLM scorer."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from ray import serve
+
+from models.config import DeploymentConfig, GenerationConfig
+from models.embedding import TextEmbedder
+from models.generation.images import ImageGenerator
+from models.scoring.clip_score import CLIPScorer
+
+
+def deployment_options(config: DeploymentConfig) -> dict[str, Any]:
+    """``serve.deployment`` options: autoscaling between the replica bounds (equal = fixed), resources."""
+    return {
+        "max_ongoing_requests": config.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
+        "autoscaling_config": {
+            "min_replicas": config.replicas,
+            "max_replicas": max(config.replicas, config.max_replicas or config.replicas),
+            "target_ongoing_requests": config.target_ongoing_requests,
+        },
+    }
+
+
+class ImageDeployment:
+    """Text to image; concurrent requests are grouped by ``@serve.batch`` into one pipeline call."""
+
+    def __init__(self, generation: GenerationConfig):
+        self.generator = ImageGenerator(
+            generation.image_model,
+            device=generation.device,
+            dtype=generation.dtype,
+            steps=generation.image_steps,
+            height=generation.image_size,
+            width=generation.image_size,
+            guidance_scale=generation.guidance_scale,
+        )
+
+    def reconfigure(self, batching: dict[str, Any]) -> None:
+        """Apply ``{"max_batch_size": int, "batch_wait_timeout_s": float}`` (the deployment's user_config)."""
+        self.generate.set_max_batch_size(int(batching["max_batch_size"]))
+        self.generate.set_batch_wait_timeout_s(float(batching["batch_wait_timeout_s"]))
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
+    async def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        """One image per (prompt, seed); each call brings one pair, the batch renders them together."""
+        return await asyncio.to_thread(self.generator.generate, prompts, seeds)
+
+
+class ScorerDeployment:
+    """CLIPScore of image-text pairs and MiniLM text embeddings, for cohesion reflection."""
+
+    def __init__(self, generation: GenerationConfig):
+        self.clip = CLIPScorer(generation.clip_model, device=generation.device)
+        self.embedder = TextEmbedder(device=generation.device)
+
+    def score(self, images: list[Image.Image], texts: list[str]) -> np.ndarray:
+        """CLIPScore per (image, text) pair."""
+        return self.clip.score(images, texts)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Unit-norm text embeddings [N, d]."""
+        return self.embedder.embed(texts)

@@ -1,0 +1,230 @@
+"""The HTTP ingress: ray.serve.llm's OpenAI routes plus /healthz, /v1/profile and /v1/generate.
+
+Requests are validated by the pydantic bodies in ``serve.schemas`` (422 with the reason), a bearer token
+and a body-size limit are checked before any route runs, and the work itself is the same ``models/`` code
+as the batch job, with the models behind deployment handles (``serve.handles``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPException
+from ray.serve.handle import DeploymentHandle
+from ray.serve.llm.ingress import OpenAiIngress
+
+from models.config import TailorMindConfig
+from models.generation.writer import PostWriter, UserBrief
+from models.llm.prompts import CAPTION_IMAGE, profile_text
+from models.media import MediaError, png_data_url, request_image_data_url
+from models.profiling.evidence import item_card
+from models.profiling.initial import profile_request
+from serve.handles import RemoteImages, RemoteLLM, RemoteScorer
+from serve.schemas import (
+    GenerateRequest,
+    GenerateResponse,
+    HistoryItem,
+    Post,
+    PostImage,
+    PostScores,
+    Profile,
+    ProfileRequest,
+    ProfileResponse,
+)
+
+log = logging.getLogger("tailormind.serve")
+REQUEST_KEY = "request"
+
+
+def token_digest(token: str) -> str:
+    """SHA-256 hex digest of a bearer token (the ingress keeps only this)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TailorMindIngress(OpenAiIngress):
+    """OpenAI-compatible LLM routes and the TailorMind API over the LLM, diffusion and scorer deployments."""
+
+    def __init__(
+        self,
+        llm_deployments: dict[str, DeploymentHandle],
+        model_cards: dict[str, Any],
+        *,
+        images: DeploymentHandle,
+        scorer: DeploymentHandle,
+        settings: dict[str, Any],
+        token_sha256: str | None,
+        **openai_kwargs: Any,
+    ):
+        super().__init__(llm_deployments, model_cards, **openai_kwargs)
+        self.config = TailorMindConfig.model_validate(settings)
+        self.token_sha256 = token_sha256
+        self.images = RemoteImages(images)
+        self.scorer = RemoteScorer(scorer)
+        llm = self.config.llm
+        roles = {"captioner": llm.captioner, "profiler": llm.profiler, "optimizer": llm.optimizer}
+        self.llm = RemoteLLM(dict(llm_deployments), roles, self.config.seed)
+        self.media_roots = [Path(root) for root in self.config.serve.media_roots]
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        """The replica's FastAPI app (built here so that its guard knows this deployment's settings)."""
+        return http_app(self)
+
+    async def healthz(self) -> JSONResponse:
+        """200 when every deployment of this application is healthy, else 503 with their states."""
+        app_name = serve.get_replica_context().app_name
+        status = await asyncio.to_thread(serve.status)
+        deployments = status.applications[app_name].deployments
+        states = {name: str(d.status.value) for name, d in deployments.items()}
+        ready = all(state == "HEALTHY" for state in states.values())
+        return JSONResponse({"ready": ready, "deployments": states}, status_code=200 if ready else 503)
+
+    async def profile(self, body: ProfileRequest) -> ProfileResponse:
+        """The preference profile of a history."""
+        cards = await asyncio.to_thread(self._cards, body.history)
+        return ProfileResponse(profile=await asyncio.to_thread(self._profile, cards))
+
+    async def generate(self, body: GenerateRequest) -> GenerateResponse:
+        """A post with images for a profile or a history, after cohesion reflection."""
+        return await asyncio.to_thread(self._generate, body)
+
+    def _cards(self, history: list[HistoryItem]) -> list[str]:
+        """Item cards of a history; images are read (only from allowed places) and described by the VLM."""
+        images: list[tuple[int, str]] = []
+        for index, item in enumerate(history):
+            for uri_index, uri in enumerate(item.image_uris):
+                try:
+                    images.append((index, request_image_data_url(uri, self.media_roots)))
+                except MediaError as exc:
+                    raise HTTPException(422, f"history[{index}].image_uris[{uri_index}]: {exc}") from None
+        descriptions: dict[int, list[str]] = {}
+        if images:
+            requests = [
+                {
+                    "row_key": str(n),
+                    "messages": CAPTION_IMAGE.messages({"title": history[index].title}, [url]),
+                    "schema": CAPTION_IMAGE.schema,
+                }
+                for n, (index, url) in enumerate(images)
+            ]
+            answers = self.llm(requests, "captioner")
+            for n, (index, _) in enumerate(images):
+                if answers[str(n)].value:
+                    descriptions.setdefault(index, []).append(answers[str(n)].value["description"])
+        cards = []
+        for index, item in enumerate(history):
+            text = f"{item.text} (tags: {', '.join(item.tags)})" if item.tags else item.text
+            caption = {"text_summary": text, "image_description": " ".join(descriptions.get(index, []))}
+            cards.append(item_card({"title": item.title}, caption))
+        return cards
+
+    def _profile(self, cards: list[str]) -> Profile:
+        budget = self.config.profiling.evidence_chars
+        answer = self.llm([profile_request(REQUEST_KEY, cards, [], budget)], "profiler")[REQUEST_KEY]
+        if answer.value is None:
+            raise HTTPException(
+                503, f"the profiler gave no valid profile in {answer.attempts} attempts: {answer.error}"
+            )
+        preferences = answer.value["preferences"]
+        return Profile(preferences=preferences, text=profile_text(preferences))
+
+    def _generate(self, body: GenerateRequest) -> GenerateResponse:
+        cards = self._cards(body.history)
+        profile = body.profile if body.profile is not None else self._profile(cards).text
+        generation = self.config.generation
+        writer = PostWriter(
+            complete=self.llm,
+            images=self.images,
+            scorer=self.scorer,
+            embedder=self.scorer,
+            num_images=generation.num_images if body.num_images is None else body.num_images,
+            reflection_rounds=(
+                generation.reflection_rounds if body.reflection_rounds is None else body.reflection_rounds
+            ),
+            seed=body.seed,
+        )
+        post = writer.write([UserBrief(REQUEST_KEY, profile, cards, cards)])[0]
+        if post.best < 0:
+            raise HTTPException(503, "the writer gave no valid post: " + "; ".join(post.errors))
+        best = post.versions[post.best]
+        images = [
+            PostImage(prompt=prompt, png_base64=png_data_url(image, max(image.size)).partition(",")[2])
+            for prompt, image in zip(best.image_prompts, best.images, strict=True)
+        ]
+        return GenerateResponse(
+            post=Post(title=best.title, body=best.body, tags=best.tags, images=images),
+            scores=_scores(best),
+            versions=len(post.versions),
+            version_scores=[_scores(v) for v in post.versions],
+            profile=profile,
+            styles=post.styles,
+            idea=post.idea,
+            exemplars=post.exemplars,
+        )
+
+
+def _scores(version: Any) -> PostScores:
+    clip = float(np.mean(version.clip)) if version.clip else 0.0
+    return PostScores(clip=clip, relevance=version.relevance, combined=version.score)
+
+
+Middleware = Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]
+
+
+def request_guard(token_sha256: str | None, max_body_bytes: int) -> Middleware:
+    """Middleware: bearer token (all routes but /healthz) and a declared, bounded body size."""
+
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if token_sha256 and request.url.path != "/healthz":
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token_digest(token), token_sha256):
+                return JSONResponse(
+                    {"detail": "this API needs a valid bearer token: send 'Authorization: Bearer TOKEN'"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        if request.method in ("POST", "PUT", "PATCH"):
+            length = request.headers.get("content-length")
+            if length is None or not length.isdigit():
+                return JSONResponse({"detail": "send the body with a Content-Length header"}, 411)
+            if int(length) > max_body_bytes:
+                return JSONResponse(
+                    {"detail": f"the body has {length} bytes; this server accepts at most {max_body_bytes}"},
+                    413,
+                )
+        return await call_next(request)
+
+    return guard
+
+
+def http_app(ingress: TailorMindIngress) -> FastAPI:
+    """The FastAPI app of one ingress replica: guard, error bodies, OpenAI and TailorMind routes."""
+    app = FastAPI(title="TailorMind", docs_url=None, redoc_url=None)
+    app.middleware("http")(request_guard(ingress.token_sha256, int(ingress.config.serve.max_body_mb * 2**20)))
+
+    @app.exception_handler(OpenAIHTTPException)
+    async def openai_error(_: Request, exc: OpenAIHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request %s %s failed", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"}, 500)
+
+    app.get("/healthz")(ingress.healthz)
+    app.post("/v1/profile", response_model=ProfileResponse)(ingress.profile)
+    app.post("/v1/generate", response_model=GenerateResponse)(ingress.generate)
+    app.get("/v1/models")(ingress.models)
+    app.get("/v1/models/{model:path}")(ingress.model_data)
+    app.post("/v1/chat/completions")(ingress.chat)
+    app.post("/v1/completions")(ingress.completions)
+    return app

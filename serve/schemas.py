@@ -1,0 +1,125 @@
+"""Request and response bodies of the TailorMind HTTP API, with the limits every request must respect."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_HISTORY = 50
+MAX_TEXT_CHARS = 4000
+MAX_IMAGES_PER_ITEM = 2
+MAX_IMAGES_PER_REQUEST = 8
+MAX_POST_IMAGES = 4
+MAX_REFLECTION_ROUNDS = 3
+MAX_URI_CHARS = 2_000_000  # a data: URI of a few-megapixel PNG
+
+
+class Strict(BaseModel):
+    """A request body: unknown fields are refused (a typo is an error, not a silent default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class HistoryItem(Strict):
+    """One item the user engaged with; ``image_uris`` are data: URIs or files under the media roots."""
+
+    title: str = Field(min_length=1, max_length=300)
+    text: str = Field("", max_length=MAX_TEXT_CHARS)
+    tags: list[str] = Field([], max_length=20)
+    image_uris: list[str] = Field([], max_length=MAX_IMAGES_PER_ITEM)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> HistoryItem:
+        if any(len(tag) > 50 for tag in self.tags):
+            raise ValueError("tags must be at most 50 characters each")
+        if any(len(uri) > MAX_URI_CHARS for uri in self.image_uris):
+            raise ValueError(f"image_uris must be at most {MAX_URI_CHARS} characters each")
+        return self
+
+
+class ProfileRequest(Strict):
+    """POST /v1/profile: the history to profile."""
+
+    history: list[HistoryItem] = Field(min_length=1, max_length=MAX_HISTORY)
+
+    @model_validator(mode="after")
+    def _few_images(self) -> ProfileRequest:
+        count = sum(len(item.image_uris) for item in self.history)
+        if count > MAX_IMAGES_PER_REQUEST:
+            raise ValueError(f"at most {MAX_IMAGES_PER_REQUEST} images per request, got {count}")
+        return self
+
+
+class GenerateRequest(Strict):
+    """POST /v1/generate: a profile, a history, or both (the history is profiled when no profile is given)."""
+
+    history: list[HistoryItem] = Field([], max_length=MAX_HISTORY)
+    profile: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
+    num_images: int | None = Field(None, ge=0, le=MAX_POST_IMAGES)
+    reflection_rounds: int | None = Field(None, ge=0, le=MAX_REFLECTION_ROUNDS)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _has_subject(self) -> GenerateRequest:
+        if not self.history and self.profile is None:
+            raise ValueError("give a profile, a history, or both")
+        count = sum(len(item.image_uris) for item in self.history)
+        if count > MAX_IMAGES_PER_REQUEST:
+            raise ValueError(f"at most {MAX_IMAGES_PER_REQUEST} images per request, got {count}")
+        return self
+
+
+class Preference(BaseModel):
+    """One ranked preference with its reason."""
+
+    preference: str
+    reason: str
+
+
+class Profile(BaseModel):
+    """A structured profile and its text form."""
+
+    preferences: list[Preference]
+    text: str
+
+
+class ProfileResponse(BaseModel):
+    """Response of /v1/profile."""
+
+    profile: Profile
+
+
+class PostImage(BaseModel):
+    """One generated image and the prompt it was drawn from."""
+
+    prompt: str
+    png_base64: str
+
+
+class Post(BaseModel):
+    """The best version of a generated post."""
+
+    title: str
+    body: str
+    tags: list[str]
+    images: list[PostImage]
+
+
+class PostScores(BaseModel):
+    """Cohesion scores of the returned version (mean CLIPScore over its images, history relevance)."""
+
+    clip: float
+    relevance: float
+    combined: float
+
+
+class GenerateResponse(BaseModel):
+    """Response of /v1/generate: the best version, its scores, and how the post came about."""
+
+    post: Post
+    scores: PostScores
+    versions: int
+    version_scores: list[PostScores]
+    profile: str
+    styles: list[str]
+    idea: str
+    exemplars: list[str]

@@ -1,0 +1,196 @@
+"""The Serve application started for real on the test cluster: API, OpenAI routes, hostile input."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from models.media import MediaError, request_image_data_url
+from tests.conftest import REPO_ROOT
+
+TOKEN_ENV = "TAILORMIND_TEST_TOKEN"
+TOKEN = "test-token-123"
+HISTORY = [
+    {"title": "Toy Story", "text": "animated adventure about toys", "tags": ["pixar", "family"]},
+    {"title": "Heat", "text": "a crime thriller in Los Angeles", "tags": ["heist"]},
+]
+
+
+def _png(path: Path, colour: tuple[int, int, int]) -> Path:
+    Image.new("RGB", (32, 24), colour).save(path)
+    return path
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    """A media root with an image and a symlink that escapes it, and an image outside the root."""
+    base = tmp_path_factory.mktemp("media")
+    root, outside = base / "root", base / "outside"
+    root.mkdir()
+    outside.mkdir()
+    secret = _png(outside / "secret.png", (255, 0, 0))
+    (root / "escape.png").symlink_to(secret)
+    return {"root": root, "inside": _png(root / "poster.png", (0, 128, 255)), "secret": secret}
+
+
+def test_request_images_come_only_from_data_uris_and_media_roots(media):
+    roots = [media["root"]]
+    assert request_image_data_url(str(media["inside"]), roots).startswith("data:image/png;base64,")
+    assert request_image_data_url("poster.png", roots).startswith("data:image/png;base64,")
+    assert request_image_data_url(_data_uri(media["secret"]), roots).startswith("data:image/png;base64,")
+    refused = {
+        str(media["secret"]): "outside the configured media roots",
+        "escape.png": "outside the configured media roots",  # symlink out of the root
+        "../outside/secret.png": "outside the configured media roots",
+        "/etc/passwd": "outside the configured media roots",
+        "file:///etc/passwd": "outside the configured media roots",
+        "https://example.com/a.png": "fetches no URLs",
+        "s3://bucket/a.png": "fetches no URLs",
+        "data:text/plain;base64,aGk=": "must look like data:image",
+        "data:image/png;base64,!!!": "invalid base64",
+        "data:image/png;base64," + base64.b64encode(b"not an image").decode(): "not a readable image",
+        "missing.png": "no such file",
+    }
+    for uri, reason in refused.items():
+        with pytest.raises(MediaError, match=reason):
+            request_image_data_url(uri, roots)
+
+
+@pytest.fixture(scope="module")
+def server(ray_cluster, tiny_models, serve_port, media):
+    """The demo Serve application with a bearer token, a media root and a small body limit."""
+    from ray import serve
+
+    from models.config import load_config
+    from serve.app import APP_NAME, tailormind_app
+
+    os.environ[TOKEN_ENV] = TOKEN
+    config = load_config(
+        REPO_ROOT / "configs" / "serve-demo.yaml",
+        [
+            f"serve.auth_token_env={TOKEN_ENV}",
+            f"serve.media_roots=[{media['root']}]",
+            "serve.max_body_mb=0.05",
+        ],
+    )
+    serve.run(tailormind_app(config), name=APP_NAME, route_prefix="/")
+    yield f"http://127.0.0.1:{serve_port}"
+    serve.delete(APP_NAME)
+
+
+def _call(url: str, body: object | None = None, token: str | None = TOKEN, raw: bytes | None = None):
+    """(status, parsed JSON body) of one request; never raises on HTTP errors."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.mark.slow
+def test_health_models_and_openai_chat(server):
+    status, health = _call(f"{server}/healthz", token=None)  # health needs no token
+    assert status == 200 and health["ready"]
+    names = sorted(health["deployments"])
+    assert names[0].startswith("LLMServer:") and names[1:] == [
+        "TailorMindIngress",
+        "diffusion",
+        "scorer",
+    ]
+    assert set(health["deployments"].values()) == {"HEALTHY"}
+    status, models = _call(f"{server}/v1/models")
+    assert status == 200 and [m["id"] for m in models["data"]] == ["tiny-vlm"]
+    chat = {"model": "tiny-vlm", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
+    status, answer = _call(f"{server}/v1/chat/completions", chat)
+    assert status == 200 and answer["choices"][0]["message"]["role"] == "assistant"
+
+
+@pytest.mark.slow
+def test_profile_and_generate_with_images(server, media):
+    history = [*HISTORY, {"title": "Up", "text": "balloons", "image_uris": ["poster.png"]}]
+    status, body = _call(f"{server}/v1/profile", {"history": history})
+    assert status == 200, body
+    assert body["profile"]["preferences"] and body["profile"]["text"]
+
+    request = {"history": history, "num_images": 2, "reflection_rounds": 1, "seed": 7}
+    status, body = _call(f"{server}/v1/generate", request)
+    assert status == 200, body
+    images = body["post"]["images"]
+    assert len(images) == 2 and all(image["prompt"] for image in images)
+    decoded = Image.open(io.BytesIO(base64.b64decode(images[0]["png_base64"])))
+    assert decoded.format == "PNG" and decoded.size == (64, 64)
+    assert 1 <= body["versions"] <= 2 and len(body["version_scores"]) == body["versions"]
+    assert 0 <= body["scores"]["clip"] <= 2.5 and -1 <= body["scores"]["relevance"] <= 1
+    assert body["scores"]["combined"] == max(v["combined"] for v in body["version_scores"])
+
+    status, given = _call(f"{server}/v1/generate", {"profile": "loves heist thrillers", "num_images": 0})
+    assert status == 200 and given["profile"] == "loves heist thrillers" and given["post"]["images"] == []
+
+
+@pytest.mark.slow
+def test_bad_and_hostile_requests_get_4xx_with_a_reason(server, media):
+    cases = [
+        ("/v1/models", None, None, 401),  # no token
+        ("/v1/profile", {"history": HISTORY}, "wrong-token", 401),
+        ("/v1/profile", {"history": []}, TOKEN, 422),
+        ("/v1/profile", {"history": HISTORY, "admin": True}, TOKEN, 422),
+        ("/v1/profile", {"history": [{"text": "no title"}]}, TOKEN, 422),
+        ("/v1/generate", {}, TOKEN, 422),  # neither profile nor history
+        ("/v1/generate", {"profile": "x", "num_images": 99}, TOKEN, 422),
+        ("/v1/generate", {"profile": "x", "reflection_rounds": 50}, TOKEN, 422),
+        ("/v1/generate", {"profile": "x", "seed": -1}, TOKEN, 422),
+        ("/v1/generate", {"profile": "x" * 5000}, TOKEN, 422),
+        ("/v1/profile", {"history": [{"title": "a", "image_uris": [str(media["secret"])]}]}, TOKEN, 422),
+        ("/v1/profile", {"history": [{"title": "a", "image_uris": ["escape.png"]}]}, TOKEN, 422),
+        ("/v1/profile", {"history": [{"title": "a", "image_uris": ["http://169.254.169.254/"]}]}, TOKEN, 422),
+        ("/v1/profile", {"history": [{"title": "a" * 200, "text": "b" * 3999}] * 20}, TOKEN, 413),
+        ("/v1/chat/completions", {"model": "no-such-model", "messages": []}, TOKEN, 404),
+    ]
+    for path, body, token, expected in cases:
+        status, answer = _call(f"{server}{path}", body, token=token)
+        assert status == expected, (path, body, answer)
+        assert answer["detail"], (path, answer)
+    status, answer = _call(f"{server}/v1/profile", raw=b"{not json", token=TOKEN)
+    assert status == 422 and answer["detail"]
+
+
+@pytest.mark.slow
+def test_pipeline_llm_roles_reach_the_app_over_http(server):
+    from jobs.llm_pass import run_structured
+    from models.llm.config import LLMRoleConfig
+    from models.llm.prompts import PROFILE
+    from models.profiling.initial import profile_request
+
+    role = LLMRoleConfig(
+        model_source="tiny://vlm",
+        backend="http",
+        base_url=f"{server}/v1",
+        api_key_env=TOKEN_ENV,
+        max_tokens=256,
+    )
+    requests = [
+        profile_request(f"u{i}", [f"{item['title']} | {item['text']}"], [], 1000)
+        for i, item in enumerate(HISTORY)
+    ]
+    answers = run_structured(requests, role)
+    assert set(answers) == {"u0", "u1"}
+    for answer in answers.values():
+        assert answer.error is None, answer
+        assert answer.value["preferences"], PROFILE.key
