@@ -38,3 +38,17 @@ def test_cluster_launcher_config_parses_and_names_existing_recipes():
 def test_every_recipe_in_configs_validates():
     for path in sorted((REPO_ROOT / "configs").glob("*.yaml")):
         load_config(path)
+
+
+def test_rayservice_builds_the_serve_app_from_an_existing_config():
+    spec = yaml.safe_load((CLUSTER / "rayservice-serve.yaml").read_text())
+    assert spec["kind"] == "RayService" and spec["spec"]["rayClusterConfig"]["rayVersion"] == "2.60.0"
+    (application,) = yaml.safe_load(spec["spec"]["serveConfigV2"])["applications"]
+    module, _, builder = application["import_path"].partition(":")
+    assert callable(getattr(importlib.import_module(module), builder))
+    config = load_config(REPO_ROOT / application["args"]["config"])
+    assert config.serve.auth_token_env and config.generation.device == "cuda"
+    head = spec["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert config.serve.auth_token_env in [variable["name"] for variable in head["env"]]
+    mounts = [m["mountPath"] for m in head["volumeMounts"]]
+    assert all(root in mounts for root in config.serve.media_roots)
