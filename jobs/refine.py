@@ -79,12 +79,14 @@ def refine(
     current = {user_id: initial.get(user_id) or [] for user_id in inputs.user_ids}
     best: dict[str, tuple[int, list[dict[str, str]], int]] = {}
     history: dict[str, list[int]] = {user_id: [] for user_id in current}
+    trace: dict[str, list[str]] = {user_id: [] for user_id in current}  # the profile text of each round
     active = set(current)
     for round_index in range(config.profiling.rounds + 1):
         texts = {user_id: profile_text(current[user_id]) for user_id in active}
         ranks, firsts, _ = rank_with_profiles(inputs, texts, candidates, config, round_index)
         for user_id, rank in ranks.items():
             history[user_id].append(rank)
+            trace[user_id].append(texts[user_id])
             if user_id not in best or rank < best[user_id][0]:
                 best[user_id] = (rank, current[user_id], round_index)
         active = {user_id for user_id in active if ranks[user_id] > 0}
@@ -127,6 +129,7 @@ def refine(
             "preferences_refined": json.dumps(best[user_id][1] if user_id in best else []),
             "best_round": best[user_id][2] if user_id in best else None,
             "valid_ranks": history.get(user_id, []),
+            "round_profiles": trace.get(user_id, []),
         }
         for user_id in inputs.user_ids
     ]
