@@ -64,7 +64,7 @@ def embedding_ranks(inputs: ProfilingInputs, profiles: dict[str, str], embedder:
 
 def llm_ranks(inputs: ProfilingInputs, profiles: dict[str, str], config: TailorMindConfig) -> np.ndarray:
     """Ranks of the test positives by the LLM ranker reading each user's profile."""
-    ranks, _, _ = rank_with_profiles(inputs, profiles, inputs.cohort.test_candidates, config, TEST_ROUND)
+    ranks, _ = rank_with_profiles(inputs, profiles, inputs.cohort.test_candidates, config, TEST_ROUND)
     return np.array(
         [ranks.get(user_id, inputs.cohort.test_candidates.shape[1]) for user_id in inputs.user_ids]
     )

@@ -23,7 +23,7 @@ from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
 from models.llm.prompts import GRADIENT, UPDATE, profile_text, rank_template
 from models.profiling.evidence import numbered_list
-from models.profiling.ranking import positive_rank, shuffle_candidates
+from models.profiling.ranking import borda_ranking, positive_rank, shown_to_original, shuffle_candidates
 
 if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
@@ -37,32 +37,44 @@ def rank_with_profiles(
     candidates: np.ndarray,
     config: TailorMindConfig,
     round_index: int,
-) -> tuple[dict[str, int], dict[str, list[int]], np.ndarray]:
-    """Ranker pass: per user the positive's 0-based rank and the original columns it put first."""
+) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """Ranker pass: per user the positive's 0-based rank and the original columns ranked first.
+
+    With ``profiling.rank_permutations`` P > 1 every user's candidates are ranked in P shuffles in the same
+    pass and the lists are combined by Borda count (permutation debiasing).
+    """
     rows = [i for i, user_id in enumerate(inputs.user_ids) if user_id in profiles]
-    order = shuffle_candidates(candidates, config.seed, round_index)
+    permutations = config.profiling.rank_permutations
+    orders = [shuffle_candidates(candidates, config.seed, round_index, p) for p in range(permutations)]
     top_k = min(config.profiling.rank_top_k, candidates.shape[1])
     template = rank_template(candidates.shape[1], top_k)
     chars = config.profiling.candidate_chars
     requests = []
     for row in rows:
-        shown = [inputs.cards[i] for i in candidates[row][order[row]]]
-        fields = {"profile": profiles[inputs.user_ids[row]], "candidates": numbered_list(shown, 10**9, chars)}
-        requests.append(
-            {
-                "row_key": inputs.user_ids[row],
-                "messages": template.messages(fields),
-                "schema": template.schema,
+        for p, order in enumerate(orders):
+            shown = [inputs.cards[i] for i in candidates[row][order[row]]]
+            fields = {
+                "profile": profiles[inputs.user_ids[row]],
+                "candidates": numbered_list(shown, 10**9, chars),
             }
-        )
+            requests.append(
+                {
+                    "row_key": f"{inputs.user_ids[row]}#{p}",
+                    "messages": template.messages(fields),
+                    "schema": template.schema,
+                }
+            )
     answers = run_structured(requests, config.llm.ranker, seed=config.seed + round_index)
     ranks, firsts = {}, {}
     for row in rows:
-        answer = answers[inputs.user_ids[row]]
-        top = answer.value["top"] if answer.value else []
-        ranks[inputs.user_ids[row]] = positive_rank(top, order[row], candidates.shape[1])
-        firsts[inputs.user_ids[row]] = [int(order[row][p]) for p in top if 0 <= p < candidates.shape[1]]
-    return ranks, firsts, order
+        user_id = inputs.user_ids[row]
+        tops = []
+        for p, order in enumerate(orders):
+            answer = answers[f"{user_id}#{p}"]
+            tops.append(shown_to_original(answer.value["top"] if answer.value else [], order[row]))
+        firsts[user_id] = borda_ranking(tops, candidates.shape[1], top_k)
+        ranks[user_id] = positive_rank(firsts[user_id], candidates.shape[1])
+    return ranks, firsts
 
 
 def _outcome(rank: int, top_k: int, num_candidates: int) -> str:
@@ -83,7 +95,7 @@ def refine(
     active = set(current)
     for round_index in range(config.profiling.rounds + 1):
         texts = {user_id: profile_text(current[user_id]) for user_id in active}
-        ranks, firsts, _ = rank_with_profiles(inputs, texts, candidates, config, round_index)
+        ranks, firsts = rank_with_profiles(inputs, texts, candidates, config, round_index)
         for user_id, rank in ranks.items():
             history[user_id].append(rank)
             trace[user_id].append(texts[user_id])

@@ -76,6 +76,9 @@ class ProfilingConfig(StrictModel):
     candidate_chars: int = Field(120, ge=20, description="caption characters per ranking candidate")
     rounds: int = Field(3, ge=0, description="N_max refinement rounds")
     rank_top_k: int = Field(10, ge=1, description="indices the ranker returns")
+    rank_permutations: int = Field(
+        1, ge=1, description="shuffles ranked per user and combined by Borda count (debiasing); 1 = off"
+    )
     video_frames_per_segment: int = Field(2, ge=1)
 
 
@@ -94,6 +97,24 @@ class GenerationConfig(StrictModel):
     )
     device: str = Field("cpu", description="device of the diffusion and scoring models")
     dtype: str = Field("float32", description="diffusion dtype (float16 on GPU)")
+
+
+JudgeMethod = Literal["ground_truth", "full", "no_profile", "no_rag", "no_reflection", "no_refinement"]
+
+
+class JudgeConfig(StrictModel):
+    """TailorBench content evaluation: which methods are compared, on how many users, with which facts."""
+
+    max_users: int | None = Field(4, ge=1, description="users (from the refined profiles); None = all")
+    methods: list[JudgeMethod] = Field(
+        ["ground_truth", "full", "no_profile", "no_rag", "no_reflection", "no_refinement"],
+        min_length=1,
+        description="ground_truth = the user's test item; the rest are the system and its ablations",
+    )
+    generic_profile: str = Field(
+        "A general audience with broad, mainstream interests.", description="the no_profile prompt"
+    )
+    fact_top_k: int = Field(5, ge=1, description="catalogue items retrieved as facts per post")
 
 
 class DeploymentConfig(StrictModel):
@@ -140,6 +161,7 @@ class TailorMindConfig(StrictModel):
     cf: CFConfig = CFConfig()
     profiling: ProfilingConfig = ProfilingConfig()
     generation: GenerationConfig = GenerationConfig()
+    judge: JudgeConfig = JudgeConfig()
     llm: LLMConfig = LLMConfig()
     serve: ServeConfig = ServeConfig()
 

@@ -6,6 +6,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 
 import jobs.refine
 from jobs.profiles import ProfilingInputs
@@ -16,7 +17,8 @@ from models.profiling.cohort import select_cohort
 from tests.datasets import clean_dataset
 
 
-def test_refinement_prompts_never_contain_test_items(tmp_path, monkeypatch):
+@pytest.mark.parametrize("permutations", [1, 2])
+def test_refinement_prompts_never_contain_test_items(tmp_path, monkeypatch, permutations):
     dataset = load_dataset(clean_dataset(tmp_path, users=6, items=120, per_user=8))
     encoded = encode_interactions(dataset)
     cohort = select_cohort(encoded, None, history_items=5, seed=0)
@@ -41,7 +43,9 @@ def test_refinement_prompts_never_contain_test_items(tmp_path, monkeypatch):
         return answers
 
     monkeypatch.setattr(jobs.refine, "run_structured", llm)
-    config = load_config(None, ["profiling.rounds=2", "profiling.rank_top_k=3"])
+    config = load_config(
+        None, ["profiling.rounds=2", "profiling.rank_top_k=3", f"profiling.rank_permutations={permutations}"]
+    )
     initial = {user_id: [{"preference": "films", "reason": "watched many"}] for user_id in user_ids}
     rows = jobs.refine.refine(inputs, initial, config)
 
@@ -50,6 +54,8 @@ def test_refinement_prompts_never_contain_test_items(tmp_path, monkeypatch):
         shown = set(re.findall(r"CARD-[^\s\"\\]+", prompts))
         assert cards[cohort.valid_candidates[row, 0]] in shown  # the validation positive is ranked
         assert cards[cohort.test_candidates[row, 0]] not in shown  # the test positive never is
+    rankings = [prompt for _, prompt in sent if "Candidates" in prompt]
+    assert len(rankings) == 3 * len(user_ids) * permutations  # P ranking calls per user and round
     for row in rows:
         assert len(row["round_profiles"]) == len(row["valid_ranks"]) == 3  # rounds 0, 1, 2
         assert row["round_profiles"][0] == "1. films (watched many)"

@@ -5,21 +5,37 @@ from __future__ import annotations
 import numpy as np
 
 
-def shuffle_candidates(candidates: np.ndarray, seed: int, round_index: int) -> np.ndarray:
-    """Per-row permutations [U, C] (seeded by round) so the positive's position carries no signal."""
-    rng = np.random.default_rng([seed, round_index])
+def shuffle_candidates(
+    candidates: np.ndarray, seed: int, round_index: int, permutation: int = 0
+) -> np.ndarray:
+    """Per-row permutations [U, C] (seeded by round and permutation) so position carries no signal."""
+    rng = np.random.default_rng([seed, round_index, permutation])
     return np.argsort(rng.random(candidates.shape), axis=1)
 
 
-def positive_rank(top: list[int], order: np.ndarray, num_candidates: int) -> int:
-    """0-based rank of the positive (original column 0) in the ranker's ``top`` list of shown positions.
-
-    Shown position ``p`` holds original column ``order[p]``; duplicates and out-of-range indices are
-    ignored; a positive outside the list ranks ``num_candidates`` (worse than every listed item).
-    """
+def shown_to_original(top: list[int], order: np.ndarray) -> list[int]:
+    """The original columns of the ranker's ``top`` shown positions; duplicates and invalid ones dropped."""
     seen: list[int] = []
     for position in top:
         if 0 <= position < len(order) and position not in seen:
             seen.append(position)
-    original = [int(order[p]) for p in seen]
-    return original.index(0) if 0 in original else num_candidates
+    return [int(order[p]) for p in seen]
+
+
+def borda_ranking(tops: list[list[int]], num_candidates: int, top_k: int) -> list[int]:
+    """Original columns by Borda count over permutations (``top_k - position`` points per list), best first.
+
+    With one list this is that list; ties keep the order of first appearance.
+    """
+    points = np.zeros(num_candidates)
+    first_seen: dict[int, int] = {}
+    for top in tops:
+        for position, column in enumerate(top[:top_k]):
+            points[column] += top_k - position
+            first_seen.setdefault(column, len(first_seen))
+    return sorted(first_seen, key=lambda column: (-points[column], first_seen[column]))
+
+
+def positive_rank(ranking: list[int], num_candidates: int) -> int:
+    """0-based rank of the positive (original column 0); ``num_candidates`` when it is not listed."""
+    return ranking.index(0) if 0 in ranking else num_candidates
