@@ -35,6 +35,7 @@ STAGES: dict[str, str] = {
     "refine": "jobs.refine:refine_stage",
     "eval": "jobs.evaluate:evaluate_stage",
     "generate": "jobs.generate:generate_stage",
+    "report": "jobs.report:report_stage",
 }
 
 
@@ -88,6 +89,8 @@ def run(args: argparse.Namespace, config: TailorMindConfig) -> int:
         state = "skipped (up to date)" if result.skipped else f"ran in {result.seconds:.1f} s"
         print(f"{name:10s} {state:22s} {result.path}")
     print(f"outputs are under {args.out.resolve()}")
+    if "report" in pipeline.results:
+        print(f"report: {pipeline.runner.run_dir / 'report.html'}")
     return 0
 
 

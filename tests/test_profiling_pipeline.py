@@ -4,6 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.cli import main
+from jobs.pipeline import STAGES
 from tests.conftest import REPO_ROOT
 
 RANKERS = {"profile_initial", "profile_refined", "cf", "embedding"}
@@ -43,6 +44,8 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
     assert all(p["text"].startswith("1. ") for p in profiles if not p["error"])
     post = json.loads(next((tmp_path / "generate").glob("*/post.json")).read_text())
     assert post["versions"] and (tmp_path / "generate" / "index.html").is_file()
-    capsys.readouterr()
+    report = (tmp_path / "report.html").read_text()
+    assert report == (tmp_path / "report" / "report.html").read_text() and "data:image/png;base64," in report
+    assert f"report: {tmp_path / 'report.html'}" in capsys.readouterr().out
     assert main(args) == 0
-    assert capsys.readouterr().out.count("skipped (up to date)") == 9
+    assert capsys.readouterr().out.count("skipped (up to date)") == len(STAGES)

@@ -1,0 +1,85 @@
+import base64
+import json
+
+from PIL import Image
+
+from jobs.pipeline import PipelineRun
+from jobs.report import report_stage
+from jobs.stage_runner import StageRunner
+from models.config import TailorMindConfig
+from models.generation.pages import write_post
+from models.generation.writer import GeneratedPost, PostVersion
+from models.report import read_run, render_report
+
+METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
+SCRIPT_TITLE = "<script>alert('x')</script> Night city"
+
+
+def write_json(path, payload):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload))
+
+
+def fake_run(run_dir):
+    """The cf, eval and generate outputs (one post with a PNG, one failed) as the stages write them."""
+    cf = {m: 0.1 + i / 100 for i, m in enumerate(METRICS)} | {f"sampled_{m}": 0.6 for m in METRICS}
+    write_json(run_dir / "cf" / "metrics.json", cf | {"epochs": 7, "train_seconds": 12.5, "num_users": 610})
+    ranker = {m: 0.25 for m in METRICS} | {"ci95": {m: [0.0, 0.75] for m in METRICS}, "num_users": 4}
+    write_json(
+        run_dir / "eval" / "metrics.json", {"rankers": {"cf": ranker, "embedding": ranker}, "num_users": 4}
+    )
+    image = Image.new("RGB", (8, 8), (200, 30, 30))
+    draft = PostVersion("draft", "b", [], ["p"], [image], [0.5], 0.1)
+    best = PostVersion(SCRIPT_TITLE, "line 1\nline <2>", ["city"], ["neon <street>"], [image], [1.25], 0.5)
+    write_post(run_dir / "generate", GeneratedPost("u1", [], "idea", [], [draft, best]))
+    write_post(run_dir / "generate", GeneratedPost("u2", [], "idea", [], [], errors=["writer failed"]))
+
+
+def write_judge(run_dir):
+    coherence = {"mean": 0.612, "ci95": [0.5, 0.7], "n": 4}
+    empty = {"mean": None, "ci95": [None, None], "n": 0}
+    methods = {"full": {"coherence": coherence, "novelty": empty}, "no_rag": {"coherence": coherence}}
+    write_json(run_dir / "judge" / "metrics.json", {"methods": methods, "num_users": 4})
+
+
+def test_report_shows_every_table_escaped_text_and_embedded_images(tmp_path):
+    fake_run(tmp_path)
+    write_judge(tmp_path)
+    page = render_report(read_run(tmp_path))
+    assert "<td>recall@20</td><td>0.120</td><td>0.600</td>" in page  # CF: full and sampled
+    assert "7 epochs trained in 12.5 s" in page
+    assert "<td>cf</td>" + "<td>0.250 [0.000, 0.750]</td>" * 4 in page  # profiling with intervals
+    assert "<td>full</td><td>0.612 [0.500, 0.700]</td><td>–</td>" in page  # judge, a metric without values
+    assert "4 users judged." in page
+    assert "<td>u1</td>" in page and "<td>1.000</td>" in page  # best combined score of u1's 2 versions
+    assert "No post: writer failed" in page
+    assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; Night city" in page
+    assert "line &lt;2&gt;" in page and 'alt="neon &lt;street&gt;"' in page
+    png = (tmp_path / "generate" / "u1" / "image0.png").read_bytes()
+    assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in page
+    assert page.count("data:image/png;base64,") == 3  # the post image, the recall and the versions plots
+    assert "not run" not in page
+
+
+def test_missing_stages_read_as_not_run(tmp_path):
+    fake_run(tmp_path)
+    (tmp_path / "other").mkdir()
+    page = render_report(read_run(tmp_path / "other"))
+    assert page.count("not run") == 4
+    assert render_report(read_run(tmp_path)).count("not run") == 1
+
+
+def test_report_stage_publishes_run_report_and_reruns_when_judge_appears(tmp_path):
+    fake_run(tmp_path)
+    pipeline = PipelineRun(StageRunner(tmp_path), TailorMindConfig())
+    first = report_stage(pipeline)
+    page = (tmp_path / "report.html").read_text()
+    assert not first.skipped and page == (first.path / "report.html").read_text()
+    assert "0.250 [0.000, 0.750]" in page and "not run" in page
+    assert report_stage(pipeline).skipped
+    (tmp_path / "report.html").unlink()
+    assert report_stage(pipeline).skipped and (tmp_path / "report.html").is_file()
+    write_judge(tmp_path)
+    assert not report_stage(pipeline).skipped
+    assert "0.612 [0.500, 0.700]" in (tmp_path / "report.html").read_text()
+    assert not list(tmp_path.glob(".report*"))  # no temporary file left behind
