@@ -81,9 +81,7 @@ def _build_processor(role: LLMRoleConfig, seed: int, serve_target: tuple[str, st
         )
 
         def preprocess(row: dict) -> dict:
-            request = structured_chat_request(
-                role, json.loads(row["messages"]), json.loads(row["schema"]), seed
-            )
+            request = structured_chat_request(role, json.loads(row["messages"]), row["schema"], seed)
             return {
                 "row_key": row["row_key"],
                 "method": "chat",
@@ -94,7 +92,10 @@ def _build_processor(role: LLMRoleConfig, seed: int, serve_target: tuple[str, st
         def postprocess(row: dict) -> dict:
             choices = row.get("choices")
             text = choices[0]["message"]["content"] if choices is not None and len(choices) else None
-            return {"row_key": row["row_key"], "text": text, "error": row.get("__inference_error__") or None}
+            error = row.get("__inference_error__") or None
+            if text is None and error is None:  # an error response (bad request, unknown model)
+                error = str(row.get("error") or "a response without choices")[:300]
+            return {"row_key": row["row_key"], "text": text, "error": error}
 
     else:
         if not role.base_url:

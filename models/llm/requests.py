@@ -18,9 +18,13 @@ def sampling_params(role: LLMRoleConfig, seed: int) -> dict[str, Any]:
 
 
 def structured_chat_request(
-    role: LLMRoleConfig, messages: list[dict[str, Any]], schema: dict[str, Any], seed: int
+    role: LLMRoleConfig, messages: list[dict[str, Any]], schema: dict[str, Any] | str, seed: int
 ) -> dict[str, Any]:
-    """A non-streaming chat completion body for vLLM's OpenAI server whose answer must follow ``schema``."""
+    """A non-streaming chat completion body for vLLM's OpenAI server whose answer must follow ``schema``.
+
+    ``schema`` may be JSON text: rows of a Ray Data pass must carry it so, since Arrow would turn a nested
+    schema into structs with null-filled keys.
+    """
     return dict(
         model=role.served_model_id,
         messages=messages,
