@@ -35,6 +35,7 @@ STAGES: dict[str, str] = {
     "refine": "jobs.refine:refine_stage",
     "eval": "jobs.evaluate:evaluate_stage",
     "generate": "jobs.generate:generate_stage",
+    "judge": "jobs.judge:judge_stage",
     "report": "jobs.report:report_stage",
 }
 

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 DEFAULT_EMBEDDER = "bundled://all-MiniLM-L6-v2"
+
+
+class Embedder(Protocol):
+    """Anything that gives unit-norm text embeddings (``TextEmbedder``, a Serve scorer handle)."""
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """[N, d] float32."""
+        ...
 
 
 class TextEmbedder:

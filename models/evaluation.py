@@ -30,3 +30,17 @@ def metrics_with_ci(ranks: np.ndarray, ks: Sequence[int] = KS, resamples: int = 
 def ranks_from_scores(scores: np.ndarray) -> np.ndarray:
     """0-based rank of column 0 in each row of candidate scores, ties counted against it."""
     return (scores[:, 1:] >= scores[:, :1]).sum(axis=1)
+
+
+def mean_with_ci(values: Sequence[float], resamples: int = 1000, seed: int = 0) -> dict:
+    """Mean of the finite values, their count, and a 95% bootstrap interval of the mean."""
+    finite = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)
+    if not len(finite):
+        return {"mean": None, "ci95": [None, None], "n": 0}
+    draws = finite[np.random.default_rng(seed).integers(0, len(finite), size=(resamples, len(finite)))]
+    means = draws.mean(axis=1)
+    return {
+        "mean": float(finite.mean()),
+        "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+        "n": len(finite),
+    }

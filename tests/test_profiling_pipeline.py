@@ -5,6 +5,7 @@ import pytest
 
 from jobs.cli import main
 from jobs.pipeline import STAGES
+from models.config import JudgeConfig
 from tests.conftest import REPO_ROOT
 
 RANKERS = {"profile_initial", "profile_refined", "cf", "embedding"}
@@ -28,6 +29,8 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
         "profiling.max_users=2",
         "--set",
         "profiling.rounds=1",
+        "--set",
+        "judge.max_users=1",
     ]
     assert main(args) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -44,6 +47,14 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
     assert all(p["text"].startswith("1. ") for p in profiles if not p["error"])
     post = json.loads(next((tmp_path / "generate").glob("*/post.json")).read_text())
     assert post["versions"] and (tmp_path / "generate" / "index.html").is_file()
+    judged = json.loads((tmp_path / "judge" / "metrics.json").read_text())
+    assert judged["num_users"] == 1 and judged["failed_posts"] == 0
+    assert list(judged["methods"]) == JudgeConfig().methods  # ground truth, the system, four ablations
+    for method in judged["methods"].values():
+        assert set(method) == {"coherence", "novelty", "aesthetic", "hallucination"}
+        assert 0.0 <= method["coherence"]["mean"] <= 2.5  # computed for every post, judge or not
+    scores = pq.read_table(tmp_path / "judge" / "scores.parquet")
+    assert scores.num_rows == 6 and judged["judge_requests"] == 12
     report = (tmp_path / "report.html").read_text()
     assert report == (tmp_path / "report" / "report.html").read_text() and "data:image/png;base64," in report
     assert f"report: {tmp_path / 'report.html'}" in capsys.readouterr().out

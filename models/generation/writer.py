@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from models.embedding import Embedder
 from models.generation.ideas import IDEA_TEMPLATES
 from models.llm.prompts import IDEA, post_template, style_template
 from models.scoring.clip_score import CLIP_SCORE_WEIGHT
@@ -38,14 +39,6 @@ class ImageTextScorer(Protocol):
         ...
 
 
-class Embedder(Protocol):
-    """Unit-norm text embeddings."""
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """[N, d] float32."""
-        ...
-
-
 @dataclass
 class UserBrief:
     """What generation needs about one user: the profile text and the item cards of their evidence."""
@@ -54,6 +47,8 @@ class UserBrief:
     profile: str
     history_cards: list[str]
     exemplar_cards: list[str]
+    use_exemplars: bool = True  # False: no RAG style references (an ablation)
+    reflection_rounds: int | None = None  # None: the writer's setting
 
 
 @dataclass
@@ -128,8 +123,12 @@ class PostWriter:
         active = {user_id for user_id, draft in drafts.items() if draft is not None}
         for user_id in set(posts) - active:
             posts[user_id].errors.append("the writer returned no valid post")
+        rounds = {
+            b.user_id: self.reflection_rounds if b.reflection_rounds is None else b.reflection_rounds
+            for b in briefs
+        }
         previous: dict[str, PostVersion] = {}
-        for round_index in range(self.reflection_rounds + 1):
+        for round_index in range(max(rounds.values(), default=0) + 1):
             current: dict[str, PostVersion] = {u: d for u in active if (d := drafts.get(u)) is not None}
             self._render(current, previous, round_index)
             self._score(current, history)
@@ -139,8 +138,8 @@ class PostWriter:
                 posts[user_id].versions.append(version)
                 if version.score > best_before:
                     improved.add(user_id)
-            active = improved
-            if not active or round_index == self.reflection_rounds:
+            active = {user_id for user_id in improved if round_index < rounds[user_id]}
+            if not active:
                 break
             previous = {u: current[u] for u in active}
             feedback = {u: _feedback(current[u]) for u in active}
@@ -167,7 +166,7 @@ class PostWriter:
         queries = self.embedder.embed([f"{b.profile}\n{ideas[b.user_id]}" for b in briefs])
         chosen: dict[str, list[str]] = {}
         for query, brief in zip(queries, briefs, strict=True):
-            if not brief.exemplar_cards:
+            if not brief.use_exemplars or not brief.exemplar_cards:
                 chosen[brief.user_id] = []
                 continue
             vectors = self.embedder.embed(brief.exemplar_cards)

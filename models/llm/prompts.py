@@ -179,6 +179,37 @@ def post_template(num_images: int) -> PromptTemplate:
     )
 
 
+_SCALE = {"type": "integer", "minimum": 1, "maximum": 5}
+JUDGE_QUALITY = PromptTemplate(
+    "judge_quality",
+    1,
+    "You are an impartial judge of social media posts. You do not know who or what wrote them. "
+    "Answer in JSON.",
+    "Items this reader already engaged with:\n{history}\n\nPost{image_note}:\n{post}\n\n"
+    "Rate the post on integer scales from 1 to 5 with this rubric.\n"
+    "novelty: 1 = repeats what the reader already saw; 3 = a familiar angle with a new detail; "
+    "5 = a fresh, interesting angle the reader has not seen, still within their interests.\n"
+    "text_aesthetic: 1 = incoherent or ungrammatical; 3 = clear but flat; 5 = polished, vivid and well "
+    "structured.\n"
+    "visual_aesthetic: 1 = broken, ugly or unrelated image; 3 = acceptable; 5 = striking, well composed "
+    "and fitting the text (rate 3 when the post has no image).",
+    _object(novelty=_SCALE, text_aesthetic=_SCALE, visual_aesthetic=_SCALE),
+)
+JUDGE_FACTS = PromptTemplate(
+    "judge_facts",
+    1,
+    "You check social media posts for false or fabricated facts. Answer in JSON.",
+    "Reference facts (descriptions of real catalogue items):\n{facts}\n\nPost:\n{post}\n\n"
+    "Does the post state anything false or made up about real items (titles, people, dates, plots), "
+    "judged against the reference facts? hallucination: 1 if it does, 0 if every factual claim is "
+    "supported or it makes none. unsupported_claim: the false claim, or an empty string.",
+    _object(
+        hallucination={"type": "integer", "enum": [0, 1]},
+        unsupported_claim={"type": "string", "maxLength": 100},
+    ),
+)
+
+
 def profile_text(preferences: list[dict[str, str]]) -> str:
     """A profile's preferences as numbered lines (what rankers and generators read)."""
     return "\n".join(f"{n}. {p['preference']} ({p['reason']})" for n, p in enumerate(preferences, 1))

@@ -1,0 +1,1 @@
+"""TailorBench content evaluation: coherence, novelty, aesthetics and hallucination of posts."""

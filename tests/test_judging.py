@@ -1,0 +1,95 @@
+"""TailorBench content metrics on hand-made cases whose right answers are known."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jobs.judge import method_briefs
+from models.evaluation import mean_with_ci
+from models.judging.coherence import coherence
+from models.judging.judge import CatalogueFacts, PostView, judge_requests, judged_scores
+from models.llm.structured import LLMAnswer
+
+CATALOGUE = [
+    "Toy Story (1995) | an animated film about toys that come alive; Woody and Buzz Lightyear",
+    "Heat (1995) | a crime thriller; Al Pacino hunts Robert De Niro's heist crew in Los Angeles",
+    "Amelie (2001) | a whimsical French romance in Montmartre",
+    "Alien (1979) | science-fiction horror aboard the spaceship Nostromo",
+]
+
+
+def test_coherence_is_clipscore_against_the_mean_reference():
+    reference = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    mean_direction = np.array([[1.0, 1.0, 0.0]])
+    assert coherence(mean_direction, reference) == pytest.approx(2.5)  # identical to the reference
+    assert coherence(np.array([[0.0, 0.0, 1.0]]), reference) == 0.0  # orthogonal
+    assert coherence(-mean_direction, reference) == 0.0  # opposite: clipped at zero
+    both = np.vstack([mean_direction, [[0.0, 0.0, 1.0]]])
+    assert coherence(both, reference) == pytest.approx(1.25)  # mean over a post's images
+
+
+def test_mean_with_ci_ignores_failed_judgements():
+    summary = mean_with_ci([0.5, math.nan, 0.5])
+    assert summary == {"mean": 0.5, "ci95": [0.5, 0.5], "n": 2}
+    assert mean_with_ci([math.nan])["mean"] is None
+    low, high = mean_with_ci([0.0, 1.0, 0.0, 1.0], seed=1)["ci95"]
+    assert 0.0 <= low < 0.5 < high <= 1.0
+
+
+def test_judge_requests_are_blind_and_carry_images_only_for_quality():
+    views = [
+        PostView("full", "u1", "A post about heists", [Image.new("RGB", (8, 8))], ["Heat"], "Heat"),
+        PostView("no_rag", "u1", "Another post", [], ["Heat"], "Heat"),
+    ]
+    requests = judge_requests(views, [["fact a"], ["fact b"]], max_images=1)
+    text = json.dumps([r["messages"] for r in requests])
+    assert "full" not in text and "no_rag" not in text and "u1" not in text
+    assert [r["row_key"].split("|")[1] for r in requests] == ["quality", "facts"] * 2
+    quality = requests[0]["messages"][1]["content"]
+    assert quality[0]["type"] == "image_url" and "attached" in quality[-1]["text"]
+    assert isinstance(requests[2]["messages"][1]["content"], str)  # no image, plain text
+    assert "fact a" in requests[1]["messages"][1]["content"]
+
+
+def test_a_post_that_contradicts_the_catalogue_gets_the_contradicted_facts_and_counts():
+    from models.embedding import TextEmbedder
+
+    facts = CatalogueFacts(CATALOGUE, TextEmbedder(), top_k=2)
+    post = "Heat (1995) is an animated film about Woody, a toy cowboy, and his pals."
+    (retrieved,) = facts.facts([post])
+    assert set(retrieved) == {CATALOGUE[0], CATALOGUE[1]}  # the facts that refute it
+    view = PostView("full", "u1", post)
+    answers = {
+        f"{view.key}|facts": LLMAnswer("k", {"hallucination": 1, "unsupported_claim": "animated"}, None, 1),
+        f"{view.key}|quality": LLMAnswer(
+            "k", {"novelty": 5, "text_aesthetic": 3, "visual_aesthetic": 1}, None, 1
+        ),
+    }
+    assert judged_scores(view, answers, visual_rated=False) == {
+        "novelty": 1.0,
+        "aesthetic": 0.5,
+        "hallucination": 1.0,
+    }
+    assert judged_scores(view, answers, visual_rated=True)["aesthetic"] == 0.25
+    failed = {f"{view.key}|facts": LLMAnswer("k", None, "invalid JSON", 2)}
+    assert all(math.isnan(v) for v in judged_scores(view, failed, visual_rated=True).values())
+
+
+def test_ablation_briefs_change_one_thing_each():
+    profiles = {"initial": "v0", "refined": "v3"}
+
+    def brief(method):
+        return method_briefs(method, "u", profiles, ["h"], ["h", "cf"], "generic")
+
+    full = brief("full")
+    assert (full.profile, full.use_exemplars, full.reflection_rounds) == ("v3", True, None)
+    assert brief("no_profile").profile == "generic"
+    assert brief("no_refinement").profile == "v0"
+    assert brief("no_rag").use_exemplars is False and brief("no_rag").profile == "v3"
+    assert brief("no_reflection").reflection_rounds == 0
+    assert len({brief(m).user_id for m in ("full", "no_rag", "no_profile")}) == 3
