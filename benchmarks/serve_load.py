@@ -37,7 +37,9 @@ HISTORY = [
 def _diffusion_images_per_second(config, batch_size: int, images: int) -> float:
     """Images/s of the diffusion deployment under ``images`` concurrent single-image calls."""
     batching = {"max_batch_size": batch_size, "batch_wait_timeout_s": 0.05}
-    app = serve.deployment(ImageDeployment, name="diffusion", user_config=batching).bind(config.generation)
+    app = serve.deployment(
+        ImageDeployment, name="diffusion", user_config=batching, max_ongoing_requests=2 * images
+    ).bind(config.generation)
     handle = serve.run(app, name="bench-diffusion", route_prefix=None)
     handle.generate.remote("warm up", 0).result()
     start = time.perf_counter()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from models.config_base import StrictModel
 from models.errors import TailorMindError
@@ -133,6 +133,15 @@ class DiffusionDeploymentConfig(DeploymentConfig):
 
     max_batch_size: int = Field(4, ge=1, description="images rendered by one pipeline call")
     batch_wait_timeout_s: float = Field(0.05, ge=0, description="wait for a batch to fill")
+
+    @model_validator(mode="after")
+    def _batches_can_fill(self) -> DiffusionDeploymentConfig:
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(
+                f"max_ongoing_requests ({self.max_ongoing_requests}) must be at least max_batch_size "
+                f"({self.max_batch_size}): a replica never holds more requests, so batches would stay small"
+            )
+        return self
 
 
 class ServeConfig(StrictModel):
