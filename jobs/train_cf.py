@@ -155,6 +155,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 Path(directory) / _STATE_FILE,
             )
             checkpoint = ray.train.Checkpoint.from_directory(directory)
+            print(  # one progress line per epoch in the job's log
+                f"cf epoch {epoch}/{cf.epochs}: loss {metrics['loss']:.4f}, valid {VALIDATION_METRIC} "
+                f"{valid[VALIDATION_METRIC]:.4f} (best {best:.4f}), {metrics['epoch_seconds']:.1f} s",
+                flush=True,
+            )
         stop = torch.tensor([float(stale >= cf.patience)], device=device)
         if world > 1:
             torch.distributed.broadcast(stop, src=0)
