@@ -23,7 +23,7 @@ from models.tiny import resolve_model_source
 
 log = logging.getLogger("tailormind.llm")
 
-# The chat-template, tokenize and detokenize actors mostly wait on the engine: a quarter CPU each.
+# The chat-template, tokenize, detokenize and HTTP actors mostly wait on the engine: a quarter CPU each.
 _LIGHT_STAGE = {"num_cpus": 0.25}
 
 
@@ -111,6 +111,7 @@ def _build_processor(role: LLMRoleConfig, seed: int, serve_target: tuple[str, st
             qps=role.requests_per_second,
             batch_size=role.batch_size,
             concurrency=role.num_engines,
+            http_request_stage=_LIGHT_STAGE,  # it waits on the endpoint; a full CPU could starve the pass
         )
 
         def preprocess(row: dict) -> dict:
