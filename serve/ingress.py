@@ -24,7 +24,7 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import OpenAiIngress
 
 from models.config import TailorMindConfig
-from models.generation.writer import PostWriter, UserBrief
+from models.generation.writer import PostVersion, PostWriter, UserBrief
 from models.llm.prompts import CAPTION_IMAGE, profile_text
 from models.media import MediaError, png_data_url, request_image_data_url
 from models.profiling.evidence import item_card
@@ -172,7 +172,7 @@ class TailorMindIngress(OpenAiIngress):
         )
 
 
-def _scores(version: Any) -> PostScores:
+def _scores(version: PostVersion) -> PostScores:
     clip = float(np.mean(version.clip)) if version.clip else 0.0
     return PostScores(clip=clip, relevance=version.relevance, combined=version.score)
 

@@ -43,9 +43,7 @@ class ProfileRequest(Strict):
 
     @model_validator(mode="after")
     def _few_images(self) -> ProfileRequest:
-        count = sum(len(item.image_uris) for item in self.history)
-        if count > MAX_IMAGES_PER_REQUEST:
-            raise ValueError(f"at most {MAX_IMAGES_PER_REQUEST} images per request, got {count}")
+        _check_image_count(self.history)
         return self
 
 
@@ -62,10 +60,14 @@ class GenerateRequest(Strict):
     def _has_subject(self) -> GenerateRequest:
         if not self.history and self.profile is None:
             raise ValueError("give a profile, a history, or both")
-        count = sum(len(item.image_uris) for item in self.history)
-        if count > MAX_IMAGES_PER_REQUEST:
-            raise ValueError(f"at most {MAX_IMAGES_PER_REQUEST} images per request, got {count}")
+        _check_image_count(self.history)
         return self
+
+
+def _check_image_count(history: list[HistoryItem]) -> None:
+    count = sum(len(item.image_uris) for item in history)
+    if count > MAX_IMAGES_PER_REQUEST:
+        raise ValueError(f"at most {MAX_IMAGES_PER_REQUEST} images per request, got {count}")
 
 
 class Preference(BaseModel):

@@ -68,6 +68,18 @@ def test_request_images_come_only_from_data_uris_and_media_roots(media):
             request_image_data_url(uri, roots)
 
 
+def test_request_bodies_bound_the_images_of_a_whole_request():
+    from pydantic import ValidationError
+
+    from serve.schemas import GenerateRequest, ProfileRequest
+
+    items = [{"title": f"t{i}", "image_uris": ["a.png", "b.png"]} for i in range(5)]  # 10 images
+    for model, body in ((ProfileRequest, {"history": items}), (GenerateRequest, {"history": items})):
+        with pytest.raises(ValidationError, match="at most 8 images per request, got 10"):
+            model.model_validate(body)
+    assert len(ProfileRequest.model_validate({"history": items[:4]}).history) == 4
+
+
 @pytest.fixture(scope="module")
 def server(ray_cluster, tiny_models, serve_port, media):
     """The demo Serve application with a bearer token, a media root and a small body limit."""
