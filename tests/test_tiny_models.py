@@ -48,8 +48,10 @@ def test_stable_diffusion_generates_seeded_images(tiny_models):
     first = generator.generate(["a red car", "a quiet lake"], seeds=[3, 4])
     alone = generator.generate(["a quiet lake"], seeds=[4])
     assert [image.size for image in first] == [(64, 64), (64, 64)]
-    assert np.array_equal(np.asarray(first[1]), np.asarray(alone[0]))  # batching does not change images
-    assert not np.array_equal(np.asarray(first[0]), np.asarray(first[1]))
+    # batching does not change an image beyond float rounding (at most 1 of 255 here); prompts do
+    in_batch, by_itself, other = (np.asarray(image).astype(int) for image in (first[1], alone[0], first[0]))
+    assert np.abs(in_batch - by_itself).max() <= 2 and np.abs(in_batch - by_itself).mean() < 0.01
+    assert np.abs(in_batch - other).mean() > 10
 
 
 def test_clip_scorer_scores_pairs(tiny_models):

@@ -31,7 +31,7 @@ class ImageGenerator:
         self.steps, self.height, self.width, self.guidance_scale = steps, height, width, guidance_scale
 
     def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
-        """One image per (prompt, seed); a pair gives the same image whatever else is in the batch."""
+        """One image per (prompt, seed); batch neighbours change an image only by float rounding."""
         generators = [torch.Generator(self.device).manual_seed(seed) for seed in seeds]
         result = self.pipeline(
             prompts,
