@@ -51,10 +51,7 @@ def _diffusion_images_per_second(config, batch_size: int, images: int) -> float:
 
 def _pipeline_batch_speedup(config, images: int) -> float:
     """In-process diffusion: seconds for ``images`` one-image calls over seconds for one batched call."""
-    gen = config.generation
-    generator = ImageGenerator(
-        gen.image_model, steps=gen.image_steps, height=gen.image_size, width=gen.image_size
-    )
+    generator = ImageGenerator.from_config(config.generation)
     prompts, seeds = [f"a poster of film number {i}" for i in range(images)], list(range(images))
     generator.generate(prompts[:1], seeds[:1])
     start = time.perf_counter()

@@ -31,15 +31,7 @@ def post_writer(config: TailorMindConfig) -> PostWriter:
     gen = config.generation
     return PostWriter(
         complete=lambda requests, role: run_structured(requests, getattr(config.llm, role), seed=config.seed),
-        images=ImageGenerator(
-            gen.image_model,
-            device=gen.device,
-            dtype=gen.dtype,
-            steps=gen.image_steps,
-            height=gen.image_size,
-            width=gen.image_size,
-            guidance_scale=gen.guidance_scale,
-        ),
+        images=ImageGenerator.from_config(gen),
         scorer=CLIPScorer(gen.clip_model, device=gen.device),
         embedder=TextEmbedder(device=gen.device),
         num_images=gen.num_images,

@@ -30,7 +30,6 @@ from models.generation.writer import GeneratedPost, UserBrief
 from models.judging.coherence import coherence
 from models.judging.judge import CatalogueFacts, PostView, judge_requests, judged_scores
 from models.llm.prompts import JUDGE_FACTS, JUDGE_QUALITY
-from models.media import MediaError
 from models.scoring.clip_score import CLIPScorer
 
 if TYPE_CHECKING:
@@ -73,7 +72,7 @@ def _item_images(item: dict[str, Any], resolve_uri: Any) -> list[Image.Image]:
         try:
             with Image.open(resolve_uri(uri)) as image:
                 images.append(image.convert("RGB"))
-        except (OSError, MediaError):
+        except OSError:  # unreadable or not an image
             continue  # a missing ground-truth image leaves a text-only ground truth
     return images
 

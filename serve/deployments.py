@@ -32,15 +32,7 @@ class ImageDeployment:
     """Text to image; concurrent requests are grouped by ``@serve.batch`` into one pipeline call."""
 
     def __init__(self, generation: GenerationConfig):
-        self.generator = ImageGenerator(
-            generation.image_model,
-            device=generation.device,
-            dtype=generation.dtype,
-            steps=generation.image_steps,
-            height=generation.image_size,
-            width=generation.image_size,
-            guidance_scale=generation.guidance_scale,
-        )
+        self.generator = ImageGenerator.from_config(generation)
 
     def reconfigure(self, batching: dict[str, Any]) -> None:
         """Apply ``{"max_batch_size": int, "batch_wait_timeout_s": float}`` (the deployment's user_config)."""

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from PIL import Image
 
 from models.tiny import resolve_model_source
+
+if TYPE_CHECKING:
+    from models.config import GenerationConfig
 
 
 class ImageGenerator:
@@ -29,6 +34,19 @@ class ImageGenerator:
         self.pipeline.set_progress_bar_config(disable=True)
         self.device = device
         self.steps, self.height, self.width, self.guidance_scale = steps, height, width, guidance_scale
+
+    @classmethod
+    def from_config(cls, generation: GenerationConfig) -> ImageGenerator:
+        """The generator a config's ``generation`` section names (model, device, dtype, steps, size)."""
+        return cls(
+            generation.image_model,
+            device=generation.device,
+            dtype=generation.dtype,
+            steps=generation.image_steps,
+            height=generation.image_size,
+            width=generation.image_size,
+            guidance_scale=generation.guidance_scale,
+        )
 
     def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
         """One image per (prompt, seed); batch neighbours change an image only by float rounding."""
