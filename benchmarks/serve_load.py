@@ -1,9 +1,10 @@
 """Serve load on loopback: /v1/generate requests/s and latency per concurrency, and the @serve.batch speedup.
 
-All parts run in one run: the diffusion pipeline in process (8 one-image calls vs one call of 8: what
-batching can give on this hardware), the diffusion deployment alone at max_batch_size 1 (the baseline)
-and at 8 under the same concurrent load, then the whole demo application under HTTP load at several
-concurrencies, each bounded in requests and seconds, ratios against concurrency 1.
+All parts run in one run, for the image and the video diffusion models: the pipeline in process (8
+one-item calls vs one call of 8: what batching can give on this hardware), the diffusion deployment alone
+at max_batch_size 1 (the baseline) and at 8 under the same concurrent load; then the whole demo
+application under HTTP load at several concurrencies, each bounded in requests and seconds, ratios
+against concurrency 1.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from ray import serve
 
 from benchmarks.common import RESULTS_DIR, BenchResult, bar_plot
 from jobs.ray_cluster import connect
-from models.config import load_config
-from models.generation.images import ImageGenerator
-from serve.app import APP_NAME, tailormind_app
-from serve.deployments import ImageDeployment
+from models.config import DiffusionDeploymentConfig, load_config
+from models.generation.diffusion import ImageGenerator, VideoGenerator
+from serve.app import APP_NAME, diffusion_deployment, tailormind_app
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "serve-demo.yaml"
 PORT = 8123
@@ -34,25 +34,24 @@ HISTORY = [
 ]
 
 
-def _diffusion_images_per_second(config, batch_size: int, images: int) -> float:
-    """Images/s of the diffusion deployment under ``images`` concurrent single-image calls."""
-    batching = {"max_batch_size": batch_size, "batch_wait_timeout_s": 0.05}
-    app = serve.deployment(
-        ImageDeployment, name="diffusion", user_config=batching, max_ongoing_requests=2 * images
-    ).bind(config.generation)
+def _deployment_items_per_second(config, medium: str, batch_size: int, items: int) -> float:
+    """Images (or clips)/s of a diffusion deployment under ``items`` concurrent single-item calls."""
+    settings = DiffusionDeploymentConfig(max_batch_size=batch_size, max_ongoing_requests=2 * items)
+    app = diffusion_deployment(f"bench-{medium}", settings).bind(config.generation, medium)
     handle = serve.run(app, name="bench-diffusion", route_prefix=None)
     handle.generate.remote("warm up", 0).result()
     start = time.perf_counter()
-    responses = [handle.generate.remote(f"a poster of film number {i}", i) for i in range(images)]
+    responses = [handle.generate.remote(f"a poster of film number {i}", i) for i in range(items)]
     for response in responses:
         response.result()
-    return images / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    serve.delete("bench-diffusion")
+    return items / seconds
 
 
-def _pipeline_batch_speedup(config, images: int) -> float:
-    """In-process diffusion: seconds for ``images`` one-image calls over seconds for one batched call."""
-    generator = ImageGenerator.from_config(config.generation)
-    prompts, seeds = [f"a poster of film number {i}" for i in range(images)], list(range(images))
+def _pipeline_batch_speedup(generator: ImageGenerator | VideoGenerator, items: int) -> float:
+    """In-process diffusion: seconds for ``items`` one-item calls over seconds for one batched call."""
+    prompts, seeds = [f"a poster of film number {i}" for i in range(items)], list(range(items))
     generator.generate(prompts[:1], seeds[:1])
     start = time.perf_counter()
     for prompt, seed in zip(prompts, seeds, strict=True):
@@ -80,11 +79,10 @@ def _post(url: str, body: dict) -> tuple[float, int]:
     return time.perf_counter() - start, status
 
 
-def _load(url: str, concurrency: int, requests: int, budget_s: float) -> dict:
+def _load(url: str, videos: int, concurrency: int, requests: int, budget_s: float) -> dict:
     """Requests/s and latency percentiles of ``requests`` generate calls, ``concurrency`` at a time."""
-    bodies = [
-        {"history": HISTORY, "num_images": 1, "reflection_rounds": 0, "seed": i} for i in range(requests)
-    ]
+    body = {"history": HISTORY, "num_images": 1, "num_videos": videos, "reflection_rounds": 0}
+    bodies = [body | {"seed": i} for i in range(requests)]
     deadline = time.perf_counter() + budget_s
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -95,6 +93,7 @@ def _load(url: str, concurrency: int, requests: int, budget_s: float) -> dict:
     done = [latency for latency, status in results if status == 200]
     latencies = sorted(done)
     return {
+        "videos_per_post": videos,
         "concurrency": concurrency,
         "requests": len(done),
         "errors": sum(1 for _, status in results if status not in (200, -1)),
@@ -112,39 +111,52 @@ def run(quick: bool = False) -> BenchResult:
     connect(config.ray)
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
 
-    images = 8 if quick else 16
-    in_process = _pipeline_batch_speedup(config, 8)
-    result.add(part="diffusion pipeline in process (no Serve)", max_batch_size=8, images=8, ratio=in_process)
-    single = _diffusion_images_per_second(config, 1, images)
-    batched = _diffusion_images_per_second(config, 8, images)
-    serve.delete("bench-diffusion")
-    result.add(part="diffusion", max_batch_size=1, images=images, images_per_second=single, ratio=1.0)
-    result.add(
-        part="diffusion", max_batch_size=8, images=images, images_per_second=batched, ratio=batched / single
-    )
+    items = 8 if quick else 16
+    labels, ratios = [], []
+    for medium, generator_class in (("image", ImageGenerator), ("video", VideoGenerator)):
+        in_process = _pipeline_batch_speedup(generator_class.from_config(config.generation), 8)
+        result.add(
+            part=f"{medium} pipeline in process (no Serve)", max_batch_size=8, items=8, ratio=in_process
+        )
+        single = _deployment_items_per_second(config, medium, 1, items)
+        batched = _deployment_items_per_second(config, medium, 8, items)
+        for size, rate in ((1, single), (8, batched)):
+            part = f"{medium} diffusion deployment"
+            result.add(
+                part=part, max_batch_size=size, items=items, items_per_second=rate, ratio=rate / single
+            )
+        labels += [f"{medium} pipeline batch 8", f"{medium} deployment batch 8"]
+        ratios += [in_process, batched / single]
 
     serve.run(tailormind_app(config), name=APP_NAME, route_prefix="/")
     url = f"http://127.0.0.1:{PORT}/v1/generate"
-    _post(url, {"history": HISTORY, "num_images": 1, "reflection_rounds": 0})  # warm every deployment
-    rows = []
-    for concurrency in (1, 2, 4) if not quick else (1, 2):
-        rows.append(_load(url, concurrency, requests=3 * concurrency, budget_s=180))
-    base = rows[0]["requests_per_second"]
-    for row in rows:
-        result.add(part="http /v1/generate", **row, ratio=row["requests_per_second"] / base)
+    _post(url, {"history": HISTORY, "num_images": 1, "num_videos": 1, "reflection_rounds": 0})  # warm up
+    for videos in (0, 1):
+        rows = [
+            _load(url, videos, concurrency, requests=3 * concurrency, budget_s=180)
+            for concurrency in ((1, 2, 4) if not quick else (1, 2))
+        ]
+        base = rows[0]["requests_per_second"]
+        for row in rows:
+            result.add(part="http /v1/generate", **row, ratio=row["requests_per_second"] / base)
+            labels.append(f"HTTP {videos} clip c={row['concurrency']}")
+            ratios.append(row["requests_per_second"] / base)
     serve.delete(APP_NAME)
 
     bar_plot(
         RESULTS_DIR / "serve_load.png",
         "Serve: speedup vs baseline (diffusion batch 1; HTTP concurrency 1)",
-        ["pipeline batch 8", "deployment batch 8"] + [f"HTTP c={row['concurrency']}" for row in rows],
-        [in_process, batched / single] + [row["requests_per_second"] / base for row in rows],
+        labels,
+        ratios,
         "ratio",
     )
-    gen = config.generation
+    gen, video = config.generation, config.generation.video
     result.notes.append(
-        f"tiny models; diffusion and scoring on {gen.device}, {gen.image_steps} steps at {gen.image_size}px; "
-        "generate requests with 3 history items, 1 image, no reflection round; every LLM call goes to one "
+        f"tiny models; diffusion and scoring on {gen.device}: images {gen.image_steps} steps at "
+        f"{gen.image_size}px, clips of {video.frames} frames at {video.height}x{video.width}, "
+        f"{video.steps} steps; "
+        "generate requests with 3 history items, 1 image and 0 or 1 clip, no reflection round; every LLM "
+        "call goes to one "
         "vLLM engine (CPU here)"
     )
     return result

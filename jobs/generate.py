@@ -1,7 +1,7 @@
-"""Stage ``generate``: a personalised post with images for each refined profile, with cohesion reflection.
+"""Stage ``generate``: a personalised post with images (and clips) for each refined profile, with reflection.
 
 LLM steps run as structured passes over all users at once (the same Serve deployments as profiling); the
-diffusion pipeline, CLIP and MiniLM run in this job's process on ``generation.device``.
+diffusion pipelines, CLIP and MiniLM run in this job's process on ``generation.device``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from jobs.ray_cluster import connect
 from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
 from models.embedding import TextEmbedder
-from models.generation.images import ImageGenerator
+from models.generation.diffusion import ImageGenerator, VideoGenerator
 from models.generation.pages import write_index, write_post
 from models.generation.writer import PostWriter, UserBrief
 from models.scoring.clip_score import CLIPScorer
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def post_writer(config: TailorMindConfig) -> PostWriter:
-    """The writer with the configured diffusion, CLIP and embedding models and LLM roles."""
+    """The writer with the configured image (and video) diffusion, CLIP and embedding models and LLM roles."""
     gen = config.generation
     return PostWriter(
         complete=lambda requests, role: run_structured(requests, getattr(config.llm, role), seed=config.seed),
@@ -37,11 +37,14 @@ def post_writer(config: TailorMindConfig) -> PostWriter:
         num_images=gen.num_images,
         reflection_rounds=gen.reflection_rounds,
         seed=config.seed,
+        videos=VideoGenerator.from_config(gen) if gen.num_videos else None,
+        num_videos=gen.num_videos,
+        video_score_frames=gen.video.score_frames,
     )
 
 
 def generate_stage(pipeline: PipelineRun) -> StageResult:
-    """Pipeline stage ``generate``: RUN/generate/<user>/{post.json,image*.png,index.html} and an index."""
+    """Pipeline stage ``generate``: RUN/generate/<user>/{post.json,image*.png,video*.webm,index.html}."""
     config = pipeline.config
 
     def build(out: Path) -> dict[str, Any]:

@@ -27,9 +27,10 @@ from models.data import load_dataset
 from models.embedding import TextEmbedder
 from models.evaluation import mean_with_ci
 from models.generation.writer import GeneratedPost, UserBrief
-from models.judging.coherence import coherence
+from models.judging.coherence import coherence, visual_coherence
 from models.judging.judge import CatalogueFacts, PostView, judge_requests, judged_scores
 from models.llm.prompts import JUDGE_FACTS, JUDGE_QUALITY
+from models.media import MediaError, VideoClip, video_clip
 from models.scoring.clip_score import CLIPScorer
 
 if TYPE_CHECKING:
@@ -63,10 +64,13 @@ def post_view(method: str, user_id: str, post: GeneratedPost, history: list[str]
         return PostView(method, user_id, "", [], history, target)
     best = post.versions[post.best]
     text = f"{best.title}\n{best.body}\n{' '.join('#' + tag for tag in best.tags)}"
-    return PostView(method, user_id, text, list(best.images), history, target)
+    return PostView(method, user_id, text, list(best.images), history, target, list(best.videos))
 
 
-def _item_images(item: dict[str, Any], resolve_uri: Any) -> list[Image.Image]:
+def _item_media(
+    item: dict[str, Any], resolve_uri: Any, frames: int
+) -> tuple[list[Image.Image], list[VideoClip]]:
+    """The readable images and videos of a catalogue item; unreadable files are left out."""
     images = []
     for uri in item.get("image_uris") or []:
         try:
@@ -74,7 +78,13 @@ def _item_images(item: dict[str, Any], resolve_uri: Any) -> list[Image.Image]:
                 images.append(image.convert("RGB"))
         except OSError:  # unreadable or not an image
             continue  # a missing ground-truth image leaves a text-only ground truth
-    return images
+    videos = []
+    for uri in item.get("video_uris") or []:
+        try:
+            videos.append(video_clip(resolve_uri(uri), frames))
+        except MediaError:
+            continue
+    return images, videos
 
 
 def _views(pipeline: PipelineRun, inputs: ProfilingInputs) -> list[PostView]:
@@ -101,28 +111,34 @@ def _views(pipeline: PipelineRun, inputs: ProfilingInputs) -> list[PostView]:
                     method_briefs(method, user_id, profiles, history, evidence, judge.generic_profile)
                 )
     posts = {post.user_id: post for post in post_writer(config).write(briefs)} if briefs else {}
+    frames = config.generation.video.score_frames
     views = []
     for user_id in users:
         history, target = context[user_id]
         card = inputs.cards[target]
         for method in judge.methods:
             if method == "ground_truth":
-                images = _item_images(items[target], dataset.resolve_uri)
-                views.append(PostView(method, user_id, card, images, history, card))
+                images, videos = _item_media(items[target], dataset.resolve_uri, frames)
+                views.append(PostView(method, user_id, card, images, history, card, videos))
             else:
                 views.append(post_view(method, user_id, posts[f"{method}/{user_id}"], history, card))
     return views
 
 
-def _coherence(views: list[PostView], scorer: CLIPScorer) -> list[float]:
+def _coherence(views: list[PostView], scorer: CLIPScorer, frames_per_clip: int) -> list[float]:
+    """Each post's images and clips (text-only posts: the text) against its history and test item, in CLIP."""
     values = []
     for view in views:
         if not view.text:
             values.append(np.nan)
             continue
         reference = scorer.embed_texts([*view.history_cards, view.target_card]).cpu().numpy()
-        embedded = scorer.embed_images(view.images) if view.images else scorer.embed_texts([view.text])
-        values.append(coherence(embedded.cpu().numpy(), reference))
+        visuals = view.visuals(frames_per_clip)
+        if visuals:
+            embedded = [scorer.embed_images(frames).cpu().numpy() for frames in visuals]
+            values.append(visual_coherence(embedded, reference))
+        else:
+            values.append(coherence(scorer.embed_texts([view.text]).cpu().numpy(), reference))
     return values
 
 
@@ -135,7 +151,8 @@ def judge_stage(pipeline: PipelineRun) -> StageResult:
         inputs = profiling_inputs(pipeline)
         views = _views(pipeline, inputs)
         device = config.generation.device
-        coherence_values = _coherence(views, CLIPScorer(config.generation.clip_model, device))
+        scorer = CLIPScorer(config.generation.clip_model, device)
+        coherence_values = _coherence(views, scorer, config.generation.video.score_frames)
         judged = [view for view in views if view.text]
         order = np.random.default_rng(config.seed).permutation(len(judged))  # blind, shuffled order
         shuffled = [judged[i] for i in order]
@@ -146,7 +163,7 @@ def judge_stage(pipeline: PipelineRun) -> StageResult:
         answers = run_structured(requests, role, seed=config.seed)
         rows: list[dict[str, Any]] = []
         for view, value in zip(views, coherence_values, strict=True):
-            visual = bool(view.images) and role.max_images_per_prompt > 0
+            visual = bool(view.images or view.videos) and role.max_images_per_prompt > 0
             keys = (f"{view.key}|quality", f"{view.key}|facts")
             errors = [answer.error for key in keys if (answer := answers.get(key)) and answer.error]
             rows.append(

@@ -82,11 +82,29 @@ class ProfilingConfig(StrictModel):
     video_frames_per_segment: int = Field(2, ge=1)
 
 
+class VideoConfig(StrictModel):
+    """Text to video: the diffusers pipeline and how it samples (used when ``generation.num_videos`` > 0)."""
+
+    model: str = Field(
+        "tiny://video",
+        description="diffusers text-to-video pipeline source (Wan-AI/Wan2.1-T2V-1.3B-Diffusers)",
+    )
+    steps: int = Field(25, ge=1, le=100)
+    frames: int = Field(17, ge=1, le=257, description="frames per clip; Wan and CogVideoX take 4k+1")
+    height: int = Field(256, ge=16, le=1280, multiple_of=16, description="pixels, a multiple of 16")
+    width: int = Field(256, ge=16, le=1280, multiple_of=16, description="pixels, a multiple of 16")
+    fps: int = Field(8, ge=1, le=60, description="frame rate of the written clip")
+    guidance_scale: float = Field(5.0, ge=0)
+    dtype: str = Field("float32", description="pipeline dtype (bfloat16 on GPU)")
+    score_frames: int = Field(4, ge=1, le=32, description="evenly spaced frames CLIPScore rates per clip")
+
+
 class GenerationConfig(StrictModel):
-    """Posts: how many users and images, the diffusion and scoring models, reflection rounds."""
+    """Posts: how many users, images and videos, the diffusion and scoring models, reflection rounds."""
 
     max_users: int | None = Field(4, ge=1, description="users (from the refined profiles) to write for")
     num_images: int = Field(1, ge=0, le=4)
+    num_videos: int = Field(0, ge=0, le=2, description="short clips per post, from the video model")
     reflection_rounds: int = Field(3, ge=0)
     image_model: str = Field("tiny://sd", description="diffusers text-to-image pipeline source")
     image_steps: int = Field(25, ge=1, le=100)
@@ -97,6 +115,7 @@ class GenerationConfig(StrictModel):
     )
     device: str = Field("cpu", description="device of the diffusion and scoring models")
     dtype: str = Field("float32", description="diffusion dtype (float16 on GPU)")
+    video: VideoConfig = VideoConfig()
 
 
 JudgeMethod = Literal["ground_truth", "full", "no_profile", "no_rag", "no_reflection", "no_refinement"]
@@ -158,6 +177,9 @@ class ServeConfig(StrictModel):
     max_body_mb: float = Field(8.0, gt=0, description="larger request bodies get 413")
     ingress: DeploymentConfig = DeploymentConfig(num_cpus=0.25, max_ongoing_requests=32)
     diffusion: DiffusionDeploymentConfig = DiffusionDeploymentConfig()
+    video: DiffusionDeploymentConfig | None = Field(
+        None, description="the text-to-video deployment (generation.video); None = this app makes no clips"
+    )
     scorer: DeploymentConfig = DeploymentConfig(num_cpus=0.5)
 
 

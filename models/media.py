@@ -1,12 +1,16 @@
-"""Reading item media for the VLM: images as small PNG data URLs, video frames from its two ends."""
+"""Media in and out: images as small PNG data URLs, video frames read from files, clips written as WebM."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import io
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -34,10 +38,61 @@ def image_data_url(path: str, max_side: int = 448) -> str:
         raise MediaError(f"image {path}: {exc}") from None
 
 
+@dataclass
+class VideoClip:
+    """A short video: its frames in order and the rate they play at."""
+
+    frames: list[Image.Image] = field(repr=False)
+    fps: float
+
+    def sample(self, count: int) -> list[Image.Image]:
+        """``count`` frames spread evenly from the first to the last (all frames when there are fewer)."""
+        if len(self.frames) <= count:
+            return list(self.frames)
+        return [self.frames[i] for i in np.linspace(0, len(self.frames) - 1, count).round().astype(int)]
+
+
+def webm_bytes(clip: VideoClip) -> bytes:
+    """The clip encoded as VP9 WebM, a format every browser plays."""
+    import cv2
+
+    width, height = clip.frames[0].size
+    with tempfile.TemporaryDirectory() as folder:
+        path = str(Path(folder) / "clip.webm")
+        writer = cv2.VideoWriter(path, cv2.VideoWriter.fourcc(*"VP90"), clip.fps, (width, height))
+        if not writer.isOpened():
+            raise MediaError("this OpenCV build cannot write VP9 WebM")
+        for frame in clip.frames:
+            rgb = np.asarray(frame.convert("RGB").resize((width, height)))
+            writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        writer.release()
+        return Path(path).read_bytes()
+
+
 def video_end_frames(
     path: str, seconds: float = 8.0, frames_per_segment: int = 2, max_side: int = 448
 ) -> tuple[list[str], list[str]]:
     """(opening, ending): frames sampled evenly from the first and last ``seconds`` of a video."""
+    with _open_video(path) as (capture, count, fps):
+        span = min(count, max(1, round(seconds * fps)))
+        opening = np.linspace(0, span - 1, frames_per_segment).round().astype(int)
+        ending = np.linspace(count - span, count - 1, frames_per_segment).round().astype(int)
+        return (
+            [png_data_url(frame, max_side) for frame in _frames(capture, opening, path)],
+            [png_data_url(frame, max_side) for frame in _frames(capture, ending, path)],
+        )
+
+
+def video_clip(path: str, frames: int) -> VideoClip:
+    """``frames`` frames spread evenly over a whole video file, with its frame rate."""
+    with _open_video(path) as (capture, count, fps):
+        indices = np.unique(np.linspace(0, count - 1, frames).round().astype(int))
+        return VideoClip(_frames(capture, indices, path), fps)
+
+
+@contextmanager
+def _open_video(path: str) -> Iterator[tuple[Any, int, float]]:
+    """(capture, frame count, fps) of a readable video file; MediaError when it is missing or empty."""
     import cv2
 
     if not Path(path).is_file():
@@ -45,28 +100,24 @@ def video_end_frames(
     capture = cv2.VideoCapture(path)
     try:
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
         if count <= 0:
             raise MediaError(f"video {path}: no readable frames")
-        span = min(count, max(1, round(seconds * fps)))
-        opening = np.linspace(0, span - 1, frames_per_segment).round().astype(int)
-        ending = np.linspace(count - span, count - 1, frames_per_segment).round().astype(int)
-        return _frames(capture, opening, max_side, path), _frames(capture, ending, max_side, path)
+        yield capture, count, capture.get(cv2.CAP_PROP_FPS) or 25.0
     finally:
         capture.release()
 
 
-def _frames(capture, indices: np.ndarray, max_side: int, path: str) -> list[str]:
+def _frames(capture: Any, indices: np.ndarray, path: str) -> list[Image.Image]:
     import cv2
 
-    urls = []
+    frames = []
     for index in indices:
         capture.set(cv2.CAP_PROP_POS_FRAMES, int(index))
         ok, frame = capture.read()
         if not ok:
             raise MediaError(f"video {path}: frame {index} cannot be decoded")
-        urls.append(png_data_url(Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)), max_side))
-    return urls
+        frames.append(Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+    return frames
 
 
 MAX_REQUEST_PIXELS = 40_000_000

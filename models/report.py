@@ -1,7 +1,7 @@
 """The run report: one self-contained HTML page of a run's CF, profiling, judge and generation results.
 
 Every string that comes from a run's files is HTML-escaped; plots and post images are embedded as
-base64 PNG data URIs, so the page can be copied or mailed on its own.
+base64 PNG data URIs and post clips as WebM data URIs, so the page can be copied or mailed on its own.
 """
 
 from __future__ import annotations
@@ -11,11 +11,14 @@ import html
 import io
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+
+from models.generation.pages import image_file, video_file, video_tag
 
 RANKING_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
 NOT_RUN = "<p><em>not run</em></p>"
@@ -41,13 +44,14 @@ class Interval:
 
 @dataclass(frozen=True)
 class PostSummary:
-    """One user's generated post: every version as ``post.json`` holds it, the best one's PNG images."""
+    """One user's generated post: every version as ``post.json`` holds it, the best one's PNGs and WebMs."""
 
     user_id: str
     versions: list[dict[str, Any]]
     best: int
     images: list[tuple[bytes, str]]
     errors: list[str]
+    videos: list[tuple[bytes, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -161,15 +165,18 @@ def generation_section(posts: list[PostSummary] | None) -> str:
 
 
 def post_article(post: PostSummary) -> str:
-    """One user's best post: title, body, tags, images and every version's scores."""
+    """One user's best post: title, body, tags, images, clips and every version's scores."""
     heading = f"<h3>User {text(post.user_id)}</h3>"
     if post.best < 0:
         return f"<article>{heading}<p>No post: {text('; '.join(post.errors))}</p></article>"
     best = post.versions[post.best]
     tags = " ".join(f"#{text(tag)}" for tag in best.get("tags", []))
+    media = [(png_image(png, prompt), prompt) for png, prompt in post.images] + [
+        (video_tag(f"data:video/webm;base64,{base64.b64encode(webm).decode('ascii')}", prompt), prompt)
+        for webm, prompt in post.videos
+    ]
     figures = "".join(
-        f"<figure>{png_image(png, prompt)}<figcaption>{text(prompt)}</figcaption></figure>"
-        for png, prompt in post.images
+        f"<figure>{tag}<figcaption>{text(prompt)}</figcaption></figure>" for tag, prompt in media
     )
     scores = "".join(
         f"<li>version {index + 1}: {text(_scores_line(version))}</li>"
@@ -272,7 +279,7 @@ def _post_row(post: PostSummary) -> list[str]:
         return [post.user_id, "(no post)", str(len(post.versions)), "–", "–", "–"]
     best = post.versions[post.best]
     scores = best["scores"]
-    clip = scores["clip"]  # one CLIPScore per image
+    clip = scores["clip"]  # one CLIPScore per image and per clip
     mean_clip = sum(clip) / len(clip) if clip else None
     return [
         post.user_id,
@@ -293,11 +300,16 @@ def _scores_line(version: dict[str, Any]) -> str:
 def _read_post(path: Path) -> PostSummary:
     post = json.loads(path.read_text())
     best = post["best_version"]
-    prompts = post["versions"][best]["image_prompts"] if best >= 0 else []
-    # models.generation.pages saves the best version's images beside post.json as image<index>.png
-    files = [(path.parent / f"image{index}.png", prompt) for index, prompt in enumerate(prompts)]
-    images = [(file.read_bytes(), prompt) for file, prompt in files if file.is_file()]
-    return PostSummary(post["user_id"], post["versions"], best, images, post.get("errors", []))
+    version = post["versions"][best] if best >= 0 else {}
+    # models.generation.pages saves the best version's media beside post.json
+    images = _read_media(path.parent, image_file, version.get("image_prompts", []))
+    videos = _read_media(path.parent, video_file, version.get("video_prompts", []))
+    return PostSummary(post["user_id"], post["versions"], best, images, post.get("errors", []), videos)
+
+
+def _read_media(folder: Path, name: Callable[[int], str], prompts: list[str]) -> list[tuple[bytes, str]]:
+    files = [(folder / name(index), prompt) for index, prompt in enumerate(prompts)]
+    return [(file.read_bytes(), prompt) for file, prompt in files if file.is_file()]
 
 
 def _floats(*values: float | None) -> list[float]:

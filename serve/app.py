@@ -1,8 +1,8 @@
 """The TailorMind Serve application, built from a config: ``serve run serve.app:build_app config=FILE``.
 
 One LLM deployment per distinct model of the captioner, profiler and optimizer roles (ray.serve.llm, vLLM
-inside), a batched diffusion deployment, a CLIP + MiniLM scorer, and an ingress that serves the OpenAI
-routes and the TailorMind API over them.
+inside), a batched image diffusion deployment (and a video one when configured), a CLIP + MiniLM scorer, and
+an ingress that serves the OpenAI routes and the TailorMind API over them.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from ray import serve
-from ray.serve.deployment import Application
+from ray.serve.deployment import Application, Deployment
 
 from jobs.ray_cluster import connect
-from models.config import TailorMindConfig, load_config
+from models.config import DiffusionDeploymentConfig, TailorMindConfig, load_config
 from models.errors import TailorMindError
-from serve.deployments import ImageDeployment, ScorerDeployment, deployment_options
+from serve.deployments import DiffusionDeployment, ScorerDeployment, deployment_options
 from serve.ingress import TailorMindIngress, token_digest
 from serve.llm import deployment_names, llm_server_config
 
@@ -37,17 +37,22 @@ def build_app(args: dict[str, Any]) -> Application:
 def tailormind_app(config: TailorMindConfig) -> Application:
     """The application graph of a config: ingress bound to the LLM, diffusion and scorer deployments."""
     served = config.serve
+    if config.generation.num_videos and served.video is None:
+        raise TailorMindError(
+            f"generation.num_videos is {config.generation.num_videos}, but serve.video is not set, so the "
+            "app would have no video model: configure serve.video (its replicas and resources) or set "
+            "generation.num_videos=0."
+        )
     llm_configs: dict[str, Any] = {}
     for role in (config.llm.captioner, config.llm.profiler, config.llm.optimizer):
         # Roles naming the same model share its deployment, with the engine settings of the first role.
         llm_configs.setdefault(role.served_model_id, llm_server_config(role, deployment_names(role)[1]))
-    batching = {
-        "max_batch_size": served.diffusion.max_batch_size,
-        "batch_wait_timeout_s": served.diffusion.batch_wait_timeout_s,
-    }
-    images = serve.deployment(
-        ImageDeployment, name="diffusion", user_config=batching, **deployment_options(served.diffusion)
-    ).bind(config.generation)
+    images = diffusion_deployment("diffusion", served.diffusion).bind(config.generation, "image")
+    videos = (
+        diffusion_deployment("video", served.video).bind(config.generation, "video")
+        if served.video is not None
+        else None
+    )
     scorer = serve.deployment(ScorerDeployment, name="scorer", **deployment_options(served.scorer)).bind(
         config.generation
     )
@@ -63,6 +68,7 @@ def tailormind_app(config: TailorMindConfig) -> Application:
                 "ingress_cls": TailorMindIngress,
                 "ingress_extra_kwargs": {
                     "images": images,
+                    "videos": videos,
                     "scorer": scorer,
                     "settings": settings.model_dump(),
                     "token_sha256": _token_sha256(served.auth_token_env),
@@ -70,6 +76,14 @@ def tailormind_app(config: TailorMindConfig) -> Application:
             },
             "ingress_deployment_config": deployment_options(served.ingress),
         }
+    )
+
+
+def diffusion_deployment(name: str, config: DiffusionDeploymentConfig) -> Deployment:
+    """A diffusion deployment whose ``@serve.batch`` settings travel as its ``user_config``."""
+    batching = {"max_batch_size": config.max_batch_size, "batch_wait_timeout_s": config.batch_wait_timeout_s}
+    return serve.deployment(
+        DiffusionDeployment, name=name, user_config=batching, **deployment_options(config)
     )
 
 

@@ -1,9 +1,9 @@
-"""Serve deployments of the generation models: a batched diffusion generator and the CLIP + MiniLM scorer."""
+"""Serve deployments of the generation models: batched image and video diffusion, the CLIP + MiniLM scorer."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -11,7 +11,8 @@ from ray import serve
 
 from models.config import DeploymentConfig, GenerationConfig
 from models.embedding import TextEmbedder
-from models.generation.images import ImageGenerator
+from models.generation.diffusion import ImageGenerator, VideoGenerator
+from models.media import VideoClip
 from models.scoring.clip_score import CLIPScorer
 
 
@@ -28,11 +29,12 @@ def deployment_options(config: DeploymentConfig) -> dict[str, Any]:
     }
 
 
-class ImageDeployment:
-    """Text to image; concurrent requests are grouped by ``@serve.batch`` into one pipeline call."""
+class DiffusionDeployment:
+    """Text to image or video; concurrent requests are grouped by ``@serve.batch`` into one pipeline call."""
 
-    def __init__(self, generation: GenerationConfig):
-        self.generator = ImageGenerator.from_config(generation)
+    def __init__(self, generation: GenerationConfig, medium: Literal["image", "video"] = "image"):
+        generator = ImageGenerator if medium == "image" else VideoGenerator
+        self.generator: ImageGenerator | VideoGenerator = generator.from_config(generation)
 
     def reconfigure(self, batching: dict[str, Any]) -> None:
         """Apply ``{"max_batch_size": int, "batch_wait_timeout_s": float}`` (the deployment's user_config)."""
@@ -40,8 +42,8 @@ class ImageDeployment:
         self.generate.set_batch_wait_timeout_s(float(batching["batch_wait_timeout_s"]))
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
-    async def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
-        """One image per (prompt, seed); each call brings one pair, the batch renders them together."""
+    async def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image] | list[VideoClip]:
+        """One image or clip per (prompt, seed); each call brings one pair, a batch renders them at once."""
         return await asyncio.to_thread(self.generator.generate, prompts, seeds)
 
 

@@ -19,13 +19,13 @@ from models.llm.structured import LLMAnswer, answer_with_retries
 
 
 @dataclass
-class RemoteImages:
-    """Image generation on the diffusion deployment: one call per image, batched there by ``@serve.batch``."""
+class RemoteDiffusion:
+    """A diffusion deployment (images or clips): one call per item, batched there by ``@serve.batch``."""
 
     handle: DeploymentHandle
 
-    def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
-        """One image per (prompt, seed)."""
+    def generate(self, prompts: list[str], seeds: list[int]) -> list[Any]:
+        """One image or clip per (prompt, seed)."""
         responses = [self.handle.generate.remote(p, s) for p, s in zip(prompts, seeds, strict=True)]
         return [response.result() for response in responses]
 

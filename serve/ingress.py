@@ -8,6 +8,7 @@ as the batch job, with the models behind deployment handles (``serve.handles``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import logging
@@ -26,10 +27,10 @@ from ray.serve.llm.ingress import OpenAiIngress
 from models.config import TailorMindConfig
 from models.generation.writer import PostVersion, PostWriter, UserBrief
 from models.llm.prompts import CAPTION_IMAGE, profile_text
-from models.media import MediaError, png_data_url, request_image_data_url
+from models.media import MediaError, png_data_url, request_image_data_url, webm_bytes
 from models.profiling.evidence import item_card
 from models.profiling.initial import profile_request
-from serve.handles import RemoteImages, RemoteLLM, RemoteScorer
+from serve.handles import RemoteDiffusion, RemoteLLM, RemoteScorer
 from serve.schemas import (
     GenerateRequest,
     GenerateResponse,
@@ -37,6 +38,7 @@ from serve.schemas import (
     Post,
     PostImage,
     PostScores,
+    PostVideo,
     Profile,
     ProfileRequest,
     ProfileResponse,
@@ -60,6 +62,7 @@ class TailorMindIngress(OpenAiIngress):
         model_cards: dict[str, Any],
         *,
         images: DeploymentHandle,
+        videos: DeploymentHandle | None,
         scorer: DeploymentHandle,
         settings: dict[str, Any],
         token_sha256: str | None,
@@ -68,7 +71,8 @@ class TailorMindIngress(OpenAiIngress):
         super().__init__(llm_deployments, model_cards, **openai_kwargs)
         self.config = TailorMindConfig.model_validate(settings)
         self.token_sha256 = token_sha256
-        self.images = RemoteImages(images)
+        self.images = RemoteDiffusion(images)
+        self.videos = RemoteDiffusion(videos) if videos is not None else None
         self.scorer = RemoteScorer(scorer)
         llm = self.config.llm
         roles = {"captioner": llm.captioner, "profiler": llm.profiler, "optimizer": llm.optimizer}
@@ -94,7 +98,7 @@ class TailorMindIngress(OpenAiIngress):
         return ProfileResponse(profile=await asyncio.to_thread(self._profile, cards))
 
     async def generate(self, body: GenerateRequest) -> GenerateResponse:
-        """A post with images for a profile or a history, after cohesion reflection."""
+        """A post with images (and clips) for a profile or a history, after cohesion reflection."""
         return await asyncio.to_thread(self._generate, body)
 
     def _cards(self, history: list[HistoryItem]) -> list[str]:
@@ -138,9 +142,14 @@ class TailorMindIngress(OpenAiIngress):
         return Profile(preferences=preferences, text=profile_text(preferences))
 
     def _generate(self, body: GenerateRequest) -> GenerateResponse:
+        generation = self.config.generation
+        num_videos = generation.num_videos if body.num_videos is None else body.num_videos
+        if num_videos and self.videos is None:
+            raise HTTPException(
+                422, "this server has no video model (serve.video is not configured): ask for num_videos 0"
+            )
         cards = self._cards(body.history)
         profile = body.profile if body.profile is not None else self._profile(cards).text
-        generation = self.config.generation
         writer = PostWriter(
             complete=self.llm,
             images=self.images,
@@ -151,6 +160,9 @@ class TailorMindIngress(OpenAiIngress):
                 generation.reflection_rounds if body.reflection_rounds is None else body.reflection_rounds
             ),
             seed=body.seed,
+            videos=self.videos,
+            num_videos=num_videos,
+            video_score_frames=generation.video.score_frames,
         )
         post = writer.write([UserBrief(REQUEST_KEY, profile, cards, cards)])[0]
         if post.best < 0:
@@ -160,8 +172,17 @@ class TailorMindIngress(OpenAiIngress):
             PostImage(prompt=prompt, png_base64=png_data_url(image, max(image.size)).partition(",")[2])
             for prompt, image in zip(best.image_prompts, best.images, strict=True)
         ]
+        videos = [
+            PostVideo(
+                prompt=prompt,
+                webm_base64=base64.b64encode(webm_bytes(clip)).decode("ascii"),
+                frames=len(clip.frames),
+                fps=clip.fps,
+            )
+            for prompt, clip in zip(best.video_prompts, best.videos, strict=True)
+        ]
         return GenerateResponse(
-            post=Post(title=best.title, body=best.body, tags=best.tags, images=images),
+            post=Post(title=best.title, body=best.body, tags=best.tags, images=images, videos=videos),
             scores=_scores(best),
             versions=len(post.versions),
             version_scores=[_scores(v) for v in post.versions],

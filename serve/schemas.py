@@ -9,6 +9,7 @@ MAX_TEXT_CHARS = 4000
 MAX_IMAGES_PER_ITEM = 2
 MAX_IMAGES_PER_REQUEST = 8
 MAX_POST_IMAGES = 4
+MAX_POST_VIDEOS = 2
 MAX_REFLECTION_ROUNDS = 3
 MAX_URI_CHARS = 2_000_000  # a data: URI of a few-megapixel PNG
 
@@ -53,6 +54,7 @@ class GenerateRequest(Strict):
     history: list[HistoryItem] = Field([], max_length=MAX_HISTORY)
     profile: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
     num_images: int | None = Field(None, ge=0, le=MAX_POST_IMAGES)
+    num_videos: int | None = Field(None, ge=0, le=MAX_POST_VIDEOS)
     reflection_rounds: int | None = Field(None, ge=0, le=MAX_REFLECTION_ROUNDS)
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
@@ -97,6 +99,15 @@ class PostImage(BaseModel):
     png_base64: str
 
 
+class PostVideo(BaseModel):
+    """One generated clip (VP9 WebM) and the prompt it was drawn from."""
+
+    prompt: str
+    webm_base64: str
+    frames: int
+    fps: float
+
+
 class Post(BaseModel):
     """The best version of a generated post."""
 
@@ -104,10 +115,11 @@ class Post(BaseModel):
     body: str
     tags: list[str]
     images: list[PostImage]
+    videos: list[PostVideo] = []
 
 
 class PostScores(BaseModel):
-    """Cohesion scores of the returned version (mean CLIPScore over its images, history relevance)."""
+    """Cohesion scores of a version (mean CLIPScore over its images and clips, history relevance)."""
 
     clip: float
     relevance: float

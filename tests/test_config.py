@@ -71,3 +71,16 @@ def test_digest_tracks_values():
     b = load_config(None, ["seed=2"])
     assert config_digest(a) != config_digest(b)
     assert config_digest(a.ray) == config_digest(b.ray)
+
+
+def test_video_sizes_must_suit_the_video_vae():
+    with pytest.raises(TailorMindError) as err:
+        load_config(None, ["generation.video.height=100"])
+    assert "generation.video.height" in str(err.value) and "multiple of 16" in str(err.value)
+
+
+def test_a_serve_app_asked_for_clips_needs_a_video_deployment():
+    from serve.app import tailormind_app
+
+    with pytest.raises(TailorMindError, match=r"configure serve\.video"):
+        tailormind_app(load_config(None, ["generation.num_videos=1"]))

@@ -1,14 +1,17 @@
 import json
 
+import cv2
+import numpy as np
 import pytest
 from PIL import Image
 
 from jobs.llm_pass import run_structured
 from models.config import load_config
 from models.embedding import TextEmbedder
-from models.generation.images import ImageGenerator
+from models.generation.diffusion import ImageGenerator, VideoGenerator
 from models.generation.pages import write_index, write_post
 from models.generation.writer import GeneratedPost, PostVersion, PostWriter, UserBrief
+from models.media import VideoClip
 from models.scoring.clip_score import CLIPScorer
 
 
@@ -25,6 +28,22 @@ def test_post_pages_and_scores(tmp_path):
     saved = json.loads((page.parent / "post.json").read_text())
     assert saved["best_version"] == 1 and saved["versions"][1]["scores"]["relevance"] == 0.5
     assert 'href="u_1/index.html"' in write_index(tmp_path, {"u/1": page}).read_text()
+
+
+def test_a_post_with_a_clip_writes_a_playable_webm(tmp_path):
+    frames = [Image.new("RGB", (32, 16), (30 * i, 0, 255 - 30 * i)) for i in range(7)]
+    version = PostVersion("Rain", "b", [], [], clip=[2.0], video_prompts=["rain <falls>"])
+    version.videos.append(VideoClip(frames, fps=4))
+    page = write_post(tmp_path, GeneratedPost("u", [], "idea", [], [version]))
+    html = page.read_text()
+    assert '<video src="video0.webm" title="rain &lt;falls&gt;" controls loop muted autoplay' in html
+    capture = cv2.VideoCapture(str(page.parent / "video0.webm"))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 7 and capture.get(cv2.CAP_PROP_FPS) == 4
+    ok, first = capture.read()
+    assert ok and first.shape == (16, 32, 3)
+    assert abs(int(first[..., 0].mean()) - 255) < 20  # blue first frame (OpenCV reads BGR)
+    saved = json.loads((page.parent / "post.json").read_text())
+    assert saved["versions"][0]["video_prompts"] == ["rain <falls>"]
 
 
 @pytest.mark.slow
@@ -46,13 +65,17 @@ def test_writer_end_to_end_with_tiny_models(ray_cluster, tiny_models):
         calls.append((role, len(requests)))
         return run_structured(requests, getattr(config.llm, role))
 
+    scorer = CLIPScorer("tiny://clip")
     writer = PostWriter(
         complete=complete,
         images=ImageGenerator("tiny://sd", steps=2, height=64, width=64),
-        scorer=CLIPScorer("tiny://clip"),
+        scorer=scorer,
         embedder=TextEmbedder(),
         num_images=2,
         reflection_rounds=1,
+        videos=VideoGenerator("tiny://video", frames=9, steps=2, height=32, width=32),
+        num_videos=1,
+        video_score_frames=3,
     )
     briefs = [
         UserBrief(
@@ -70,7 +93,11 @@ def test_writer_end_to_end_with_tiny_models(ray_cluster, tiny_models):
             continue
         best = post.versions[post.best]
         assert len(best.images) == 2 and all(image.size == (64, 64) for image in best.images)
-        assert len(best.clip) == 2 and all(0.0 <= c <= 2.5 for c in best.clip)
+        assert len(best.video_prompts) == 1 and len(best.videos[0].frames) == 9
+        assert len(best.clip) == 3 and all(0.0 <= c <= 2.5 for c in best.clip)  # 2 images, then the clip
+        frames = best.videos[0].sample(3)
+        text = f"{best.title}. {best.video_prompts[0]}"
+        assert best.clip[2] == pytest.approx(float(np.mean(scorer.score(frames, [text] * 3))), abs=1e-5)
         assert -1.0 <= best.relevance <= 1.0
         assert 1 <= len(post.versions) <= 2
     assert any(p.best >= 0 for p in posts)

@@ -11,9 +11,10 @@ from PIL import Image
 
 from jobs.judge import method_briefs
 from models.evaluation import mean_with_ci
-from models.judging.coherence import coherence
+from models.judging.coherence import coherence, visual_coherence
 from models.judging.judge import CatalogueFacts, PostView, judge_requests, judged_scores
 from models.llm.structured import LLMAnswer
+from models.media import VideoClip
 
 CATALOGUE = [
     "Toy Story (1995) | an animated film about toys that come alive; Woody and Buzz Lightyear",
@@ -31,6 +32,30 @@ def test_coherence_is_clipscore_against_the_mean_reference():
     assert coherence(-mean_direction, reference) == 0.0  # opposite: clipped at zero
     both = np.vstack([mean_direction, [[0.0, 0.0, 1.0]]])
     assert coherence(both, reference) == pytest.approx(1.25)  # mean over a post's images
+
+
+def test_a_clip_counts_once_with_the_mean_of_its_frames():
+    reference = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    image = np.array([[1.0, 1.0, 0.0]])  # 2.5
+    clip = np.array(
+        [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]
+    )  # frames 2.5, 0, 0, 0
+    assert visual_coherence([clip], reference) == pytest.approx(0.625)
+    assert visual_coherence([image, clip], reference) == pytest.approx((2.5 + 0.625) / 2)  # not 5/5 frames
+
+
+def test_the_judge_sees_a_clip_as_its_first_and_last_frames():
+    frames = [Image.new("RGB", (8, 8), (i, i, i)) for i in range(9)]
+    view = PostView(
+        "full", "u1", "A post", [Image.new("RGB", (8, 8))], ["Heat"], "Heat", [VideoClip(frames, 8)]
+    )
+    assert [len(group) for group in view.visuals(4)] == [1, 4]
+    (quality, _) = judge_requests([view], [["fact"]], max_images=4)
+    content = quality["messages"][1]["content"]
+    assert [part["type"] for part in content] == ["image_url"] * 3 + ["text"]
+    assert "its 1 image(s) and 2 video frame(s) are attached above" in content[-1]["text"]
+    (quality, _) = judge_requests([view], [["fact"]], max_images=2)
+    assert "its 1 image(s) and 1 video frame(s) are attached" in quality["messages"][1]["content"][-1]["text"]
 
 
 def test_mean_with_ci_ignores_failed_judgements():

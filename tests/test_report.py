@@ -9,6 +9,7 @@ from jobs.stage_runner import StageRunner
 from models.config import TailorMindConfig
 from models.generation.pages import write_post
 from models.generation.writer import GeneratedPost, PostVersion
+from models.media import VideoClip
 from models.report import read_run, render_report
 
 METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
@@ -21,7 +22,7 @@ def write_json(path, payload):
 
 
 def fake_run(run_dir):
-    """The cf, eval and generate outputs (one post with a PNG, one failed) as the stages write them."""
+    """The cf, eval and generate outputs (a post with PNG and WebM, a failed post) as stages write them."""
     cf = {m: 0.1 + i / 100 for i, m in enumerate(METRICS)} | {f"sampled_{m}": 0.6 for m in METRICS}
     write_json(run_dir / "cf" / "metrics.json", cf | {"epochs": 7, "train_seconds": 12.5, "num_users": 610})
     ranker = {m: 0.25 for m in METRICS} | {"ci95": {m: [0.0, 0.75] for m in METRICS}, "num_users": 4}
@@ -30,7 +31,18 @@ def fake_run(run_dir):
     )
     image = Image.new("RGB", (8, 8), (200, 30, 30))
     draft = PostVersion("draft", "b", [], ["p"], [image], [0.5], 0.1)
-    best = PostVersion(SCRIPT_TITLE, "line 1\nline <2>", ["city"], ["neon <street>"], [image], [1.25], 0.5)
+    clip = VideoClip([Image.new("RGB", (16, 16), (0, 20 * i, 200)) for i in range(5)], fps=4)
+    best = PostVersion(
+        SCRIPT_TITLE,
+        "line 1\nline <2>",
+        ["city"],
+        ["neon <street>"],
+        [image],
+        [1.25, 1.25],
+        0.5,
+        video_prompts=["rain <falls>"],
+        videos=[clip],
+    )
     write_post(run_dir / "generate", GeneratedPost("u1", [], "idea", [], [draft, best]))
     write_post(run_dir / "generate", GeneratedPost("u2", [], "idea", [], [], errors=["writer failed"]))
 
@@ -58,6 +70,11 @@ def test_report_shows_every_table_escaped_text_and_embedded_images(tmp_path):
     png = (tmp_path / "generate" / "u1" / "image0.png").read_bytes()
     assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in page
     assert page.count("data:image/png;base64,") == 3  # the post image, the recall and the versions plots
+    webm = (tmp_path / "generate" / "u1" / "video0.webm").read_bytes()
+    assert (
+        f'<video src="data:video/webm;base64,{base64.b64encode(webm).decode()}" title="rain &lt;falls&gt;"'
+        in page
+    )
     assert "not run" not in page
 
 

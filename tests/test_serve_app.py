@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import cv2
 import pytest
 from PIL import Image
 
@@ -125,6 +126,7 @@ def test_health_models_and_openai_chat(server):
         "TailorMindIngress",
         "diffusion",
         "scorer",
+        "video",
     ]
     assert set(health["deployments"].values()) == {"HEALTHY"}
     status, models = _call(f"{server}/v1/models")
@@ -135,7 +137,7 @@ def test_health_models_and_openai_chat(server):
 
 
 @pytest.mark.slow
-def test_profile_and_generate_with_images(server, media):
+def test_profile_and_generate_with_images_and_clips(server, media, tmp_path):
     history = [*HISTORY, {"title": "Up", "text": "balloons", "image_uris": ["poster.png"]}]
     status, body = _call(f"{server}/v1/profile", {"history": history})
     assert status == 200, body
@@ -152,8 +154,19 @@ def test_profile_and_generate_with_images(server, media):
     assert 0 <= body["scores"]["clip"] <= 2.5 and -1 <= body["scores"]["relevance"] <= 1
     assert body["scores"]["combined"] == max(v["combined"] for v in body["version_scores"])
 
-    status, given = _call(f"{server}/v1/generate", {"profile": "loves heist thrillers", "num_images": 0})
-    assert status == 200 and given["profile"] == "loves heist thrillers" and given["post"]["images"] == []
+    assert body["post"]["videos"] == []  # the demo asks for no clip unless the request does
+
+    request = {"profile": "loves heist thrillers", "num_images": 0, "num_videos": 1, "reflection_rounds": 0}
+    status, given = _call(f"{server}/v1/generate", request)
+    assert status == 200, given
+    assert given["profile"] == "loves heist thrillers" and given["post"]["images"] == []
+    (video,) = given["post"]["videos"]
+    assert video["prompt"] and (video["frames"], video["fps"]) == (9, 8)
+    path = tmp_path / "clip.webm"
+    path.write_bytes(base64.b64decode(video["webm_base64"]))
+    capture = cv2.VideoCapture(str(path))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 9 and capture.read()[1].shape == (64, 64, 3)
+    assert len(given["version_scores"]) == 1 and 0 <= given["scores"]["clip"] <= 2.5
 
 
 @pytest.mark.slow
@@ -166,6 +179,7 @@ def test_bad_and_hostile_requests_get_4xx_with_a_reason(server, media):
         ("/v1/profile", {"history": [{"text": "no title"}]}, TOKEN, 422),
         ("/v1/generate", {}, TOKEN, 422),  # neither profile nor history
         ("/v1/generate", {"profile": "x", "num_images": 99}, TOKEN, 422),
+        ("/v1/generate", {"profile": "x", "num_videos": 3}, TOKEN, 422),
         ("/v1/generate", {"profile": "x", "reflection_rounds": 50}, TOKEN, 422),
         ("/v1/generate", {"profile": "x", "seed": -1}, TOKEN, 422),
         ("/v1/generate", {"profile": "x" * 5000}, TOKEN, 422),

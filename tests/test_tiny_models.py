@@ -42,7 +42,7 @@ def test_chat_tokenizer_renders_text_and_image_parts(tiny_models):
 
 
 def test_stable_diffusion_generates_seeded_images(tiny_models):
-    from models.generation.images import ImageGenerator
+    from models.generation.diffusion import ImageGenerator
 
     generator = ImageGenerator("tiny://sd", steps=2, height=64, width=64)
     first = generator.generate(["a red car", "a quiet lake"], seeds=[3, 4])
@@ -52,6 +52,24 @@ def test_stable_diffusion_generates_seeded_images(tiny_models):
     in_batch, by_itself, other = (np.asarray(image).astype(int) for image in (first[1], alone[0], first[0]))
     assert np.abs(in_batch - by_itself).max() <= 2 and np.abs(in_batch - by_itself).mean() < 0.01
     assert np.abs(in_batch - other).mean() > 10
+
+
+def test_wan_video_model_generates_seeded_clips(tiny_models):
+    from models.generation.diffusion import VideoGenerator
+
+    generator = VideoGenerator("tiny://video", frames=9, fps=8, steps=3, height=32, width=48)
+    first = generator.generate(["a red car drives", "waves on a lake"], seeds=[3, 4])
+    alone = generator.generate(["waves on a lake"], seeds=[4])
+    assert [len(clip.frames) for clip in first] == [9, 9] and first[0].fps == 8
+    assert {frame.size for clip in first for frame in clip.frames} == {(48, 32)}
+    in_batch, by_itself = (
+        np.stack([np.asarray(f) for f in c.frames]).astype(int) for c in (first[1], alone[0])
+    )
+    other = np.stack([np.asarray(f) for f in first[0].frames]).astype(int)
+    assert np.abs(in_batch - by_itself).max() <= 2  # batching changes a clip by float rounding at most
+    assert np.abs(in_batch - other).mean() > 1  # another prompt and seed give another clip
+    assert [frame.size for frame in first[0].sample(4)] == [(48, 32)] * 4
+    assert first[0].sample(4)[0] is first[0].frames[0] and first[0].sample(4)[-1] is first[0].frames[-1]
 
 
 def test_clip_scorer_scores_pairs(tiny_models):

@@ -1,4 +1,4 @@
-"""Generated posts on disk: post JSON with every version's scores, PNG images, an HTML page, an index."""
+"""Generated posts on disk: post JSON with every version's scores, PNG images, WebM clips, HTML pages."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 from models.generation.writer import GeneratedPost
+from models.media import webm_bytes
 
 
 def write_post(out: Path, post: GeneratedPost) -> Path:
-    """Write ``<out>/<user>/post.json``, the best version's PNGs and ``index.html``; returns the page."""
+    """Write ``<out>/<user>/post.json``, the best version's PNGs and WebMs, and ``index.html`` (returned)."""
     folder = out / _slug(post.user_id)
     folder.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -27,11 +28,12 @@ def write_post(out: Path, post: GeneratedPost) -> Path:
     if post.best >= 0:
         best = post.versions[post.best]
         for index, (image, prompt) in enumerate(zip(best.images, best.image_prompts, strict=True)):
-            image.save(folder / f"image{index}.png")
-            figures.append(
-                f'<figure><img src="image{index}.png" alt="{html.escape(prompt)}">'
-                f"<figcaption>{html.escape(prompt)}</figcaption></figure>"
-            )
+            image.save(folder / image_file(index))
+            media = f'<img src="{image_file(index)}" alt="{html.escape(prompt)}">'
+            figures.append(_figure(media, prompt))
+        for index, (clip, prompt) in enumerate(zip(best.videos, best.video_prompts, strict=True)):
+            (folder / video_file(index)).write_bytes(webm_bytes(clip))
+            figures.append(_figure(video_tag(video_file(index), prompt), prompt))
         title, body = html.escape(best.title), html.escape(best.body).replace("\n", "<br>")
         tags = " ".join(f"#{html.escape(t)}" for t in best.tags)
         version = f"version {post.best + 1}/{len(post.versions)}"
@@ -44,6 +46,28 @@ def write_post(out: Path, post: GeneratedPost) -> Path:
         f"<p>{tags}</p>{''.join(figures)}<p><small>{html.escape(score)}</small></p>"
     )
     return page
+
+
+def image_file(index: int) -> str:
+    """The file name of a post's image ``index``."""
+    return f"image{index}.png"
+
+
+def video_file(index: int) -> str:
+    """The file name of a post's video clip ``index``."""
+    return f"video{index}.webm"
+
+
+def video_tag(src: str, prompt: str) -> str:
+    """A looping, muted, autoplaying ``<video>`` of a WebM clip, titled with its prompt."""
+    return (
+        f'<video src="{html.escape(src)}" title="{html.escape(prompt)}" '
+        "controls loop muted autoplay playsinline></video>"
+    )
+
+
+def _figure(media: str, prompt: str) -> str:
+    return f"<figure>{media}<figcaption>{html.escape(prompt)}</figcaption></figure>"
 
 
 def write_index(out: Path, pages: dict[str, Path]) -> Path:

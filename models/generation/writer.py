@@ -1,6 +1,8 @@
-"""Personalised posts (paper section 3.3): ideation, RAG exemplars, writing, images, cohesion reflection.
+"""Personalised posts (paper section 3.3): ideation, RAG exemplars, writing, images and video clips,
+cohesion reflection.
 
-Every step runs for a batch of users at once: one LLM call list per step, one diffusion batch per round.
+Every step runs for a batch of users at once: one LLM call list per step, one diffusion batch per medium
+per round.
 The LLM is reached through ``complete(requests, role)`` so the batch job (Ray Data passes) and the Serve
 app (deployment handles) drive the same code.
 """
@@ -17,6 +19,7 @@ from PIL import Image
 from models.embedding import Embedder
 from models.generation.ideas import IDEA_TEMPLATES
 from models.llm.prompts import IDEA, post_template, style_template
+from models.media import VideoClip
 from models.scoring.clip_score import CLIP_SCORE_WEIGHT
 
 Complete = Callable[[list[dict[str, Any]], str], dict[str, Any]]
@@ -28,6 +31,14 @@ class ImageModel(Protocol):
 
     def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
         """One image per (prompt, seed)."""
+        ...
+
+
+class VideoModel(Protocol):
+    """Text to video (``VideoGenerator`` in process, a Serve deployment handle behind an adapter)."""
+
+    def generate(self, prompts: list[str], seeds: list[int]) -> list[VideoClip]:
+        """One clip per (prompt, seed)."""
         ...
 
 
@@ -53,15 +64,21 @@ class UserBrief:
 
 @dataclass
 class PostVersion:
-    """One version of a post with its images and cohesion scores."""
+    """One version of a post with its images, video clips and cohesion scores."""
 
     title: str
     body: str
     tags: list[str]
     image_prompts: list[str]
     images: list[Image.Image] = field(default_factory=list, repr=False)
-    clip: list[float] = field(default_factory=list)
+    clip: list[float] = field(default_factory=list)  # one CLIPScore per image, then one per video
     relevance: float = 0.0
+    video_prompts: list[str] = field(default_factory=list)
+    videos: list[VideoClip] = field(default_factory=list, repr=False)
+
+    def media(self, kind: str) -> tuple[list[str], list[Any]]:
+        """(prompts, rendered media) of one kind, ``"image"`` or ``"video"``."""
+        return (self.image_prompts, self.images) if kind == "image" else (self.video_prompts, self.videos)
 
     @property
     def score(self) -> float:
@@ -76,6 +93,7 @@ class PostVersion:
             "body": self.body,
             "tags": self.tags,
             "image_prompts": self.image_prompts,
+            "video_prompts": self.video_prompts,
             "scores": {"clip": self.clip, "relevance": self.relevance, "combined": self.score},
         }
 
@@ -108,6 +126,13 @@ class PostWriter:
     num_images: int = 1
     reflection_rounds: int = 3
     seed: int = 0
+    videos: VideoModel | None = None
+    num_videos: int = 0
+    video_score_frames: int = 4  # evenly spaced frames of a clip that CLIPScore rates
+
+    def __post_init__(self) -> None:
+        if self.num_videos and self.videos is None:
+            raise ValueError(f"num_videos is {self.num_videos}, but the writer has no video model")
 
     def write(self, briefs: list[UserBrief]) -> list[GeneratedPost]:
         """Ideate, write, render, score and reflect for every user; returns each user's versions."""
@@ -177,7 +202,7 @@ class PostWriter:
     def _drafts(
         self, briefs: list[UserBrief], posts: dict[str, GeneratedPost], feedback: dict[str, str]
     ) -> dict[str, PostVersion | None]:
-        template = post_template(self.num_images)
+        template = post_template(self.num_images, self.num_videos)
         requests = []
         for b in briefs:
             post = posts[b.user_id]
@@ -193,7 +218,13 @@ class PostWriter:
         for b in briefs:
             value = answers[b.user_id].value if b.user_id in answers else None
             drafts[b.user_id] = (
-                PostVersion(value["title"], value["body"], value["tags"], value["image_prompts"])
+                PostVersion(
+                    value["title"],
+                    value["body"],
+                    value["tags"],
+                    value["image_prompts"],
+                    video_prompts=value.get("video_prompts", []),
+                )
                 if value
                 else None
             )
@@ -202,35 +233,56 @@ class PostWriter:
     def _render(
         self, current: dict[str, PostVersion], previous: dict[str, PostVersion], round_index: int
     ) -> None:
-        """Render every new image prompt in one diffusion batch; unchanged prompts reuse their images."""
+        """Render every new image prompt in one diffusion batch, then every new video prompt in another."""
+        self._render_kind("image", self.images, current, previous, round_index)
+        if self.videos is not None:
+            self._render_kind("video", self.videos, current, previous, round_index)
+
+    def _render_kind(
+        self,
+        kind: str,
+        model: ImageModel | VideoModel,
+        current: dict[str, PostVersion],
+        previous: dict[str, PostVersion],
+        round_index: int,
+    ) -> None:
+        """Render the changed prompts of one kind in one batch; unchanged prompts reuse their media."""
         todo: list[tuple[str, int, str]] = []
         for user_id, version in current.items():
-            before = previous.get(user_id)
-            for index, prompt in enumerate(version.image_prompts):
-                if (
-                    before is not None
-                    and index < len(before.image_prompts)
-                    and before.image_prompts[index] == prompt
-                ):
-                    version.images.append(before.images[index])
+            prompts, media = version.media(kind)
+            before_prompts, before_media = previous[user_id].media(kind) if user_id in previous else ([], [])
+            for index, prompt in enumerate(prompts):
+                if index < len(before_prompts) and before_prompts[index] == prompt:
+                    media.append(before_media[index])
                 else:
-                    version.images.append(None)  # type: ignore[arg-type]
+                    media.append(None)
                     todo.append((user_id, index, prompt))
         if not todo:
             return
-        seeds = [_image_seed(self.seed, round_index, index) for _, index, _ in todo]
-        rendered = self.images.generate([prompt for _, _, prompt in todo], seeds)
-        for (user_id, index, _), image in zip(todo, rendered, strict=True):
-            current[user_id].images[index] = image
+        seeds = [_media_seed(self.seed, round_index, index) for _, index, _ in todo]
+        rendered: list[Any] = model.generate([prompt for _, _, prompt in todo], seeds)
+        for (user_id, index, _), item in zip(todo, rendered, strict=True):
+            current[user_id].media(kind)[1][index] = item
 
     def _score(self, current: dict[str, PostVersion], history: dict[str, np.ndarray | None]) -> None:
-        """CLIPScore of each image against its own prompt and the title; relevance to the history."""
-        pairs = [(u, i) for u, v in current.items() for i in range(len(v.images))]
-        if pairs:
-            images = [current[u].images[i] for u, i in pairs]
-            texts = [f"{current[u].title}. {current[u].image_prompts[i]}" for u, i in pairs]
-            for (u, _), value in zip(pairs, self.scorer.score(images, texts), strict=True):
-                current[u].clip.append(float(value))
+        """CLIPScore of each image, and of each clip's sampled frames, against its prompt and the title.
+
+        One scorer call for every frame of the round; a clip's score is the mean over its frames.
+        """
+        visuals: list[tuple[str, list[Image.Image], str]] = []
+        for user_id, version in current.items():
+            for image, prompt in zip(version.images, version.image_prompts, strict=True):
+                visuals.append((user_id, [image], f"{version.title}. {prompt}"))
+            for clip, prompt in zip(version.videos, version.video_prompts, strict=True):
+                visuals.append((user_id, clip.sample(self.video_score_frames), f"{version.title}. {prompt}"))
+        if visuals:
+            frames = [frame for _, group, _ in visuals for frame in group]
+            texts = [text for _, group, text in visuals for _ in group]
+            scores = self.scorer.score(frames, texts)
+            start = 0
+            for user_id, group, _ in visuals:
+                current[user_id].clip.append(float(np.mean(scores[start : start + len(group)])))
+                start += len(group)
         users = list(current)
         if users:
             posts = self.embedder.embed([f"{current[u].title}\n{current[u].body}" for u in users])
@@ -249,9 +301,9 @@ class PostWriter:
         return vectors
 
 
-def _image_seed(seed: int, round_index: int, image_index: int) -> int:
-    """The diffusion seed of one image slot in one round: per user, independent of batch composition."""
-    return seed + 1000 * round_index + image_index
+def _media_seed(seed: int, round_index: int, slot: int) -> int:
+    """The diffusion seed of one image or video slot in one round: per user, independent of the batch."""
+    return seed + 1000 * round_index + slot
 
 
 def _request(key: str, template: Any, **fields: Any) -> dict[str, Any]:
@@ -265,8 +317,9 @@ def _value(answers: dict[str, Any], key: str, name: str) -> Any:
 
 def _feedback(version: PostVersion) -> str:
     clip = ", ".join(f"{c:.2f}" for c in version.clip) or "none"
+    visuals = "image-text" if not version.videos else "image/video-text"
     return (
-        f"Previous version (title: {version.title!r}) scored CLIPScore {clip} (image-text match, max 2.5), "
+        f"Previous version (title: {version.title!r}) scored CLIPScore {clip} ({visuals} match, max 2.5), "
         f"relevance {version.relevance:.2f} to the reader's history. Revise it so images and text match "
         "better and the post fits the reader more closely.\n\n"
     )

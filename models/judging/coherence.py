@@ -19,3 +19,8 @@ def coherence(post_embeddings: np.ndarray, reference_embeddings: np.ndarray) -> 
     post = np.asarray(post_embeddings, dtype=np.float64)
     post = post / np.maximum(np.linalg.norm(post, axis=1, keepdims=True), 1e-12)
     return float((CLIP_SCORE_WEIGHT * np.clip(post @ reference, 0.0, None)).mean())
+
+
+def visual_coherence(visuals: list[np.ndarray], reference_embeddings: np.ndarray) -> float:
+    """Mean coherence over a post's visuals: each one image [1, d] or one clip's frames [k, d]."""
+    return float(np.mean([coherence(frames, reference_embeddings) for frames in visuals]))

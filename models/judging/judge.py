@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -11,16 +12,17 @@ from PIL import Image
 
 from models.embedding import Embedder
 from models.llm.prompts import JUDGE_FACTS, JUDGE_QUALITY
-from models.media import png_data_url
+from models.media import VideoClip, png_data_url
 from models.profiling.evidence import numbered_list
 
 POST_CHARS = 700
 HISTORY_CHARS = 1000
+JUDGE_FRAMES_PER_CLIP = 2  # the judge sees a clip's first and last frames
 
 
 @dataclass
 class PostView:
-    """What the judge and the metrics see of one post: text and images, never the method that made it."""
+    """What the judge and the metrics see of one post: text, images and clips, never the method behind it."""
 
     method: str
     user_id: str
@@ -28,6 +30,11 @@ class PostView:
     images: list[Image.Image] = field(default_factory=list, repr=False)
     history_cards: list[str] = field(default_factory=list)
     target_card: str = ""
+    videos: list[VideoClip] = field(default_factory=list, repr=False)
+
+    def visuals(self, frames_per_clip: int) -> list[list[Image.Image]]:
+        """Each image as one frame, then each clip as ``frames_per_clip`` evenly spaced frames."""
+        return [[image] for image in self.images] + [clip.sample(frames_per_clip) for clip in self.videos]
 
     @property
     def key(self) -> str:
@@ -58,20 +65,33 @@ class CatalogueFacts:
 
 
 def judge_requests(views: list[PostView], facts: list[list[str]], max_images: int) -> list[dict[str, Any]]:
-    """Two requests per post (quality with its images, facts); keys are opaque, order as given."""
+    """Two requests per post (quality with its images and clip frames, facts); keys are opaque, order kept."""
     requests = []
     for view, evidence in zip(views, facts, strict=True):
         post = view.text[:POST_CHARS]
-        images = [png_data_url(image, 448) for image in view.images[:max_images]]
+        images, note = _attachments(view, max_images)
         fields = {
             "history": numbered_list(view.history_cards, HISTORY_CHARS, 120),
             "post": post,
-            "image_note": f" (its {len(images)} image(s) are attached above)" if images else "",
+            "image_note": note,
         }
         requests.append(_request(f"{view.key}|quality", JUDGE_QUALITY, fields, images))
         fact_fields = {"facts": numbered_list(evidence, HISTORY_CHARS, 200), "post": post}
         requests.append(_request(f"{view.key}|facts", JUDGE_FACTS, fact_fields, None))
     return requests
+
+
+def _attachments(view: PostView, max_images: int) -> tuple[list[str], str]:
+    """Data URLs of the post's images, then its clips' frames, up to ``max_images``, and a note saying so."""
+    frames = [(image, "image") for image in view.images] + [
+        (frame, "video frame") for clip in view.videos for frame in clip.sample(JUDGE_FRAMES_PER_CLIP)
+    ]
+    attached = frames[:max_images]
+    if not attached:
+        return [], ""
+    counts = Counter(kind for _, kind in attached)
+    note = " and ".join(f"{count} {kind}(s)" for kind, count in counts.items())
+    return [png_data_url(image, 448) for image, _ in attached], f" (its {note} are attached above)"
 
 
 def _request(key: str, template: Any, fields: dict[str, Any], images: list[str] | None) -> dict[str, Any]:

@@ -152,31 +152,32 @@ IDEA = PromptTemplate(
 )
 
 
-def post_template(num_images: int) -> PromptTemplate:
-    """Writing: a post with title, body, tags and one image prompt per image."""
+def post_template(num_images: int, num_videos: int = 0) -> PromptTemplate:
+    """Writing: a post with title, body, tags, one prompt per image and (when asked) one per video clip."""
+    fields: dict[str, Any] = {
+        "title": {"type": "string", "maxLength": 80},
+        "body": {"type": "string", "maxLength": 600},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 24}, "minItems": 1, "maxItems": 5},
+        "image_prompts": _prompts(num_images),
+    }
+    media = ""
+    if num_videos:
+        fields["video_prompts"] = _prompts(num_videos)
+        media = "Each video prompt describes one short clip: its scene and the motion in it.\n"
     return PromptTemplate(
         "post",
         1,
         "You write engaging social media posts tailored to one reader. Answer in JSON.",
         "Reader profile:\n{profile}\n\nIdea: {idea}\n\nStyle references (posts this reader liked):\n"
-        "{exemplars}\n\n{feedback}Write the post.",
-        _object(
-            title={"type": "string", "maxLength": 80},
-            body={"type": "string", "maxLength": 600},
-            tags={
-                "type": "array",
-                "items": {"type": "string", "maxLength": 24},
-                "minItems": 1,
-                "maxItems": 5,
-            },
-            image_prompts={
-                "type": "array",
-                "items": {"type": "string", "maxLength": 120},
-                "minItems": num_images,
-                "maxItems": num_images,
-            },
-        ),
+        "{exemplars}\n\n{feedback}" + media + "Write the post.",
+        _object(**fields),
     )
+
+
+def _prompts(count: int) -> dict[str, Any]:
+    """Exactly ``count`` generation prompts."""
+    item = {"type": "string", "maxLength": 120}
+    return {"type": "array", "items": item, "minItems": count, "maxItems": count}
 
 
 _SCALE = {"type": "integer", "minimum": 1, "maximum": 5}

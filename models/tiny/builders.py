@@ -169,6 +169,61 @@ def build_stable_diffusion(out: Path) -> None:
     pipeline.save_pretrained(out)
 
 
+def build_text_to_video(out: Path) -> None:
+    """Tiny Wan 2.1 text-to-video pipeline (3D transformer, causal video VAE, UMT5 encoder, flow matching).
+
+    Wan's architecture, so ``Wan-AI/Wan2.1-T2V-*-Diffusers`` weights run the same code; sizes a multiple
+    of 16 and 4k+1 frames, as for the real model.
+    """
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = build_bpe_tokenizer(out / "tokenizer", TEXT_VOCAB_SIZE)
+    torch.manual_seed(0)
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+    )
+    pipeline = WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        transformer=transformer,
+    )
+    pipeline.save_pretrained(out)
+
+
 def build_clip(out: Path) -> None:
     """Tiny CLIP (text and vision towers, 32-dim projection) with its processor, for CLIPScore."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
@@ -198,4 +253,5 @@ TINY_MODELS = {
     "vlm": build_vlm,
     "sd": build_stable_diffusion,
     "clip": build_clip,
+    "video": build_text_to_video,
 }
