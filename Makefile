@@ -10,7 +10,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(PROFILE)
 RUN ?= runs/demo
 
-.PHONY: install tiny-models demo test lint bench clean
+# Headless Chromium for the page tests: $TAILORMIND_CHROMIUM, else one on PATH, else Debian's package.
+CHROMIUM ?= $(or $(TAILORMIND_CHROMIUM),$(shell command -v chromium || command -v chromium-browser || command -v google-chrome))
+
+.PHONY: install tiny-models browser demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +33,11 @@ install: $(STAMP)
 tiny-models: install
 	$(BIN)/tailormind models build-tiny
 
+browser:
+ifeq ($(CHROMIUM),)
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+endif
+
 demo: tiny-models
 	$(BIN)/tailormind run --config configs/demo.yaml --out $(RUN)
 
@@ -38,7 +46,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: tiny-models lint
+test: tiny-models browser lint
 	$(BIN)/python -m pytest -q
 
 bench: tiny-models

@@ -1,8 +1,9 @@
-"""Shared fixtures: the real MovieLens sample and the repository root."""
+"""Shared fixtures: the real MovieLens sample, the repository root, the Ray cluster, headless Chromium."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -73,3 +74,41 @@ def tiny_models() -> Path:
 
     build_tiny_models()
     return default_models_dir()
+
+
+# The flags this machine's closed network needs (no background connections) and root needs (no sandbox).
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_executable() -> str | None:
+    """``$TAILORMIND_CHROMIUM``, else the first Chromium or Chrome on ``PATH``."""
+    configured = os.environ.get("TAILORMIND_CHROMIUM")
+    if configured:
+        return configured
+    names = ("chromium", "chromium-browser", "google-chrome")
+    return next((path for name in names if (path := shutil.which(name))), None)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium driven by Playwright, shared by the page tests (``make test`` installs it)."""
+    executable = chromium_executable()
+    if executable is None:
+        pytest.fail(
+            "the page tests need headless Chromium: 'make test' installs Debian's chromium package; "
+            "elsewhere set TAILORMIND_CHROMIUM to a Chromium or Chrome binary, or deselect: -m 'not browser'"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
