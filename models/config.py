@@ -111,7 +111,8 @@ class GenerationConfig(StrictModel):
     image_size: int = Field(512, ge=32, le=2048)
     guidance_scale: float = Field(7.5, ge=0)
     clip_model: str = Field(
-        "tiny://clip", description="transformers CLIP source (openai/clip-vit-base-patch32)"
+        "tiny://clip",
+        description="transformers CLIP source (openai/clip-vit-base-patch32) or open_clip:ARCH@PRETRAINED",
     )
     device: str = Field("cpu", description="device of the diffusion and scoring models")
     dtype: str = Field("float32", description="diffusion dtype (float16 on GPU)")

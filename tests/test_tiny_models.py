@@ -84,3 +84,17 @@ def test_clip_scorer_scores_pairs(tiny_models):
     texts = scorer.embed_texts(["a", "b", "c"])
     assert texts.shape == (3, 32)
     assert np.allclose(texts.norm(dim=-1).numpy(), 1.0, atol=1e-5)
+
+
+def test_open_clip_scorer_where_open_clip_imports():
+    pytest.importorskip("open_clip", reason="open_clip needs torchvision, which only GPU installs have")
+    from PIL import Image
+
+    from models.scoring.clip_score import CLIPScorer
+
+    scorer = CLIPScorer("open_clip:ViT-B-32")  # the architecture with random weights: nothing to download
+    images = [Image.new("RGB", (40, 30), color) for color in ("red", "blue")]
+    scores = scorer.score(images, ["a red square", "a blue square"])
+    assert scores.shape == (2,) and ((scores >= 0) & (scores <= 2.5)).all()
+    assert scorer.embed_texts(["a", "b"]).shape == (2, 512)
+    assert np.allclose(scorer.embed_images(images).norm(dim=-1).numpy(), 1.0, atol=1e-5)
