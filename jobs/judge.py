@@ -26,7 +26,7 @@ from models.config import TailorMindConfig
 from models.data import load_dataset
 from models.embedding import TextEmbedder
 from models.evaluation import mean_with_ci
-from models.generation.writer import GeneratedPost, UserBrief
+from models.generation.writer import GeneratedPost, UserBrief, split_groups
 from models.judging.coherence import coherence, visual_coherence
 from models.judging.judge import CatalogueFacts, PostView, judge_requests, judged_scores
 from models.llm.prompts import JUDGE_FACTS, JUDGE_QUALITY
@@ -135,8 +135,8 @@ def _coherence(views: list[PostView], scorer: CLIPScorer, frames_per_clip: int) 
         reference = scorer.embed_texts([*view.history_cards, view.target_card]).cpu().numpy()
         visuals = view.visuals(frames_per_clip)
         if visuals:
-            embedded = [scorer.embed_images(frames).cpu().numpy() for frames in visuals]
-            values.append(visual_coherence(embedded, reference))
+            embedded = scorer.embed_images([frame for frames in visuals for frame in frames]).cpu().numpy()
+            values.append(visual_coherence(split_groups(embedded, visuals), reference))
         else:
             values.append(coherence(scorer.embed_texts([view.text]).cpu().numpy(), reference))
     return values

@@ -10,7 +10,7 @@ from models.config import load_config
 from models.embedding import TextEmbedder
 from models.generation.diffusion import ImageGenerator, VideoGenerator
 from models.generation.pages import write_index, write_post
-from models.generation.writer import GeneratedPost, PostVersion, PostWriter, UserBrief
+from models.generation.writer import GeneratedPost, PostVersion, PostWriter, UserBrief, split_groups
 from models.media import VideoClip
 from models.scoring.clip_score import CLIPScorer
 
@@ -28,6 +28,11 @@ def test_post_pages_and_scores(tmp_path):
     saved = json.loads((page.parent / "post.json").read_text())
     assert saved["best_version"] == 1 and saved["versions"][1]["scores"]["relevance"] == 0.5
     assert 'href="u_1/index.html"' in write_index(tmp_path, {"u/1": page}).read_text()
+
+
+def test_scores_of_flattened_frames_split_back_per_image_and_clip():
+    parts = split_groups(np.arange(5.0), [["image"], ["f1", "f2", "f3"], ["image"]])
+    assert [part.tolist() for part in parts] == [[0.0], [1.0, 2.0, 3.0], [4.0]]
 
 
 def test_a_post_with_a_clip_writes_a_playable_webm(tmp_path):

@@ -262,7 +262,8 @@ class PostWriter:
         seeds = [_media_seed(self.seed, round_index, index) for _, index, _ in todo]
         rendered: list[Any] = model.generate([prompt for _, _, prompt in todo], seeds)
         for (user_id, index, _), item in zip(todo, rendered, strict=True):
-            current[user_id].media(kind)[1][index] = item
+            _, media = current[user_id].media(kind)
+            media[index] = item
 
     def _score(self, current: dict[str, PostVersion], history: dict[str, np.ndarray | None]) -> None:
         """CLIPScore of each image, and of each clip's sampled frames, against its prompt and the title.
@@ -278,11 +279,9 @@ class PostWriter:
         if visuals:
             frames = [frame for _, group, _ in visuals for frame in group]
             texts = [text for _, group, text in visuals for _ in group]
-            scores = self.scorer.score(frames, texts)
-            start = 0
-            for user_id, group, _ in visuals:
-                current[user_id].clip.append(float(np.mean(scores[start : start + len(group)])))
-                start += len(group)
+            scores = split_groups(self.scorer.score(frames, texts), [group for _, group, _ in visuals])
+            for (user_id, _, _), group_scores in zip(visuals, scores, strict=True):
+                current[user_id].clip.append(float(np.mean(group_scores)))
         users = list(current)
         if users:
             posts = self.embedder.embed([f"{current[u].title}\n{current[u].body}" for u in users])
@@ -299,6 +298,11 @@ class PostWriter:
             mean = self.embedder.embed(b.history_cards).mean(axis=0)
             vectors[b.user_id] = mean / max(float(np.linalg.norm(mean)), 1e-12)
         return vectors
+
+
+def split_groups(values: np.ndarray, groups: list[list[Any]]) -> list[np.ndarray]:
+    """``values`` computed for the flattened ``groups``, split back into one array per group."""
+    return np.split(values, np.cumsum([len(group) for group in groups])[:-1])
 
 
 def _media_seed(seed: int, round_index: int, slot: int) -> int:
