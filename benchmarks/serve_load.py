@@ -62,21 +62,22 @@ def _pipeline_batch_speedup(generator: ImageGenerator | VideoGenerator, items: i
     return one_by_one / (time.perf_counter() - start)
 
 
-def _post(url: str, body: dict) -> tuple[float, int]:
-    """(seconds, HTTP status) of one POST."""
+def _post(url: str, body: dict) -> tuple[float, int, str]:
+    """(seconds, HTTP status, error detail) of one POST."""
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
     )
     start = time.perf_counter()
+    detail = ""
     try:
         with urllib.request.urlopen(request, timeout=600) as response:
             response.read()
             status = response.status
     except urllib.error.HTTPError as error:
-        status = error.code
-    except OSError:
-        status = 0
-    return time.perf_counter() - start, status
+        status, detail = error.code, str(json.loads(error.read()).get("detail"))
+    except OSError as error:
+        status, detail = 0, str(error)
+    return time.perf_counter() - start, status, detail
 
 
 def _load(url: str, videos: int, concurrency: int, requests: int, budget_s: float) -> dict:
@@ -87,17 +88,21 @@ def _load(url: str, videos: int, concurrency: int, requests: int, budget_s: floa
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         results = list(
-            pool.map(lambda body: _post(url, body) if time.perf_counter() < deadline else (0.0, -1), bodies)
+            pool.map(
+                lambda body: _post(url, body) if time.perf_counter() < deadline else (0.0, -1, ""), bodies
+            )
         )
     seconds = time.perf_counter() - start
-    done = [latency for latency, status in results if status == 200]
+    done = [latency for latency, status, _ in results if status == 200]
     latencies = sorted(done)
+    errors = [f"{status}: {detail[:200]}" for _, status, detail in results if status not in (200, -1)]
     return {
         "videos_per_post": videos,
         "concurrency": concurrency,
         "requests": len(done),
-        "errors": sum(1 for _, status in results if status not in (200, -1)),
-        "skipped_over_budget": sum(1 for _, status in results if status == -1),
+        "errors": len(errors),
+        "error_details": sorted(set(errors)),
+        "skipped_over_budget": sum(1 for _, status, _ in results if status == -1),
         "requests_per_second": len(done) / seconds,
         "p50_s": statistics.median(latencies) if latencies else None,
         "p99_s": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else None,

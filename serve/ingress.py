@@ -166,7 +166,7 @@ class TailorMindIngress(OpenAiIngress):
         )
         post = writer.write([UserBrief(REQUEST_KEY, profile, cards, cards)])[0]
         if post.best < 0:
-            raise HTTPException(503, "the writer gave no valid post: " + "; ".join(post.errors))
+            raise HTTPException(503, "; ".join(post.errors))
         best = post.versions[post.best]
         images = [
             PostImage(prompt=prompt, png_base64=png_data_url(image, max(image.size)).partition(",")[2])

@@ -146,8 +146,6 @@ class PostWriter:
         drafts = self._drafts(briefs, posts, feedback={})
         history = self._history_vectors(briefs)
         active = {user_id for user_id, draft in drafts.items() if draft is not None}
-        for user_id in set(posts) - active:
-            posts[user_id].errors.append("the writer returned no valid post")
         rounds = {
             b.user_id: self.reflection_rounds if b.reflection_rounds is None else b.reflection_rounds
             for b in briefs
@@ -216,7 +214,12 @@ class PostWriter:
         answers = self.complete(requests, "optimizer" if feedback else "profiler")
         drafts: dict[str, PostVersion | None] = {}
         for b in briefs:
-            value = answers[b.user_id].value if b.user_id in answers else None
+            answer = answers.get(b.user_id)
+            value = answer.value if answer is not None else None
+            if not value:
+                step = f"revision {len(posts[b.user_id].versions)}" if feedback else "the first draft"
+                reason = f" after {answer.attempts} attempts: {answer.error}" if answer is not None else ""
+                posts[b.user_id].errors.append(f"the writer returned no valid post for {step}{reason}")
             drafts[b.user_id] = (
                 PostVersion(
                     value["title"],
