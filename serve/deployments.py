@@ -32,7 +32,7 @@ def deployment_options(config: DeploymentConfig) -> dict[str, Any]:
 class DiffusionDeployment:
     """Text to image or video; concurrent requests are grouped by ``@serve.batch`` into one pipeline call."""
 
-    def __init__(self, generation: GenerationConfig, medium: Literal["image", "video"] = "image"):
+    def __init__(self, generation: GenerationConfig, medium: Literal["image", "video"]):
         generator = ImageGenerator if medium == "image" else VideoGenerator
         self.generator: ImageGenerator | VideoGenerator = generator.from_config(generation)
 
