@@ -33,6 +33,8 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
         "profiling.rounds=1",
         "--set",
         "judge.max_users=1",
+        "--set",
+        "generation.reflection_rounds=1",  # one revision per post (in generate and judge) keeps CI short
     ]
     assert main(args) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
