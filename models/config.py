@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from models.config_base import StrictModel
 from models.errors import TailorMindError
 from models.llm.config import LLMConfig
+from models.url_roots import url_root
 
 
 class RayConfig(StrictModel):
@@ -175,6 +176,10 @@ class ServeConfig(StrictModel):
     media_roots: list[str] = Field(
         [], description="folders that request image_uris may point into; data: URIs are always accepted"
     )
+    url_roots: list[str] = Field(
+        [], description="http(s) URL prefixes that request image_uris may be fetched from; no other URL is"
+    )
+    fetch_timeout_s: float = Field(10.0, gt=0, le=120, description="socket timeout of each image fetch")
     max_body_mb: float = Field(8.0, gt=0, description="larger request bodies get 413")
     ingress: DeploymentConfig = DeploymentConfig(num_cpus=0.25, max_ongoing_requests=32)
     diffusion: DiffusionDeploymentConfig = DiffusionDeploymentConfig()
@@ -182,6 +187,11 @@ class ServeConfig(StrictModel):
         None, description="the text-to-video deployment (generation.video); None = this app makes no clips"
     )
     scorer: DeploymentConfig = DeploymentConfig(num_cpus=0.5)
+
+    @field_validator("url_roots")
+    @classmethod
+    def _canonical_url_roots(cls, roots: list[str]) -> list[str]:
+        return [url_root(root) for root in roots]
 
 
 class TailorMindConfig(StrictModel):

@@ -6,6 +6,8 @@ import base64
 import binascii
 import io
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,6 +16,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from models.url_roots import under_url_roots
 
 
 class MediaError(ValueError):
@@ -121,33 +125,37 @@ def _frames(capture: Any, indices: np.ndarray, path: str) -> list[Image.Image]:
 
 
 MAX_REQUEST_PIXELS = 40_000_000
+MAX_FETCH_BYTES = 20 * 1024 * 1024
 
 
-def request_image_data_url(uri: str, roots: Sequence[Path], max_side: int = 448) -> str:
-    """An image a request names, as a small PNG data URL: a data: URI, or a file under one of ``roots``.
+@dataclass(frozen=True)
+class MediaSources:
+    """Where request media may come from besides data: URIs: folders, and http(s) URL roots."""
 
-    Nothing else is read: no URL is fetched, and a path that leaves every root (``..``, symlinks) is refused.
+    folders: Sequence[Path] = ()
+    url_roots: Sequence[str] = ()  # canonical, as models.url_roots.url_root gives them
+    fetch_timeout_s: float = 10.0
+
+
+def request_image_data_url(uri: str, sources: MediaSources, max_side: int = 448) -> str:
+    """An image a request names, as a small PNG data URL: a data: URI, a file or a URL inside ``sources``.
+
+    Nothing else is read: a path that leaves every folder (``..``, symlinks) is refused, and so is a URL
+    outside the URL roots, including one that a redirect leads to.
     """
+    source: io.BytesIO | Path
     if uri.startswith("data:"):
         header, _, payload = uri.partition(",")
         if not header.endswith(";base64") or not header[5:].startswith("image/"):
             raise MediaError("an image data URI must look like data:image/png;base64,...")
         try:
-            source: io.BytesIO | Path = io.BytesIO(base64.b64decode(payload, validate=True))
+            source = io.BytesIO(base64.b64decode(payload, validate=True))
         except binascii.Error:
             raise MediaError("an image data URI holds invalid base64") from None
     elif "://" in uri and not uri.startswith("file://"):
-        raise MediaError(f"{uri[:80]!r}: this server fetches no URLs; send the image as a data: URI")
+        source = io.BytesIO(fetch_bytes(uri, sources.url_roots, sources.fetch_timeout_s))
     else:
-        path = Path(uri.removeprefix("file://"))
-        if not path.is_absolute() and roots:
-            path = roots[0] / path  # relative names are relative to the first root
-        path = path.resolve()
-        if not any(path.is_relative_to(root.resolve()) for root in roots):
-            raise MediaError(f"{uri[:200]!r} is outside the configured media roots")
-        if not path.is_file():
-            raise MediaError(f"{uri[:200]!r}: no such file under the media roots")
-        source = path
+        source = _file_in_folders(uri, sources.folders)
     try:
         with Image.open(source) as image:
             if image.width * image.height > MAX_REQUEST_PIXELS:
@@ -155,3 +163,48 @@ def request_image_data_url(uri: str, roots: Sequence[Path], max_side: int = 448)
             return png_data_url(image, max_side)
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError):
         raise MediaError(f"{uri[:80]!r} is not a readable image") from None
+
+
+def _file_in_folders(uri: str, folders: Sequence[Path]) -> Path:
+    """The file a path or file:// URI names, once resolved, if it lies in one of ``folders``."""
+    path = Path(uri.removeprefix("file://"))
+    if not path.is_absolute() and folders:
+        path = folders[0] / path  # relative names are relative to the first folder
+    path = path.resolve()
+    if not any(path.is_relative_to(folder.resolve()) for folder in folders):
+        raise MediaError(f"{uri[:200]!r} is outside the configured media roots")
+    if not path.is_file():
+        raise MediaError(f"{uri[:200]!r}: no such file under the media roots")
+    return path
+
+
+def fetch_bytes(
+    url: str, url_roots: Sequence[str], timeout_s: float, max_bytes: int = MAX_FETCH_BYTES
+) -> bytes:
+    """The body of ``url``, at most ``max_bytes``, if it and every redirect stay inside ``url_roots``."""
+    if not under_url_roots(url, url_roots):
+        raise MediaError(f"{url[:200]!r} is outside the configured URL roots; send the image as a data: URI")
+    opener = urllib.request.build_opener(_RedirectsInsideRoots(url_roots))
+    try:
+        with opener.open(url, timeout=timeout_s) as response:
+            body = response.read(max_bytes + 1)
+    except urllib.error.HTTPError as exc:
+        raise MediaError(f"{url[:200]!r}: the server answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise MediaError(f"{url[:200]!r} cannot be fetched: {getattr(exc, 'reason', exc)}") from None
+    if len(body) > max_bytes:
+        raise MediaError(f"{url[:200]!r} is larger than {max_bytes} bytes")
+    return body
+
+
+class _RedirectsInsideRoots(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to a URL inside the roots."""
+
+    def __init__(self, url_roots: Sequence[str]):
+        self.url_roots = url_roots
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        """The redirected request, or a MediaError when it would leave the roots."""
+        if not under_url_roots(newurl, self.url_roots):
+            raise MediaError(f"a redirect to {newurl[:200]!r} leaves the configured URL roots")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)

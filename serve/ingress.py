@@ -27,7 +27,7 @@ from ray.serve.llm.ingress import OpenAiIngress
 from models.config import TailorMindConfig
 from models.generation.writer import PostVersion, PostWriter, UserBrief
 from models.llm.prompts import CAPTION_IMAGE, profile_text
-from models.media import MediaError, png_data_url, request_image_data_url, webm_bytes
+from models.media import MediaError, MediaSources, png_data_url, request_image_data_url, webm_bytes
 from models.profiling.evidence import item_card
 from models.profiling.initial import profile_request
 from serve.handles import RemoteDiffusion, RemoteLLM, RemoteScorer
@@ -77,7 +77,12 @@ class TailorMindIngress(OpenAiIngress):
         llm = self.config.llm
         roles = {"captioner": llm.captioner, "profiler": llm.profiler, "optimizer": llm.optimizer}
         self.llm = RemoteLLM(dict(llm_deployments), roles, self.config.seed)
-        self.media_roots = [Path(root) for root in self.config.serve.media_roots]
+        served = self.config.serve
+        self.media = MediaSources(
+            folders=[Path(root) for root in served.media_roots],
+            url_roots=served.url_roots,
+            fetch_timeout_s=served.fetch_timeout_s,
+        )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """The replica's FastAPI app (built here so that its guard knows this deployment's settings)."""
@@ -107,7 +112,7 @@ class TailorMindIngress(OpenAiIngress):
         for index, item in enumerate(history):
             for uri_index, uri in enumerate(item.image_uris):
                 try:
-                    images.append((index, request_image_data_url(uri, self.media_roots)))
+                    images.append((index, request_image_data_url(uri, self.media)))
                 except MediaError as exc:
                     raise HTTPException(422, f"history[{index}].image_uris[{uri_index}]: {exc}") from None
         descriptions: dict[int, list[str]] = {}

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import base64
+import http.server
 import io
 import json
 import os
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import pytest
 from PIL import Image
 
-from models.media import MediaError, request_image_data_url
+from models.media import MediaError, MediaSources, fetch_bytes, request_image_data_url
+from models.url_roots import under_url_roots, url_root
 from tests.conftest import REPO_ROOT
 
 TOKEN_ENV = "TAILORMIND_TEST_TOKEN"
@@ -46,19 +50,60 @@ def media(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "inside": _png(root / "poster.png", (0, 128, 255)), "secret": secret}
 
 
-def test_request_images_come_only_from_data_uris_and_media_roots(media):
-    roots = [media["root"]]
-    assert request_image_data_url(str(media["inside"]), roots).startswith("data:image/png;base64,")
-    assert request_image_data_url("poster.png", roots).startswith("data:image/png;base64,")
-    assert request_image_data_url(_data_uri(media["secret"]), roots).startswith("data:image/png;base64,")
+@pytest.fixture(scope="module")
+def image_site(media) -> Iterator[str]:
+    """A loopback HTTP site: /allowed/ holds a poster and redirects, /private/ a secret; its base URL."""
+    pages = {
+        "/allowed/poster.png": (200, media["inside"].read_bytes()),
+        "/allowed/hop-inside": (302, "/allowed/poster.png"),
+        "/allowed/hop-out": (302, "/private/secret.png"),
+        "/private/secret.png": (200, media["secret"].read_bytes()),
+    }
+
+    class Site(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, content = pages.get(self.path, (404, b""))
+            self.send_response(status)
+            if status == 302:
+                self.send_header("Location", str(content))
+                content = b""
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            self.wfile.write(content if isinstance(content, bytes) else b"")
+
+        def log_message(self, *args: object) -> None:
+            """Quiet."""
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Site)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{site.server_port}"
+    site.shutdown()
+
+
+def test_request_images_come_only_from_data_uris_media_roots_and_url_roots(media, image_site):
+    sources = MediaSources(folders=[media["root"]], url_roots=[url_root(f"{image_site}/allowed")])
+    poster = request_image_data_url(str(media["inside"]), sources)
+    assert poster.startswith("data:image/png;base64,")
+    assert request_image_data_url("poster.png", sources) == poster
+    assert request_image_data_url(f"{image_site}/allowed/poster.png", sources) == poster
+    assert request_image_data_url(f"{image_site}/allowed/hop-inside", sources) == poster
+    assert request_image_data_url(_data_uri(media["secret"]), sources).startswith("data:image/png;base64,")
+    port = image_site.rsplit(":", 1)[1]
     refused = {
         str(media["secret"]): "outside the configured media roots",
         "escape.png": "outside the configured media roots",  # symlink out of the root
         "../outside/secret.png": "outside the configured media roots",
         "/etc/passwd": "outside the configured media roots",
         "file:///etc/passwd": "outside the configured media roots",
-        "https://example.com/a.png": "fetches no URLs",
-        "s3://bucket/a.png": "fetches no URLs",
+        f"{image_site}/private/secret.png": "outside the configured URL roots",
+        f"{image_site}/allowed/../private/secret.png": "outside the configured URL roots",
+        f"{image_site}/allowed/%2e%2e/private/secret.png": "outside the configured URL roots",
+        f"http://127.0.0.1:{port}@169.254.169.254/allowed/poster.png": "outside the configured URL roots",
+        f"http://localhost:{port}/allowed/poster.png": "outside the configured URL roots",  # another host
+        f"{image_site}/allowed/hop-out": "redirect to .* leaves the configured URL roots",
+        f"{image_site}/allowed/missing.png": "HTTP 404",
+        "https://example.com/a.png": "outside the configured URL roots",
+        "s3://bucket/a.png": "outside the configured URL roots",
         "data:text/plain;base64,aGk=": "must look like data:image",
         "data:image/png;base64,!!!": "invalid base64",
         "data:image/png;base64," + base64.b64encode(b"not an image").decode(): "not a readable image",
@@ -66,7 +111,34 @@ def test_request_images_come_only_from_data_uris_and_media_roots(media):
     }
     for uri, reason in refused.items():
         with pytest.raises(MediaError, match=reason):
-            request_image_data_url(uri, roots)
+            request_image_data_url(uri, sources)
+    size = media["inside"].stat().st_size
+    poster_url = f"{image_site}/allowed/poster.png"
+    assert len(fetch_bytes(poster_url, sources.url_roots, timeout_s=5, max_bytes=size)) == size
+    with pytest.raises(MediaError, match=f"larger than {size - 1} bytes"):
+        fetch_bytes(poster_url, sources.url_roots, timeout_s=5, max_bytes=size - 1)
+
+
+def test_url_roots_are_canonical_and_refuse_what_could_widen_them():
+    assert url_root("HTTPS://CDN.example.com/img") == "https://cdn.example.com:443/img/"
+    assert url_root("http://[::1]:8080/") == "http://[::1]:8080/"
+    assert under_url_roots("https://cdn.example.com/img/a.png", ["https://cdn.example.com:443/img/"])
+    assert not under_url_roots("https://cdn.example.com/imgs/a.png", ["https://cdn.example.com:443/img/"])
+    assert not under_url_roots("http://cdn.example.com/img/a.png", ["https://cdn.example.com:443/img/"])
+    for bad in (
+        "ftp://host/",
+        "https:///path",
+        "https://user:pw@host/",
+        "https://host/?q=1",
+        "https://host/a/../",
+    ):
+        with pytest.raises(ValueError):
+            url_root(bad)
+    from models.config import ServeConfig
+
+    with pytest.raises(ValueError, match="not an http"):
+        ServeConfig(url_roots=["/var/media"])
+    assert ServeConfig(url_roots=["https://cdn.example.com"]).url_roots == ["https://cdn.example.com:443/"]
 
 
 def test_request_bodies_bound_the_images_of_a_whole_request():
@@ -82,8 +154,8 @@ def test_request_bodies_bound_the_images_of_a_whole_request():
 
 
 @pytest.fixture(scope="module")
-def server(ray_cluster, tiny_models, serve_port, media):
-    """The demo Serve application with a bearer token, a media root and a small body limit."""
+def server(ray_cluster, tiny_models, serve_port, media, image_site):
+    """The demo Serve application with a bearer token, a media root, a URL root and a small body limit."""
     from ray import serve
 
     from models.config import load_config
@@ -95,6 +167,7 @@ def server(ray_cluster, tiny_models, serve_port, media):
         [
             f"serve.auth_token_env={TOKEN_ENV}",
             f"serve.media_roots=[{media['root']}]",
+            f"serve.url_roots=[{image_site}/allowed/]",
             "serve.max_body_mb=0.05",
         ],
     )
@@ -137,8 +210,9 @@ def test_health_models_and_openai_chat(server):
 
 
 @pytest.mark.slow
-def test_profile_and_generate_with_images_and_clips(server, media, tmp_path):
-    history = [*HISTORY, {"title": "Up", "text": "balloons", "image_uris": ["poster.png"]}]
+def test_profile_and_generate_with_images_and_clips(server, image_site, tmp_path):
+    posters = ["poster.png", f"{image_site}/allowed/poster.png"]  # a media-root file and a URL-root image
+    history = [*HISTORY, {"title": "Up", "text": "balloons", "image_uris": posters}]
     status, body = _call(f"{server}/v1/profile", {"history": history})
     assert status == 200, body
     assert body["profile"]["preferences"] and body["profile"]["text"]
@@ -170,7 +244,10 @@ def test_profile_and_generate_with_images_and_clips(server, media, tmp_path):
 
 
 @pytest.mark.slow
-def test_bad_and_hostile_requests_get_4xx_with_a_reason(server, media):
+def test_bad_and_hostile_requests_get_4xx_with_a_reason(server, media, image_site):
+    def item_with_image(uri: str) -> dict[str, object]:
+        return {"history": [{"title": "a", "image_uris": [uri]}]}
+
     cases = [
         ("/v1/models", None, None, 401),  # no token
         ("/v1/profile", {"history": HISTORY}, "wrong-token", 401),
@@ -183,9 +260,11 @@ def test_bad_and_hostile_requests_get_4xx_with_a_reason(server, media):
         ("/v1/generate", {"profile": "x", "reflection_rounds": 50}, TOKEN, 422),
         ("/v1/generate", {"profile": "x", "seed": -1}, TOKEN, 422),
         ("/v1/generate", {"profile": "x" * 5000}, TOKEN, 422),
-        ("/v1/profile", {"history": [{"title": "a", "image_uris": [str(media["secret"])]}]}, TOKEN, 422),
-        ("/v1/profile", {"history": [{"title": "a", "image_uris": ["escape.png"]}]}, TOKEN, 422),
-        ("/v1/profile", {"history": [{"title": "a", "image_uris": ["http://169.254.169.254/"]}]}, TOKEN, 422),
+        ("/v1/profile", item_with_image(str(media["secret"])), TOKEN, 422),
+        ("/v1/profile", item_with_image("escape.png"), TOKEN, 422),
+        ("/v1/profile", item_with_image("http://169.254.169.254/"), TOKEN, 422),
+        ("/v1/profile", item_with_image(f"{image_site}/private/secret.png"), TOKEN, 422),
+        ("/v1/profile", item_with_image(f"{image_site}/allowed/hop-out"), TOKEN, 422),
         ("/v1/profile", {"history": [{"title": "a" * 200, "text": "b" * 3999}] * 20}, TOKEN, 413),
         ("/v1/chat/completions", {"model": "no-such-model", "messages": []}, TOKEN, 404),
     ]
