@@ -74,10 +74,18 @@ def _post(url: str, body: dict) -> tuple[float, int, str]:
             response.read()
             status = response.status
     except urllib.error.HTTPError as error:
-        status, detail = error.code, str(json.loads(error.read()).get("detail"))
+        status, detail = error.code, _error_detail(error.read())
     except OSError as error:
         status, detail = 0, str(error)
     return time.perf_counter() - start, status, detail
+
+
+def _error_detail(body: bytes) -> str:
+    """The ``detail`` of a JSON error body, or the body's text when it is not one (a proxy's own error)."""
+    try:
+        return str(json.loads(body)["detail"])
+    except (ValueError, KeyError, TypeError):
+        return body.decode(errors="replace")
 
 
 def _load(url: str, videos: int, concurrency: int, requests: int, budget_s: float) -> dict:

@@ -132,9 +132,9 @@ MAX_FETCH_BYTES = 20 * 1024 * 1024
 class MediaSources:
     """Where request media may come from besides data: URIs: folders, and http(s) URL roots."""
 
-    folders: Sequence[Path] = ()
-    url_roots: Sequence[str] = ()  # canonical, as models.url_roots.url_root gives them
-    fetch_timeout_s: float = 10.0
+    folders: Sequence[Path]
+    url_roots: Sequence[str]  # canonical, as models.url_roots.url_root gives them
+    fetch_timeout_s: float
 
 
 def request_image_data_url(uri: str, sources: MediaSources, max_side: int = 448) -> str:

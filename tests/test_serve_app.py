@@ -53,23 +53,18 @@ def media(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def image_site(media) -> Iterator[str]:
     """A loopback HTTP site: /allowed/ holds a poster and redirects, /private/ a secret; its base URL."""
-    pages = {
-        "/allowed/poster.png": (200, media["inside"].read_bytes()),
-        "/allowed/hop-inside": (302, "/allowed/poster.png"),
-        "/allowed/hop-out": (302, "/private/secret.png"),
-        "/private/secret.png": (200, media["secret"].read_bytes()),
-    }
+    files = {"/allowed/poster.png": media["inside"], "/private/secret.png": media["secret"]}
+    redirects = {"/allowed/hop-inside": "/allowed/poster.png", "/allowed/hop-out": "/private/secret.png"}
 
     class Site(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            status, content = pages.get(self.path, (404, b""))
-            self.send_response(status)
-            if status == 302:
-                self.send_header("Location", str(content))
-                content = b""
+            content = files[self.path].read_bytes() if self.path in files else b""
+            self.send_response(302 if self.path in redirects else 200 if content else 404)
+            if self.path in redirects:
+                self.send_header("Location", redirects[self.path])
             self.send_header("Content-Length", str(len(content)))
             self.end_headers()
-            self.wfile.write(content if isinstance(content, bytes) else b"")
+            self.wfile.write(content)
 
         def log_message(self, *args: object) -> None:
             """Quiet."""
@@ -81,7 +76,8 @@ def image_site(media) -> Iterator[str]:
 
 
 def test_request_images_come_only_from_data_uris_media_roots_and_url_roots(media, image_site):
-    sources = MediaSources(folders=[media["root"]], url_roots=[url_root(f"{image_site}/allowed")])
+    allowed = [url_root(f"{image_site}/allowed")]
+    sources = MediaSources(folders=[media["root"]], url_roots=allowed, fetch_timeout_s=5)
     poster = request_image_data_url(str(media["inside"]), sources)
     assert poster.startswith("data:image/png;base64,")
     assert request_image_data_url("poster.png", sources) == poster

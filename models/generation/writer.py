@@ -220,16 +220,14 @@ class PostWriter:
                 step = f"revision {len(posts[b.user_id].versions)}" if feedback else "the first draft"
                 reason = f" after {answer.attempts} attempts: {answer.error}" if answer is not None else ""
                 posts[b.user_id].errors.append(f"the writer returned no valid post for {step}{reason}")
-            drafts[b.user_id] = (
-                PostVersion(
-                    value["title"],
-                    value["body"],
-                    value["tags"],
-                    value["image_prompts"],
-                    video_prompts=value.get("video_prompts", []),
-                )
-                if value
-                else None
+                drafts[b.user_id] = None
+                continue
+            drafts[b.user_id] = PostVersion(
+                value["title"],
+                value["body"],
+                value["tags"],
+                value["image_prompts"],
+                video_prompts=value.get("video_prompts", []),
             )
         return drafts
 
