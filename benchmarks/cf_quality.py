@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import RESULTS_DIR, BenchResult, bar_plot
-from jobs.train_cf import train
+from jobs.cf import train
 from models.config import load_config
 from models.data import write_dataset
 from models.data.movielens import import_movielens

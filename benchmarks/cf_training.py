@@ -10,7 +10,7 @@ from torch_geometric.nn import LGConv
 
 from benchmarks.cf_quality import MOVIELENS
 from benchmarks.common import RESULTS_DIR, BenchResult, bar_plot, best_of
-from jobs.train_cf import train
+from jobs.cf import train
 from models.cf import HypergraphCF, build_hypergraph
 from models.cf.inputs import cf_inputs
 from models.config import load_config

@@ -8,13 +8,13 @@ import numpy as np
 
 from benchmarks.cf_quality import MOVIELENS
 from benchmarks.common import RESULTS_DIR, BenchResult, bar_plot
-from jobs.llm_pass import run_structured
-from jobs.ray_cluster import connect
+from jobs.llm_step import LLMStep, request_json, row_answers
 from models.config import RayConfig, load_config
 from models.data.movielens import import_movielens
 from models.llm.prompts import rank_template
 from models.profiling.evidence import numbered_list
 from models.tiny import resolve_model_source
+from runtime.cluster import connect
 
 CANDIDATES, TOP_K, MAX_TOKENS = 100, 20, 96
 
@@ -79,14 +79,21 @@ def run(quick: bool = False) -> BenchResult:
             "llm.ranker.max_retries=0",
         ],
     ).llm.ranker
-    run_structured(requests[:4], role)  # deploys the engine once; later passes reuse it
-    from transformers import AutoTokenizer
+    import pyarrow as pa
+    import ray.data
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source("tiny://chat"))
+    def dataset(batch: list[dict]) -> ray.data.Dataset:
+        rows = [{"user": r["row_key"], "rank_requests": [request_json(r)]} for r in batch]
+        return ray.data.from_arrow(pa.Table.from_pylist(rows))
+
+    LLMStep("rank", role, 0)(
+        dataset(requests[:4])
+    ).take_all()  # deploys the engine once; later steps reuse it
     start = time.perf_counter()
-    answers = run_structured(requests, role)
+    answered = LLMStep("rank", role, 0)(dataset(requests)).take_all()
     seconds = time.perf_counter() - start
-    tokens = sum(len(tokenizer(a.text or "")["input_ids"]) for a in answers.values())
+    tokens = sum(row["rank_generated_tokens"] for row in answered)
+    answers = [a for row in answered for a in row_answers(row, "rank")]
     rate = count / seconds
     result.add(
         method="Ray Data + vLLM (Serve), structured JSON",
@@ -94,7 +101,7 @@ def run(quick: bool = False) -> BenchResult:
         prompts_per_second=rate,
         generated_tokens_per_second=tokens / seconds,
         ratio=rate / base,
-        parsed=sum(a.error is None for a in answers.values()),
+        parsed=sum(a.error is None for a in answers),
     )
     bar_plot(
         RESULTS_DIR / "llm_ranking.png",

@@ -20,9 +20,9 @@ from pathlib import Path
 from ray import serve
 
 from benchmarks.common import RESULTS_DIR, BenchResult, bar_plot
-from jobs.ray_cluster import connect
 from models.config import DiffusionDeploymentConfig, load_config
 from models.generation.diffusion import ImageGenerator, VideoGenerator
+from runtime.cluster import connect
 from serve.app import APP_NAME, diffusion_deployment, tailormind_app
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "serve-demo.yaml"

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 import torch
 
 from benchmarks.common import RESULTS_DIR, BenchResult, bar_plot, best_of
-from jobs.score_topk import USERS_PER_BLOCK, score
+from jobs.topk import USERS_PER_BLOCK, score
 from models.config import load_config
 from models.data.synth import SynthSpec, write_synthetic
 
@@ -27,7 +27,7 @@ def _write_embeddings(path: Path, key: str, ids: pa.Array, values: np.ndarray) -
 
 def run(quick: bool = False) -> BenchResult:
     """Users scored per second by each implementation on the same embeddings and seen items."""
-    from jobs.score_topk import seen_items
+    from jobs.topk import seen_items
     from models.data import load_dataset, write_dataset
 
     result = BenchResult("topk")

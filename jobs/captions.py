@@ -1,114 +1,270 @@
-"""Stage ``captions``: each needed item described once per modality by the captioner VLM, cached by content.
+"""Stage ``captions``: each needed item described once per modality by the captioner VLM; every item's card.
 
-Items come from the profiled cohort (history, CF items, candidate sets) or the whole catalogue. A cache
-keyed by item content, model and prompt versions (RUN/cache/captions.parquet) survives reruns, so a rerun
-or a larger cohort only captions what is new.
+One Ray Data pipeline over the catalogue: items in scope (the cohort's, all, or none) that the content-keyed
+cache does not hold get their text, image and video-segment requests, a second step turns the two video
+segments into one description, and every item leaves with its card (title + captions, or its own text).
+``RUN/captions/items.parquet/`` holds one row per catalogue item; error-free new captions are added to the
+cache (``RUN/cache/captions/``, one Parquet file per run), so a rerun or a larger cohort only captions what
+is new.
 """
 
 from __future__ import annotations
 
-import logging
+import json
+import shutil
+import sys
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.llm_pass import run_structured
-from jobs.ray_cluster import connect
+from jobs.broadcast import broadcast_table, mapping_of, table_of
+from jobs.llm_step import LIGHT, LLMStep, request_json, row_answers
+from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult
-from models.captioning import CAPTION_COLUMNS, content_key, plan_captions, synthesis_requests
+from models.captioning import CAPTION_COLUMNS, caption_requests, content_key, video_request
 from models.config import TailorMindConfig
-from models.data import encode_interactions, load_dataset
-from models.profiling.cohort import cf_recommendations, select_cohort
+from models.data.loader import resolve_media_uri
+from models.profiling.evidence import item_card
+from runtime.cluster import connect
 
 if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
 
-log = logging.getLogger("tailormind.captions")
-_SCHEMA = pa.schema(
+ITEMS = "items.parquet"  # a folder of Parquet files (one per block)
+_CACHE_COLUMNS = ["content_key", *CAPTION_COLUMNS]
+_CACHE_SCHEMA = pa.schema([(name, pa.string()) for name in _CACHE_COLUMNS])
+
+
+def in_scope_batch(batch: pa.Table, wanted: Any, keep: bool) -> pa.Table:
+    """The items of ``batch`` that are (``keep``) or are not in the captioning scope (None: every item)."""
+    if wanted is None:
+        return batch if keep else batch.slice(0, 0)
+    scoped = pc.is_in(batch["item_id"], value_set=table_of(wanted)["item_id"])
+    return batch.filter(scoped if keep else pc.invert(scoped))
+
+
+def plan_batch(
+    batch: pa.Table, cache: Any, model_source: str, data_root: str, frames_per_segment: int
+) -> pa.Table:
+    """Each item's content key, its cached captions, or (not cached) its caption requests."""
+    cached = mapping_of(cache, "content_key", "captions") if cache is not None else {}
+    columns: dict[str, list[Any]] = {
+        "content_key": [],
+        "cached": [],
+        "caption_kinds": [],
+        "caption_requests": [],
+        "media_errors": [],
+    }
+    for item in batch.to_pylist():
+        key = content_key(item, model_source)
+        hit = cached.get(key)
+        requests: list[tuple[str, dict[str, Any]]] = []
+        errors: list[str] = []
+        if hit is None:
+            requests, errors = caption_requests(
+                item, lambda uri: resolve_media_uri(data_root, uri), frames_per_segment
+            )
+        columns["content_key"].append(key)
+        columns["cached"].append(hit)
+        columns["caption_kinds"].append([kind for kind, _ in requests])
+        columns["caption_requests"].append([request_json(request) for _, request in requests])
+        columns["media_errors"].append(errors)
+    table = batch.select(["item_id", "title", "text", "tags"])
+    for name, values in columns.items():
+        kind = (
+            pa.list_(pa.string())
+            if name in ("caption_kinds", "caption_requests", "media_errors")
+            else pa.string()
+        )
+        table = table.append_column(name, pa.array(values, kind))
+    return table
+
+
+def uncaptioned_batch(batch: pa.Table, model_source: str) -> pa.Table:
+    """Items outside the scope: no captions, their card from their own title, text and tags."""
+    rows = [
+        {
+            "item_id": item["item_id"],
+            "content_key": content_key(item, model_source),
+            "errors": [],
+            "captioned": False,
+            "from_cache": False,
+            "card": item_card(item),
+            "prompt_tokens": 0,
+            "generated_tokens": 0,
+        }
+        for item in batch.select(["item_id", "title", "text", "tags", "image_uris", "video_uris"]).to_pylist()
+    ]
+    return pa.Table.from_pylist(rows, schema=_ITEM_SCHEMA)
+
+
+def video_batch(batch: pa.Table) -> pa.Table:
+    """The whole-video request of each item whose opening and ending were both described."""
+    requests = []
+    for row in batch.to_pylist():
+        described = {
+            kind: answer.value["description"]
+            for kind, answer in zip(row["caption_kinds"], row_answers(row, "caption"), strict=True)
+            if kind in ("first", "last") and answer.value is not None
+        }
+        both = "first" in described and "last" in described
+        requests.append(
+            [request_json(video_request(row["title"], described["first"], described["last"]))] if both else []
+        )
+    return batch.append_column("video_requests", pa.array(requests, pa.list_(pa.string())))
+
+
+def assemble_batch(batch: pa.Table) -> pa.Table:
+    """Captions, errors and the card of each item (cached captions as they were stored)."""
+    rows = []
+    for row in batch.to_pylist():
+        captions: dict[str, str | None] = dict.fromkeys(CAPTION_COLUMNS)
+        errors = list(row["media_errors"])
+        if row["cached"] is not None:
+            captions.update(json.loads(row["cached"]))
+        answers = zip(row["caption_kinds"], row_answers(row, "caption"), strict=True)
+        for kind, answer in [*answers, *(("video", a) for a in row_answers(row, "video"))]:
+            if answer.error is not None:
+                errors.append(f"{kind}: {answer.error}")
+            elif kind == "text":
+                captions["text_summary"] = answer.value["summary"]
+            elif kind in ("image", "video"):
+                captions[f"{kind}_description"] = answer.value["description"]
+        rows.append(
+            {
+                "item_id": row["item_id"],
+                "content_key": row["content_key"],
+                **captions,
+                "errors": errors,
+                "captioned": True,
+                "from_cache": row["cached"] is not None,
+                "card": item_card(row, captions),
+                "prompt_tokens": row["caption_prompt_tokens"] + row["video_prompt_tokens"],
+                "generated_tokens": row["caption_generated_tokens"] + row["video_generated_tokens"],
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=_ITEM_SCHEMA)
+
+
+_ITEM_SCHEMA = pa.schema(
     [("item_id", pa.string()), ("content_key", pa.string())]
     + [(c, pa.string()) for c in CAPTION_COLUMNS]
-    + [("errors", pa.list_(pa.string()))]
+    + [
+        ("errors", pa.list_(pa.string())),
+        ("captioned", pa.bool_()),
+        ("from_cache", pa.bool_()),
+        ("card", pa.string()),
+        ("prompt_tokens", pa.int64()),
+        ("generated_tokens", pa.int64()),
+    ]
 )
 
 
-def caption(items: list[dict[str, Any]], resolve_uri, config: TailorMindConfig, cache: Path) -> pa.Table:
-    """Captions of ``items`` (one row each), reusing and extending the content-keyed cache."""
+def caption_items(
+    items_path: str, data_root: str, wanted_path: str | None, config: TailorMindConfig, out: Path, cache: Path
+) -> dict[str, Any]:
+    """Caption (or take from the cache) the wanted items of ``items_path``; write every item's row."""
+    import ray.data
+
     role = config.llm.captioner
-    keys = {item["item_id"]: content_key(item, role.model_source) for item in items}
-    stored = pq.read_table(cache) if cache.is_file() else _SCHEMA.empty_table()
-    cached = stored.filter(pc.is_in(stored["content_key"], pa.array(list(keys.values()), pa.string())))
-    done = set(cached["content_key"].to_pylist())
-    todo = [item for item in items if keys[item["item_id"]] not in done]
-    log.info("captions: %d items, %d cached, %d to caption", len(items), len(items) - len(todo), len(todo))
-    plan = plan_captions(todo, resolve_uri, config.profiling.video_frames_per_segment)
-    answers = run_structured(plan.requests, role, seed=config.seed) if plan.requests else {}
-    values = {k: a.value for k, a in answers.items() if a.value is not None}
-    synthesis = synthesis_requests(plan, values)
-    if synthesis:
-        answers.update(run_structured(synthesis, role, seed=config.seed))
-        values.update({k: a.value for k, a in answers.items() if a.value is not None})
-    rows = []
-    for item in todo:
-        item_id = item["item_id"]
-        errors = list(plan.errors.get(item_id, []))
-        errors += [
-            f"{k.split('|')[1]}: {a.error}"
-            for k, a in answers.items()
-            if k.startswith(f"{item_id}|") and a.error
-        ]
-        text = values.get(f"{item_id}|text")
-        image = values.get(f"{item_id}|image")
-        video = values.get(f"{item_id}|video")
-        rows.append(
-            {
-                "item_id": item_id,
-                "content_key": keys[item_id],
-                "text_summary": text["summary"] if text else None,
-                "image_description": image["description"] if image else None,
-                "video_description": video["description"] if video else None,
-                "errors": errors,
-            }
+    cache_files = sorted(str(p) for p in cache.glob("*.parquet")) if cache.is_dir() else []
+    cache_ref = ray.remote(_cached_captions).options(**LIGHT).remote(cache_files) if cache_files else None
+    wanted = broadcast_table(wanted_path, ["item_id"]) if wanted_path is not None else None
+    if config.profiling.caption_scope == "none":
+        wanted = ray.put(pa.table({"item_id": pa.array([], pa.string())}))
+    scope = {"batch_format": "pyarrow", **LIGHT}
+    scoped = ray.data.read_parquet(items_path).map_batches(
+        in_scope_batch, fn_kwargs={"wanted": wanted, "keep": True}, **scope
+    )
+    planned = scoped.map_batches(
+        plan_batch,
+        fn_kwargs={
+            "cache": cache_ref,
+            "model_source": role.model_source,
+            "data_root": data_root,
+            "frames_per_segment": config.profiling.video_frames_per_segment,
+        },
+        **scope,
+    )
+    described = LLMStep("caption", role, config.seed)(planned)
+    synthesised = LLMStep("video", role, config.seed)(described.map_batches(video_batch, **scope))
+    captioned = synthesised.map_batches(assemble_batch, **scope)
+    rest = ray.data.read_parquet(items_path).map_batches(
+        in_scope_batch, fn_kwargs={"wanted": wanted, "keep": False}, **scope
+    )
+    uncaptioned = rest.map_batches(uncaptioned_batch, fn_kwargs={"model_source": role.model_source}, **scope)
+    captioned.union(uncaptioned).write_parquet(str((out / ITEMS).resolve()))
+    finish = ray.remote(_summarise_and_cache).options(**LIGHT)
+    return ray.get(finish.remote(str((out / ITEMS).resolve()), str(cache.resolve())))
+
+
+def _summarise_and_cache(items: str, cache: str) -> dict[str, Any]:
+    """Counts of the written items; their error-free new captions are appended to the cache."""
+    written = pq.read_table(items, columns=["captioned", "from_cache", "errors", "content_key"])
+    fresh = written.filter(
+        pc.and_(
+            pc.and_(written["captioned"], pc.invert(written["from_cache"])),
+            pc.equal(pc.list_value_length(written["errors"]), 0),
         )
-    fresh = pa.Table.from_pylist(rows, schema=_SCHEMA)
-    complete = fresh.filter(pc.equal(pc.list_value_length(fresh["errors"]), 0))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.concat_tables([stored, complete]), cache)  # only error-free captions are cached
-    return pa.concat_tables([cached, fresh])
+    )
+    _add_to_cache(Path(items), fresh["content_key"], Path(cache))
+    errors = pc.greater(pc.list_value_length(written["errors"]), 0)
+    return {
+        "items": written.num_rows,
+        "captioned": int(pc.sum(written["captioned"]).as_py() or 0),
+        "from_cache": int(pc.sum(written["from_cache"]).as_py() or 0),
+        "newly_cached": fresh.num_rows,
+        "items_with_errors": int(pc.sum(errors).as_py() or 0),
+    }
+
+
+def _cached_captions(files: list[str]) -> pa.Table:
+    """The cache as (content_key, captions as JSON), for ``plan_batch``'s lookups."""
+    rows = (
+        pa.concat_tables([pq.read_table(f).cast(_CACHE_SCHEMA) for f in files]).to_pylist() if files else []
+    )
+    captions = [json.dumps({c: row.get(c) for c in CAPTION_COLUMNS}) for row in rows]
+    keys = [row["content_key"] for row in rows]
+    return pa.table({"content_key": pa.array(keys, pa.string()), "captions": pa.array(captions, pa.string())})
+
+
+def _add_to_cache(items: Path, keys: pa.ChunkedArray, cache: Path) -> None:
+    """Append this run's error-free new captions to the cache as one file, written then renamed."""
+    if not len(keys):
+        return
+    table = pq.read_table(items, columns=_CACHE_COLUMNS)
+    table = table.filter(pc.is_in(table["content_key"], value_set=keys.combine_chunks()))
+    cache.mkdir(parents=True, exist_ok=True)
+    name = f"part-{uuid.uuid4().hex[:12]}.parquet"
+    tmp = cache / f".{name}.tmp"
+    pq.write_table(table.cast(_CACHE_SCHEMA), tmp)
+    shutil.move(tmp, cache / name)
 
 
 def captions_stage(pipeline: PipelineRun) -> StageResult:
-    """Pipeline stage ``captions``: RUN/captions/captions.parquet keyed by item_id, with per-item errors."""
+    """Pipeline stage ``captions``: RUN/captions/items.parquet/ (captions, errors and card per item)."""
     config = pipeline.config
     data_dir = pipeline.results["data"].path
-    cache = pipeline.runner.run_dir / "cache" / "captions.parquet"
+    cohort_dir = pipeline.results["cohort"].path
+    cache = pipeline.runner.run_dir / "cache" / "captions"
 
     def build(out: Path) -> dict[str, Any]:
-        connect(config.ray)
-        dataset = load_dataset(data_dir)
-        items = dataset.items
-        if config.profiling.caption_scope == "evidence":
-            encoded = encode_interactions(dataset)
-            cohort = select_cohort(
-                encoded, config.profiling.max_users, config.profiling.history_items, config.seed
-            )
-            wanted = cohort.items()
-            if "topk" in pipeline.results:
-                topk = pq.ParquetDataset(pipeline.results["topk"].path).read()
-                user_ids = encoded.user_ids.take(pa.array(cohort.users))
-                recommended = cf_recommendations(topk, user_ids, encoded.item_ids, config.profiling.cf_items)
-                wanted = np.union1d(
-                    wanted, np.array([i for v in recommended.values() for i in v], dtype=np.int64)
-                )
-            items = items.take(pa.array(wanted))
-        table = caption(items.to_pylist(), dataset.resolve_uri, config, cache)
-        pq.write_table(table, out / "captions.parquet")
-        failed = int(pc.sum(pc.greater(pc.list_value_length(table["errors"]), 0)).as_py() or 0)
-        return {"items": table.num_rows, "items_with_errors": failed}
+        connect(config.ray, pipeline.runner.run_dir)
+        wanted = str(cohort_dir / "items.parquet") if config.profiling.caption_scope == "evidence" else None
+        return caption_items(str(data_dir / "items.parquet"), str(data_dir), wanted, config, out, cache)
 
-    section = {"llm": config.llm.captioner, "profiling": config.profiling, "seed": config.seed}
-    inputs = [data_dir] + ([pipeline.results["topk"].path] if "topk" in pipeline.results else [])
-    return pipeline.runner.run("captions", build, config=section, inputs=inputs)
+    section = {
+        "llm": config.llm.captioner,
+        "scope": config.profiling.caption_scope,
+        "frames": config.profiling.video_frames_per_segment,
+        "seed": config.seed,
+    }
+    return pipeline.runner.run("captions", build, config=section, inputs=[data_dir, cohort_dir])
+
+
+if __name__ == "__main__":
+    raise SystemExit(stage_main("captions", sys.argv[1:]))

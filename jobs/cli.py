@@ -15,11 +15,11 @@ from models.errors import TailorMindError
 # subcommand -> (module under jobs/ or serve/ that implements it, one-line help). A module provides
 # ``add_arguments(parser)`` and ``run(args, config) -> int | None``.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "validate": ("jobs.validate", "check a dataset directory and quarantine bad rows"),
-    "import": ("jobs.import_data", "convert a public dataset into the TailorBench format"),
+    "validate": ("jobs.data", "check a dataset directory and quarantine bad rows"),
+    "import": ("jobs.dataset", "convert a public dataset into the TailorBench format"),
     "synth": ("jobs.synth", "write a synthetic dataset with planted topics"),
-    "train-cf": ("jobs.train_cf", "train the hypergraph CF model with Ray Train"),
-    "score-topk": ("jobs.score_topk", "top-K unseen items per user from the CF embeddings, on Ray Data"),
+    "train-cf": ("jobs.cf", "train the hypergraph CF model with Ray Train"),
+    "score-topk": ("jobs.topk", "top-K unseen items per user from the CF embeddings, on Ray Data"),
     "run": ("jobs.pipeline", "run the whole pipeline of a config into a run directory"),
     "serve": ("serve.app", "serve the LLMs, /v1/profile and /v1/generate with Ray Serve until stopped"),
     "models": ("jobs.tiny_models", "build the tiny offline models used by tests and the demo"),
@@ -50,6 +50,17 @@ def _usage() -> str:
     return "usage: tailormind COMMAND [options]\n\ncommands:\n" + "\n".join(lines) + "\n"
 
 
+def console_logging() -> None:
+    """Our messages on stderr, one line each, in a format Ray's own logging setup cannot replace."""
+    logger = logging.getLogger("tailormind")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # ray.llm reformats the root logger as JSON when it is imported
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; bad input or config exits 2 with a one-paragraph message, never a traceback."""
     args_in = list(sys.argv[1:] if argv is None else argv)
@@ -60,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         sys.stderr.write(f"tailormind: unknown command '{command}'.\n" + _usage())
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console_logging()
     module = importlib.import_module(COMMANDS[command][0])
     args = build_parser(command, module).parse_args(rest)
     try:

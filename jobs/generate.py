@@ -1,36 +1,49 @@
 """Stage ``generate``: a personalised post with images (and clips) for each refined profile, with reflection.
 
-LLM steps run as structured passes over all users at once (the same Serve deployments as profiling); the
-diffusion pipelines, CLIP and MiniLM run in this job's process on ``generation.device``.
+Refined users stream through a ``map_batches`` actor that holds the diffusion pipelines, CLIP and MiniLM
+(on ``generation.device``) and runs ``PostWriter`` for its batch; the writer's LLM steps go to the roles'
+Serve deployments (or HTTP endpoints) through ``runtime.chat``, all of a batch's requests at once. Each
+user's page is written by the actor; ``RUN/generate/posts.parquet/`` holds one summary row per user.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.llm_pass import run_structured
-from jobs.profiles import profiling_inputs
-from jobs.ray_cluster import connect
+from jobs.broadcast import mapping_of
+from jobs.llm_step import LIGHT
+from jobs.pipeline import stage_main
+from jobs.profiles import cards_ref
+from jobs.refine import PUBLISHED
 from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
-from models.embedding import TextEmbedder
-from models.generation.diffusion import ImageGenerator, VideoGenerator
 from models.generation.pages import write_index, write_post
 from models.generation.writer import PostWriter, UserBrief
-from models.scoring.clip_score import CLIPScorer
+from runtime.cluster import connect
 
 if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
 
+POSTS = "posts.parquet"  # a folder of Parquet files
+WRITER_ROLES = ("profiler", "optimizer")
+
 
 def post_writer(config: TailorMindConfig) -> PostWriter:
-    """The writer with the configured image (and video) diffusion, CLIP and embedding models and LLM roles."""
+    """The writer with the configured diffusion, CLIP and embedding models and the LLM roles' clients."""
+    from models.embedding import TextEmbedder
+    from models.generation.diffusion import ImageGenerator, VideoGenerator
+    from models.scoring.clip_score import CLIPScorer
+    from runtime.chat import RoleClients, chat_client
+
     gen = config.generation
+    roles = {name: getattr(config.llm, name) for name in WRITER_ROLES}
     return PostWriter(
-        complete=lambda requests, role: run_structured(requests, getattr(config.llm, role), seed=config.seed),
+        complete=RoleClients({name: chat_client(role) for name, role in roles.items()}, config.seed),
         images=ImageGenerator.from_config(gen),
         scorer=CLIPScorer(gen.clip_model, device=gen.device),
         embedder=TextEmbedder(device=gen.device),
@@ -43,38 +56,114 @@ def post_writer(config: TailorMindConfig) -> PostWriter:
     )
 
 
+def ensure_llm_roles(config: TailorMindConfig, names: tuple[str, ...]) -> None:
+    """Start the Serve deployments of these roles (all but HTTP ones) before actors call them."""
+    from runtime.llm import ensure_llm_deployment
+
+    for name in names:
+        role = getattr(config.llm, name)
+        if role.backend != "http":
+            ensure_llm_deployment(role)
+
+
+def actor_resources(config: TailorMindConfig) -> dict[str, Any]:
+    """One CPU, and a GPU when the generation models run on CUDA."""
+    return {"num_cpus": 1, "num_gpus": 1 if config.generation.device.startswith("cuda") else 0}
+
+
+def user_brief(row: dict[str, Any], cards: dict[str, str]) -> UserBrief:
+    """A refined user as the writer sees them: profile, history cards and history + CF cards."""
+    history = [cards[i] for i in row["history"]]
+    return UserBrief(
+        row["user_id"], row["profile_refined"], history, history + [cards[i] for i in row["cf_items"]]
+    )
+
+
+class PostWriterActor:
+    """Writes the posts of a batch of users and their pages under ``out``."""
+
+    def __init__(self, config: TailorMindConfig, cards: Any, out: str):
+        self.writer = post_writer(config)
+        self.cards = mapping_of(cards, "item_id", "card")
+        self.out = Path(out)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        """One summary row per user: page, versions, best score, errors."""
+        briefs = [user_brief(row, self.cards) for row in batch.to_pylist()]
+        rows = []
+        for post in self.writer.write(briefs):
+            page = write_post(self.out, post)
+            best = post.versions[post.best].score if post.best >= 0 else None
+            rows.append(
+                {
+                    "user_id": post.user_id,
+                    "page": page.relative_to(self.out).as_posix(),
+                    "versions": len(post.versions),
+                    "best_score": best,
+                    "errors": post.errors,
+                }
+            )
+        return pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA)
+
+
+SUMMARY_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("page", pa.string()),
+        ("versions", pa.int64()),
+        ("best_score", pa.float64()),
+        ("errors", pa.list_(pa.string())),
+    ]
+)
+
+
+def index_and_summary(out: str) -> dict[str, Any]:
+    """The index page over every post and the stage's counts (in a task: one short row per user)."""
+    table = pq.read_table(Path(out) / POSTS)
+    rows = table.to_pylist()
+    write_index(Path(out), {row["user_id"]: Path(out) / row["page"] for row in rows})
+    scores = [row["best_score"] for row in rows if row["best_score"] is not None]
+    return {
+        "users": len(rows),
+        "failed": sum(1 for row in rows if row["best_score"] is None),
+        "with_fallbacks": sum(1 for row in rows if row["errors"]),
+        "mean_versions": sum(row["versions"] for row in rows) / max(1, len(rows)),
+        "mean_best_score": sum(scores) / max(1, len(rows)),
+    }
+
+
 def generate_stage(pipeline: PipelineRun) -> StageResult:
     """Pipeline stage ``generate``: RUN/generate/<user>/{post.json,image*.png,video*.webm,index.html}."""
+    import ray
+    import ray.data
+
     config = pipeline.config
+    refined = pipeline.results["refine"].path / PUBLISHED
+    captions = pipeline.results["captions"].path
 
     def build(out: Path) -> dict[str, Any]:
-        connect(config.ray)
-        inputs = profiling_inputs(pipeline)
-        refined = pq.read_table(pipeline.results["refine"].path / "profiles.parquet").to_pylist()
-        row_of = {user_id: row for row, user_id in enumerate(inputs.user_ids)}
-        briefs = []
-        for profile in refined[: config.generation.max_users]:
-            row = row_of[profile["user_id"]]
-            history = [inputs.cards[i] for i in inputs.cohort.history[row]]
-            recommended = [inputs.cards[i] for i in inputs.recommended.get(profile["user_id"], [])]
-            briefs.append(
-                UserBrief(profile["user_id"], profile["profile_refined"], history, history + recommended)
-            )
-        posts = post_writer(config).write(briefs)
-        pages = {post.user_id: write_post(out, post) for post in posts}
-        write_index(out, pages)
-        return {
-            "users": len(posts),
-            "failed": sum(1 for p in posts if p.best < 0),
-            "mean_versions": sum(len(p.versions) for p in posts) / max(1, len(posts)),
-            "mean_best_score": sum(p.versions[p.best].score for p in posts if p.best >= 0)
-            / max(1, len(posts)),
-        }
+        connect(config.ray, pipeline.runner.run_dir)
+        ensure_llm_roles(config, WRITER_ROLES)
+        users = ray.data.read_parquet(str(refined.resolve()))
+        if config.generation.max_users is not None:
+            users = users.limit(config.generation.max_users)
+        users.map_batches(
+            PostWriterActor,
+            fn_constructor_kwargs={"config": config, "cards": cards_ref(captions), "out": str(out.resolve())},
+            batch_format="pyarrow",
+            batch_size=config.generation.batch_size,
+            compute=ray.data.ActorPoolStrategy(size=config.generation.workers),
+            **actor_resources(config),
+        ).write_parquet(str((out / POSTS).resolve()))
+        return ray.get(ray.remote(index_and_summary).options(**LIGHT).remote(str(out.resolve())))
 
     section = {
         "generation": config.generation,
-        "llm": [config.llm.profiler, config.llm.optimizer],
+        "llm": [getattr(config.llm, name) for name in WRITER_ROLES],
         "seed": config.seed,
     }
-    inputs = [pipeline.results[n].path for n in ("refine", "captions", "data")]
-    return pipeline.runner.run("generate", build, config=section, inputs=inputs)
+    return pipeline.runner.run("generate", build, config=section, inputs=[refined.parent, captions])
+
+
+if __name__ == "__main__":
+    raise SystemExit(stage_main("generate", sys.argv[1:]))

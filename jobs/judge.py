@@ -1,14 +1,17 @@
 """Stage ``judge``: TailorBench content evaluation of the system, its ablations and the ground truth, blind.
 
-Every method writes for the same users with the same seeds in one batched ``PostWriter`` run; each post
-(and each user's test item, the ground truth) is scored by the same code: coherence in CLIP space against
-the user's history and test item, and novelty, aesthetic and hallucination by the judge LLM, which never
-sees the method and gets the posts in a seeded shuffled order.
+Refined users stream through a ``map_batches`` actor: for its batch, every method (``models.judging
+.ablations``) writes with the same seeds in one ``PostWriter`` run; each post and each user's test item
+(the ground truth) is scored by the same code: coherence in CLIP space against the user's history and test
+item, and novelty, aesthetic and hallucination by the judge LLM, which never sees the method and gets the
+batch's posts in a seeded shuffled order. ``RUN/judge/scores.parquet/`` has one row per (method, user);
+``metrics.json`` is computed from it in a task.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,182 +20,230 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from jobs.generate import post_writer
-from jobs.llm_pass import run_structured
-from jobs.profiles import ProfilingInputs, profiling_inputs
-from jobs.ray_cluster import connect
+from jobs.broadcast import broadcast_table, mapping_of, table_of
+from jobs.generate import actor_resources, ensure_llm_roles, post_writer, user_brief
+from jobs.llm_step import LIGHT
+from jobs.pipeline import stage_main
+from jobs.profiles import cards_ref
+from jobs.refine import PUBLISHED
 from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
-from models.data import load_dataset
-from models.embedding import TextEmbedder
+from models.data.loader import resolve_media_uri
 from models.evaluation import mean_with_ci
-from models.generation.writer import GeneratedPost, UserBrief, split_groups
+from models.generation.writer import split_groups
+from models.judging.ablations import method_briefs, post_view
 from models.judging.coherence import coherence, visual_coherence
 from models.judging.judge import CatalogueFacts, PostView, judge_requests, judged_scores
 from models.llm.prompts import JUDGE_FACTS, JUDGE_QUALITY
 from models.media import MediaError, VideoClip, video_clip
-from models.scoring.clip_score import CLIPScorer
+from runtime.cluster import connect
 
 if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
 
 METRICS = ("coherence", "novelty", "aesthetic", "hallucination")
+SCORES = "scores.parquet"  # a folder of Parquet files
 
 
-def method_briefs(
-    method: str, user_id: str, profiles: dict[str, str], history: list[str], evidence: list[str], generic: str
-) -> UserBrief:
-    """What one method writes from: the full system, or it without profile, RAG, reflection or refinement."""
-    key = f"{method}/{user_id}"
-    if method == "no_profile":
-        return UserBrief(key, generic, history, evidence)
-    if method == "no_refinement":
-        return UserBrief(key, profiles["initial"], history, evidence)
-    return UserBrief(
-        key,
-        profiles["refined"],
-        history,
-        evidence,
-        use_exemplars=method != "no_rag",
-        reflection_rounds=0 if method == "no_reflection" else None,
-    )
-
-
-def post_view(method: str, user_id: str, post: GeneratedPost, history: list[str], target: str) -> PostView:
-    """The best version of a generated post as the judge sees it (empty when the writer failed)."""
-    if post.best < 0:
-        return PostView(method, user_id, "", [], history, target)
-    best = post.versions[post.best]
-    text = f"{best.title}\n{best.body}\n{' '.join('#' + tag for tag in best.tags)}"
-    return PostView(method, user_id, text, list(best.images), history, target, list(best.videos))
-
-
-def _item_media(
-    item: dict[str, Any], resolve_uri: Any, frames: int
+def item_media(
+    item: dict[str, Any], data_root: str, frames: int
 ) -> tuple[list[Image.Image], list[VideoClip]]:
     """The readable images and videos of a catalogue item; unreadable files are left out."""
     images = []
     for uri in item.get("image_uris") or []:
         try:
-            with Image.open(resolve_uri(uri)) as image:
+            with Image.open(resolve_media_uri(data_root, uri)) as image:
                 images.append(image.convert("RGB"))
         except OSError:  # unreadable or not an image
             continue  # a missing ground-truth image leaves a text-only ground truth
     videos = []
     for uri in item.get("video_uris") or []:
         try:
-            videos.append(video_clip(resolve_uri(uri), frames))
+            videos.append(video_clip(resolve_media_uri(data_root, uri), frames))
         except MediaError:
             continue
     return images, videos
 
 
-def _views(pipeline: PipelineRun, inputs: ProfilingInputs) -> list[PostView]:
-    config = pipeline.config
-    judge = config.judge
-    initial = pq.read_table(pipeline.results["profiles"].path / "profile_v0.parquet").to_pylist()
-    refined = pq.read_table(pipeline.results["refine"].path / "profiles.parquet").to_pylist()
-    initial_text = {row["user_id"]: row["text"] for row in initial}
-    dataset = load_dataset(pipeline.results["data"].path)
-    items = dataset.items.to_pylist()
-    row_of = {user_id: row for row, user_id in enumerate(inputs.user_ids)}
-    users, briefs, context = [], [], {}
-    for profile in refined[: judge.max_users]:
-        user_id, row = profile["user_id"], row_of[profile["user_id"]]
-        history = [inputs.cards[i] for i in inputs.cohort.history[row]]
-        evidence = history + [inputs.cards[i] for i in inputs.recommended.get(user_id, [])]
-        target = int(inputs.cohort.test_candidates[row, 0])
-        context[user_id] = (history, target)
-        users.append(user_id)
-        profiles = {"initial": initial_text.get(user_id, ""), "refined": profile["profile_refined"]}
-        for method in judge.methods:
-            if method != "ground_truth":
-                briefs.append(
-                    method_briefs(method, user_id, profiles, history, evidence, judge.generic_profile)
-                )
-    posts = {post.user_id: post for post in post_writer(config).write(briefs)} if briefs else {}
-    frames = config.generation.video.score_frames
-    views = []
-    for user_id in users:
-        history, target = context[user_id]
-        card = inputs.cards[target]
-        for method in judge.methods:
-            if method == "ground_truth":
-                images, videos = _item_media(items[target], dataset.resolve_uri, frames)
-                views.append(PostView(method, user_id, card, images, history, card, videos))
-            else:
-                views.append(post_view(method, user_id, posts[f"{method}/{user_id}"], history, card))
-    return views
+class JudgeActor:
+    """Writes every method's posts for a batch of users, then scores them and the ground truth blind."""
 
+    def __init__(self, config: TailorMindConfig, cards: Any, media: Any, data_root: str):
+        from models.embedding import TextEmbedder
+        from models.scoring.clip_score import CLIPScorer
+        from runtime.chat import chat_client
 
-def _coherence(views: list[PostView], scorer: CLIPScorer, frames_per_clip: int) -> list[float]:
-    """Each post's images and clips (text-only posts: the text) against its history and test item, in CLIP."""
-    values = []
-    for view in views:
-        if not view.text:
-            values.append(np.nan)
-            continue
-        reference = scorer.embed_texts([*view.history_cards, view.target_card]).cpu().numpy()
-        visuals = view.visuals(frames_per_clip)
-        if visuals:
-            embedded = scorer.embed_images([frame for frames in visuals for frame in frames]).cpu().numpy()
-            values.append(visual_coherence(split_groups(embedded, visuals), reference))
-        else:
-            values.append(coherence(scorer.embed_texts([view.text]).cpu().numpy(), reference))
-    return values
+        self.config = config
+        self.cards = mapping_of(cards, "item_id", "card")
+        media_table = table_of(media)
+        self.media = {row["item_id"]: row for row in media_table.to_pylist()}
+        self.data_root = data_root
+        self.writer = post_writer(config)
+        self.scorer = CLIPScorer(config.generation.clip_model, config.generation.device)
+        self.catalogue = CatalogueFacts(
+            list(self.cards.values()), TextEmbedder(device=config.generation.device), config.judge.fact_top_k
+        )
+        self.judge = chat_client(config.llm.judge)
 
-
-def judge_stage(pipeline: PipelineRun) -> StageResult:
-    """Pipeline stage ``judge``: RUN/judge/{metrics.json,scores.parquet}, one row per (method, user)."""
-    config: TailorMindConfig = pipeline.config
-
-    def build(out: Path) -> dict[str, Any]:
-        connect(config.ray)
-        inputs = profiling_inputs(pipeline)
-        views = _views(pipeline, inputs)
-        device = config.generation.device
-        scorer = CLIPScorer(config.generation.clip_model, device)
-        coherence_values = _coherence(views, scorer, config.generation.video.score_frames)
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        """One row per (method, user): the four metrics, judge errors, and the batch's judge counts."""
+        views = self._views(batch.to_pylist())
+        values = self._coherence(views)
         judged = [view for view in views if view.text]
-        order = np.random.default_rng(config.seed).permutation(len(judged))  # blind, shuffled order
+        order = np.random.default_rng(self.config.seed).permutation(len(judged))  # blind, shuffled order
         shuffled = [judged[i] for i in order]
-        catalogue = CatalogueFacts(inputs.cards, TextEmbedder(device=device), config.judge.fact_top_k)
-        facts = catalogue.facts([view.text for view in shuffled])
-        role = config.llm.judge
+        facts = self.catalogue.facts([view.text for view in shuffled])
+        role = self.config.llm.judge
         requests = judge_requests(shuffled, facts, role.max_images_per_prompt)
-        answers = run_structured(requests, role, seed=config.seed)
-        rows: list[dict[str, Any]] = []
-        for view, value in zip(views, coherence_values, strict=True):
+        answers = self.judge.answer(requests, self.config.seed) if requests else {}
+        rows = []
+        for view, value in zip(views, values, strict=True):
             visual = bool(view.images or view.videos) and role.max_images_per_prompt > 0
             keys = (f"{view.key}|quality", f"{view.key}|facts")
-            errors = [answer.error for key in keys if (answer := answers.get(key)) and answer.error]
+            asked = [answers[key] for key in keys if key in answers]
+            errors = [answer.error for answer in asked if answer.error]
             rows.append(
                 {"method": view.method, "user_id": view.user_id, "coherence": value}
                 | judged_scores(view, answers, visual)
-                | {"judge_errors": "; ".join(errors) or None}
+                | {
+                    "judge_errors": "; ".join(errors) or None,
+                    "judge_requests": len(asked),
+                    "judge_failures": len(errors),
+                    "judge_retries": sum(answer.attempts - 1 for answer in asked),
+                    "failed_post": not view.text,
+                }
             )
-        pq.write_table(pa.Table.from_pylist(rows), out / "scores.parquet")
-        methods = {
-            method: {
-                metric: mean_with_ci([r[metric] for r in rows if r["method"] == method], seed=config.seed)
-                for metric in METRICS
-            }
-            for method in config.judge.methods
+        return pa.Table.from_pylist(rows, schema=SCORE_SCHEMA)
+
+    def _views(self, users: list[dict[str, Any]]) -> list[PostView]:
+        judge = self.config.judge
+        briefs = []
+        for row in users:
+            brief = user_brief(row, self.cards)
+            profiles = {"initial": row["profile_initial"], "refined": row["profile_refined"]}
+            briefs += [
+                method_briefs(
+                    method,
+                    row["user_id"],
+                    profiles,
+                    brief.history_cards,
+                    brief.exemplar_cards,
+                    judge.generic_profile,
+                )
+                for method in judge.methods
+                if method != "ground_truth"
+            ]
+        posts = {post.user_id: post for post in self.writer.write(briefs)} if briefs else {}
+        frames = self.config.generation.video.score_frames
+        views = []
+        for row in users:
+            user_id, target = row["user_id"], row["test_candidates"][0]
+            history, card = [self.cards[i] for i in row["history"]], self.cards[target]
+            for method in judge.methods:
+                if method == "ground_truth":
+                    images, videos = item_media(self.media[target], self.data_root, frames)
+                    views.append(PostView(method, user_id, card, images, history, card, videos))
+                else:
+                    views.append(post_view(method, user_id, posts[f"{method}/{user_id}"], history, card))
+        return views
+
+    def _coherence(self, views: list[PostView]) -> list[float]:
+        """Each post's images and clips (text-only posts: the text) against its history and test item."""
+        frames_per_clip = self.config.generation.video.score_frames
+        values = []
+        for view in views:
+            if not view.text:
+                values.append(np.nan)
+                continue
+            reference = self.scorer.embed_texts([*view.history_cards, view.target_card]).cpu().numpy()
+            visuals = view.visuals(frames_per_clip)
+            if visuals:
+                flat = [frame for frames in visuals for frame in frames]
+                embedded = self.scorer.embed_images(flat).cpu().numpy()
+                values.append(visual_coherence(split_groups(embedded, visuals), reference))
+            else:
+                values.append(coherence(self.scorer.embed_texts([view.text]).cpu().numpy(), reference))
+        return values
+
+
+SCORE_SCHEMA = pa.schema(
+    [
+        ("method", pa.string()),
+        ("user_id", pa.string()),
+        *((metric, pa.float64()) for metric in METRICS),
+        ("judge_errors", pa.string()),
+        ("judge_requests", pa.int64()),
+        ("judge_failures", pa.int64()),
+        ("judge_retries", pa.int64()),
+        ("failed_post", pa.bool_()),
+    ]
+)
+
+
+def judge_metrics(scores: str, config: TailorMindConfig) -> dict[str, Any]:
+    """Per method and metric: mean, 95% interval and n; judge failures and retries (in a task)."""
+    rows = pq.read_table(scores).to_pylist()
+    methods = {
+        method: {
+            metric: mean_with_ci([r[metric] for r in rows if r["method"] == method], seed=config.seed)
+            for metric in METRICS
         }
-        failed = [a for a in answers.values() if a.error]
-        metrics = {
-            "methods": methods,
-            "num_users": len({view.user_id for view in views}),
-            "judge_requests": len(requests),
-            "judge_failures": len(failed),
-            "judge_retries": sum(a.attempts - 1 for a in answers.values()),
-            "failed_posts": sum(1 for view in views if not view.text),
-            "judge_model": role.model_source,
-            "prompts": [JUDGE_QUALITY.key, JUDGE_FACTS.key],
-        }
+        for method in config.judge.methods
+    }
+    return {
+        "methods": methods,
+        "num_users": len({row["user_id"] for row in rows}),
+        "judge_requests": sum(row["judge_requests"] for row in rows),
+        "judge_failures": sum(row["judge_failures"] for row in rows),
+        "judge_retries": sum(row["judge_retries"] for row in rows),
+        "failed_posts": sum(1 for row in rows if row["failed_post"]),
+        "judge_model": config.llm.judge.model_source,
+        "prompts": [JUDGE_QUALITY.key, JUDGE_FACTS.key],
+    }
+
+
+def judge_stage(pipeline: PipelineRun) -> StageResult:
+    """Pipeline stage ``judge``: RUN/judge/{metrics.json,scores.parquet/}, one row per (method, user)."""
+    import ray
+    import ray.data
+
+    config: TailorMindConfig = pipeline.config
+    refined = pipeline.results["refine"].path / PUBLISHED
+    captions = pipeline.results["captions"].path
+    data_dir = pipeline.results["data"].path
+
+    def build(out: Path) -> dict[str, Any]:
+        connect(config.ray, pipeline.runner.run_dir)
+        ensure_llm_roles(config, ("profiler", "optimizer", "judge"))
+        users = ray.data.read_parquet(str(refined.resolve()))
+        if config.judge.max_users is not None:
+            users = users.limit(config.judge.max_users)
+        media = broadcast_table(
+            str((data_dir / "items.parquet").resolve()), ["item_id", "image_uris", "video_uris"]
+        )
+        users.map_batches(
+            JudgeActor,
+            fn_constructor_kwargs={
+                "config": config,
+                "cards": cards_ref(captions),
+                "media": media,
+                "data_root": str(data_dir.resolve()),
+            },
+            batch_format="pyarrow",
+            batch_size=config.generation.batch_size,
+            compute=ray.data.ActorPoolStrategy(size=config.generation.workers),
+            **actor_resources(config),
+        ).write_parquet(str((out / SCORES).resolve()))
+        metrics = ray.get(
+            ray.remote(judge_metrics).options(**LIGHT).remote(str((out / SCORES).resolve()), config)
+        )
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return {k: v for k, v in metrics.items() if k != "methods"}
 
     section = {"judge": config.judge, "generation": config.generation, "llm": config.llm, "seed": config.seed}
-    inputs = [pipeline.results[n].path for n in ("refine", "profiles", "captions", "data")]
+    inputs = [refined.parent, captions, data_dir]
     return pipeline.runner.run("judge", build, config=section, inputs=inputs)
+
+
+if __name__ == "__main__":
+    raise SystemExit(stage_main("judge", sys.argv[1:]))

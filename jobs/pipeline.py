@@ -26,14 +26,15 @@ class PipelineRun:
 
 # Stage name -> "module:function" taking a PipelineRun and returning its StageResult, in pipeline order.
 STAGES: dict[str, str] = {
-    "dataset": "jobs.import_data:dataset_stage",
-    "data": "jobs.validate:data_stage",
-    "cf": "jobs.train_cf:cf_stage",
-    "topk": "jobs.score_topk:topk_stage",
+    "dataset": "jobs.dataset:dataset_stage",
+    "data": "jobs.data:data_stage",
+    "cf": "jobs.cf:cf_stage",
+    "topk": "jobs.topk:topk_stage",
+    "cohort": "jobs.cohort:cohort_stage",
     "captions": "jobs.captions:captions_stage",
     "profiles": "jobs.profiles:profiles_stage",
     "refine": "jobs.refine:refine_stage",
-    "eval": "jobs.evaluate:evaluate_stage",
+    "eval": "jobs.eval:evaluate_stage",
     "generate": "jobs.generate:generate_stage",
     "judge": "jobs.judge:judge_stage",
     "report": "jobs.report:report_stage",
@@ -48,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--from", dest="from_stage", choices=list(STAGES), help="rerun this stage and later ones"
     )
     parser.add_argument("--until", choices=list(STAGES), help="stop after this stage")
+    parser.add_argument(
+        "--only", choices=list(STAGES), help="run this stage alone, on the finished outputs of earlier ones"
+    )
 
 
 def stages_to_force(force: bool, from_stage: str | None) -> set[str] | bool:
@@ -67,13 +71,28 @@ def stage_function(name: str) -> Callable[[PipelineRun], StageResult]:
 
 
 def run_pipeline(
-    run_dir: Path, config: TailorMindConfig, force: set[str] | bool = False, until: str | None = None
+    run_dir: Path,
+    config: TailorMindConfig,
+    force: set[str] | bool = False,
+    until: str | None = None,
+    only: str | None = None,
 ) -> PipelineRun:
-    """Run the stages in order; up-to-date stages are skipped, so a crashed run resumes where it stopped."""
+    """Run the stages in order; up-to-date stages are skipped, so a crashed run resumes where it stopped.
+
+    With ``only``, the stages before it are not run: their finished outputs in ``run_dir`` are used.
+    """
     pipeline = PipelineRun(StageRunner(run_dir, force=force), config)
     for name in STAGES:
+        if only is not None and name != only:
+            if list(STAGES).index(name) > list(STAGES).index(only):
+                break
+            if name == "dataset" and config.data.path:
+                pipeline.results[name] = stage_function(name)(pipeline)  # read in place: nothing to run
+            else:
+                pipeline.results[name] = pipeline.runner.finished(name)
+            continue
         pipeline.results[name] = stage_function(name)(pipeline)
-        if name == until:
+        if name in (until, only):
             break
     return pipeline
 
@@ -85,7 +104,9 @@ def run(args: argparse.Namespace, config: TailorMindConfig) -> int:
             "the config names no dataset: set data.path (a TailorBench directory), data.movielens_src "
             "(a MovieLens folder to import) or a data.synth section (see configs/demo.yaml)."
         )
-    pipeline = run_pipeline(args.out, config, stages_to_force(args.force, args.from_stage), args.until)
+    pipeline = run_pipeline(
+        args.out, config, stages_to_force(args.force, args.from_stage), args.until, args.only
+    )
     for name, result in pipeline.results.items():
         state = "skipped (up to date)" if result.skipped else f"ran in {result.seconds:.1f} s"
         print(f"{name:10s} {state:22s} {result.path}")
@@ -93,6 +114,11 @@ def run(args: argparse.Namespace, config: TailorMindConfig) -> int:
     if "report" in pipeline.results:
         print(f"report: {pipeline.runner.run_dir / 'report.html'}")
     return 0
+
+
+def stage_main(name: str, argv: list[str]) -> int:
+    """``python -m jobs.<name> --config FILE --out RUN``: that stage alone, on the earlier stages' outputs."""
+    return main(["run", "--only", name, *argv])
 
 
 if __name__ == "__main__":

@@ -1,106 +1,109 @@
-"""Stage ``profiles``: each cohort user's initial preference profile (paper eq. 9) from history + CF items."""
+"""Stage ``profiles``: each cohort user's initial preference profile (paper eq. 9) from history + CF items.
+
+Cohort rows stream through one Ray Data pipeline: the evidence prompt (item cards from the captions
+stage), the profiler step, the parsed profile. ``RUN/profiles/profile_v0.parquet/`` keeps the cohort's
+columns beside the profile, so later stages read one artifact per user.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.llm_pass import run_structured
-from jobs.ray_cluster import connect
+from jobs.broadcast import broadcast_table, mapping_of
+from jobs.llm_step import LIGHT, LLMStep, request_json, row_answers
+from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult
-from models.config import TailorMindConfig
-from models.data import EncodedInteractions, encode_interactions, load_dataset
 from models.llm.prompts import PROFILE, profile_text
-from models.profiling.cohort import Cohort, cf_recommendations, select_cohort
-from models.profiling.evidence import item_card
 from models.profiling.initial import profile_request
+from runtime.cluster import connect
 
 if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
 
-
-@dataclass
-class ProfilingInputs:
-    """The cohort, every item as a card (title + captions), and the CF recommendations of each user."""
-
-    encoded: EncodedInteractions
-    cohort: Cohort
-    user_ids: list[str]
-    cards: list[str]  # by item index
-    recommended: dict[str, list[int]]
+PROFILES = "profile_v0.parquet"  # a folder of Parquet files
 
 
-def profiling_inputs(pipeline: PipelineRun) -> ProfilingInputs:
-    """Load the validated data, captions and (when the pipeline has one) the CF top-K output."""
-    config = pipeline.config
-    dataset = load_dataset(pipeline.results["data"].path)
-    encoded = encode_interactions(dataset)
-    cohort = select_cohort(encoded, config.profiling.max_users, config.profiling.history_items, config.seed)
-    captions = pq.read_table(pipeline.results["captions"].path / "captions.parquet").to_pylist()
-    by_item = {row["item_id"]: row for row in captions}
-    cards = [item_card(item, by_item.get(item["item_id"])) for item in dataset.items.to_pylist()]
-    user_ids = encoded.user_ids.take(pa.array(cohort.users))
-    topk = pq.ParquetDataset(pipeline.results["topk"].path).read() if "topk" in pipeline.results else None
-    recommended = cf_recommendations(topk, user_ids, encoded.item_ids, config.profiling.cf_items)
-    return ProfilingInputs(encoded, cohort, user_ids.to_pylist(), cards, recommended)
+def cards_ref(captions_dir: Path) -> Any:
+    """The item cards of the captions stage (item_id, card), in the object store."""
+    return broadcast_table(str((captions_dir / "items.parquet").resolve()), ["item_id", "card"])
 
 
-def profile_requests(inputs: ProfilingInputs, config: TailorMindConfig) -> list[dict[str, Any]]:
-    """One profiler request per cohort user: history (most recent first) and CF items, within the budget."""
-    return [
-        profile_request(
-            user_id,
-            [inputs.cards[i] for i in history],
-            [inputs.cards[i] for i in inputs.recommended.get(user_id, [])],
-            config.profiling.evidence_chars,
-        )
-        for user_id, history in zip(inputs.user_ids, inputs.cohort.history, strict=True)
-    ]
-
-
-def write_profiles(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Profiles as Parquet: user_id, preferences (JSON), text, error."""
-    schema = pa.schema(
+def profile_batch(batch: pa.Table, cards: Any, evidence_chars: int) -> pa.Table:
+    """The profiler request of each user: history (most recent first) and CF items as cards."""
+    lookup = mapping_of(cards, "item_id", "card")
+    requests = [
         [
-            ("user_id", pa.string()),
-            ("preferences", pa.string()),
-            ("text", pa.string()),
-            ("error", pa.string()),
+            request_json(
+                profile_request(
+                    row["user_id"],
+                    [lookup[i] for i in row["history"]],
+                    [lookup[i] for i in row["cf_items"]],
+                    evidence_chars,
+                )
+            )
         ]
-    )
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+        for row in batch.select(["user_id", "history", "cf_items"]).to_pylist()
+    ]
+    return batch.append_column("profile_requests", pa.array(requests, pa.list_(pa.string())))
+
+
+def parse_batch(batch: pa.Table) -> pa.Table:
+    """Each user's preferences (JSON), profile text and error (empty profile when the profiler failed)."""
+    preferences, texts, errors = [], [], []
+    for row in batch.select(["profile_answers", "profile_errors", "profile_attempts"]).to_pylist():
+        answer = row_answers(row, "profile")[0]
+        value = answer.value["preferences"] if answer.value else []
+        preferences.append(json.dumps(value))
+        texts.append(profile_text(value))
+        errors.append(answer.error)
+    table = batch.drop_columns(["profile_answers", "profile_errors", "profile_attempts"])
+    table = table.append_column("preferences", pa.array(preferences, pa.string()))
+    table = table.append_column("text", pa.array(texts, pa.string()))
+    return table.append_column("error", pa.array(errors, pa.string()))
+
+
+def _summary(path: str) -> dict[str, int]:
+    """Users profiled and failed (read in a task: one column per user)."""
+    errors = pq.read_table(path, columns=["error"])["error"]
+    return {"users": len(errors), "failed": len(errors) - errors.null_count}
 
 
 def profiles_stage(pipeline: PipelineRun) -> StageResult:
-    """Pipeline stage ``profiles``: RUN/profiles/profile_v0.parquet."""
+    """Pipeline stage ``profiles``: RUN/profiles/profile_v0.parquet/ (cohort columns + profile)."""
+    import ray
+    import ray.data
+
     config = pipeline.config
+    cohort = pipeline.results["cohort"].path
+    captions = pipeline.results["captions"].path
 
     def build(out: Path) -> dict[str, Any]:
-        connect(config.ray)
-        inputs = profiling_inputs(pipeline)
-        answers = run_structured(profile_requests(inputs, config), config.llm.profiler, seed=config.seed)
-        rows = []
-        for user_id in inputs.user_ids:
-            answer = answers[user_id]
-            preferences = answer.value["preferences"] if answer.value else []
-            rows.append(
-                {
-                    "user_id": user_id,
-                    "preferences": json.dumps(preferences),
-                    "text": profile_text(preferences),
-                    "error": answer.error,
-                }
-            )
-        write_profiles(out / "profile_v0.parquet", rows)
-        return {"users": len(rows), "failed": sum(1 for r in rows if r["error"]), "prompt": PROFILE.key}
+        connect(config.ray, pipeline.runner.run_dir)
+        users = ray.data.read_parquet(str((cohort / "users.parquet").resolve()))
+        asked = users.map_batches(
+            profile_batch,
+            fn_kwargs={"cards": cards_ref(captions), "evidence_chars": config.profiling.evidence_chars},
+            batch_format="pyarrow",
+            **LIGHT,
+        )
+        answered = LLMStep("profile", config.llm.profiler, config.seed)(asked)
+        answered.map_batches(parse_batch, batch_format="pyarrow", **LIGHT).write_parquet(
+            str((out / PROFILES).resolve())
+        )
+        summary = ray.get(ray.remote(_summary).options(**LIGHT).remote(str((out / PROFILES).resolve())))
+        return {**summary, "prompt": PROFILE.key}
 
-    section = {"profiler": config.llm.profiler, "profiling": config.profiling, "seed": config.seed}
-    inputs = [
-        pipeline.results[name].path for name in ("data", "captions", "topk") if name in pipeline.results
-    ]
-    return pipeline.runner.run("profiles", build, config=section, inputs=inputs)
+    section = {"profiler": config.llm.profiler, "evidence_chars": config.profiling.evidence_chars}
+    return pipeline.runner.run(
+        "profiles", build, config={**section, "seed": config.seed}, inputs=[cohort, captions]
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(stage_main("profiles", sys.argv[1:]))

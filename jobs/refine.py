@@ -1,176 +1,243 @@
-"""Stage ``refine``: textual-gradient profile refinement (paper eqs. 10-14), all users round by round.
+"""Stage ``refine``: textual-gradient refinement (``models.profiling.refiner``), all users round by round.
 
-Each round is one Ray Data pass per LLM step over the users still active: rank the validation candidates,
-then (for users whose positive is not first) write a textual gradient, then apply it. A user stops at
-rank 1 or after ``profiling.rounds`` updates; the profile with the best validation rank is kept. The test
-split is never read here.
+Each round is one Ray Data pipeline over the users still active: rank -> gradient -> update, three LLM
+steps chained in one pass (a user who stops asks the later steps nothing), ending in the round's
+checkpoint ``round_<r>/`` (written to a temporary folder, then renamed). A killed run resumes after its
+last finished round. ``RUN/refine/profiles.parquet/`` holds each user's initial and best profile, the
+validation rank of every round, each round's profile text, token counts and errors. The test split is
+never read here.
 """
 
 from __future__ import annotations
 
-import json
+import shutil
+import sys
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from jobs.llm_pass import run_structured
-from jobs.profiles import ProfilingInputs, profiling_inputs
-from jobs.ray_cluster import connect
+from jobs.broadcast import mapping_of
+from jobs.llm_step import LIGHT, LLMStep, request_json, row_answers, step_columns
+from jobs.pipeline import stage_main
+from jobs.profiles import PROFILES, cards_ref
 from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
-from models.llm.prompts import GRADIENT, UPDATE, profile_text, rank_template
-from models.profiling.evidence import numbered_list
-from models.profiling.ranking import borda_ranking, positive_rank, shown_to_original, shuffle_candidates
+from models.profiling.refiner import ProfileRefiner, refined_profile
+from runtime.cluster import connect
 
 if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
 
-WRONG_SHOWN = 3  # top-ranked wrong candidates shown to the optimizer
+PUBLISHED = "profiles.parquet"  # a folder of Parquet files
+STEPS = ("rank", "gradient", "update")
 
 
-def rank_with_profiles(
-    inputs: ProfilingInputs,
-    profiles: dict[str, str],
-    candidates: np.ndarray,
-    config: TailorMindConfig,
-    round_index: int,
-) -> tuple[dict[str, int], dict[str, list[int]]]:
-    """Ranker pass: per user the positive's 0-based rank and the original columns ranked first.
-
-    With ``profiling.rank_permutations`` P > 1 every user's candidates are ranked in P shuffles in the same
-    pass and the lists are combined by Borda count (permutation debiasing).
-    """
-    rows = [i for i, user_id in enumerate(inputs.user_ids) if user_id in profiles]
-    permutations = config.profiling.rank_permutations
-    orders = [shuffle_candidates(candidates, config.seed, round_index, p) for p in range(permutations)]
-    top_k = min(config.profiling.rank_top_k, candidates.shape[1])
-    template = rank_template(candidates.shape[1], top_k)
-    chars = config.profiling.candidate_chars
-    requests = []
-    for row in rows:
-        for p, order in enumerate(orders):
-            shown = [inputs.cards[i] for i in candidates[row][order[row]]]
-            fields = {
-                "profile": profiles[inputs.user_ids[row]],
-                "candidates": numbered_list(shown, 10**9, chars),
-            }
-            requests.append(
-                {
-                    "row_key": f"{inputs.user_ids[row]}#{p}",
-                    "messages": template.messages(fields),
-                    "schema": template.schema,
-                }
-            )
-    answers = run_structured(requests, config.llm.ranker, seed=config.seed + round_index)
-    ranks, firsts = {}, {}
-    for row in rows:
-        user_id = inputs.user_ids[row]
-        tops = []
-        for p, order in enumerate(orders):
-            answer = answers[f"{user_id}#{p}"]
-            tops.append(shown_to_original(answer.value["top"] if answer.value else [], order[row]))
-        firsts[user_id] = borda_ranking(tops, candidates.shape[1], top_k)
-        ranks[user_id] = positive_rank(firsts[user_id], candidates.shape[1])
-    return ranks, firsts
+def _refiner(cards: Any, config: TailorMindConfig) -> ProfileRefiner:
+    lookup = mapping_of(cards, "item_id", "card")
+    catalogue = list(lookup) if config.profiling.valid_negatives == "resample" else []
+    return ProfileRefiner(config.profiling, lookup, config.seed, catalogue)
 
 
-def _outcome(rank: int, top_k: int, num_candidates: int) -> str:
-    return f"{rank + 1} of {num_candidates}" if rank < top_k else f"outside the top {top_k}"
+def start_batch(batch: pa.Table, cards: Any, config: TailorMindConfig) -> pa.Table:
+    """Initial profiles (with the cohort's columns) as refinement states."""
+    import json
+
+    refiner = _refiner(cards, config)
+    rows = []
+    for row in batch.to_pylist():
+        state = refiner.start(row["user_id"], json.loads(row["preferences"]), row["valid_candidates"])
+        state["prompt_tokens"], state["generated_tokens"] = [], []
+        rows.append({**row, **state})
+    return _table(rows, batch.schema)
 
 
-def refine(
-    inputs: ProfilingInputs, initial: dict[str, list[dict[str, str]]], config: TailorMindConfig
-) -> list[dict]:
-    """Run the rounds and return, per user, the initial and the best profile with the rank history."""
-    candidates = inputs.cohort.valid_candidates
-    row_of = {user_id: row for row, user_id in enumerate(inputs.user_ids)}
-    # a user whose initial profile failed starts from an empty one: the gradient steps can still write it
-    current = {user_id: initial.get(user_id) or [] for user_id in inputs.user_ids}
-    best: dict[str, tuple[int, list[dict[str, str]], int]] = {}
-    history: dict[str, list[int]] = {user_id: [] for user_id in current}
-    trace: dict[str, list[str]] = {user_id: [] for user_id in current}  # the profile text of each round
-    active = set(current)
-    for round_index in range(config.profiling.rounds + 1):
-        texts = {user_id: profile_text(current[user_id]) for user_id in active}
-        ranks, firsts = rank_with_profiles(inputs, texts, candidates, config, round_index)
-        for user_id, rank in ranks.items():
-            history[user_id].append(rank)
-            trace[user_id].append(texts[user_id])
-            if user_id not in best or rank < best[user_id][0]:
-                best[user_id] = (rank, current[user_id], round_index)
-        active = {user_id for user_id in active if ranks[user_id] > 0}
-        if not active or round_index == config.profiling.rounds:
-            break
-        gradient_requests = []
-        for user_id in sorted(active):
-            row = candidates[row_of[user_id]]
-            wrong = [inputs.cards[row[c]] for c in firsts[user_id] if c != 0][:WRONG_SHOWN]
-            fields = {
-                "profile": texts[user_id],
-                "outcome": _outcome(ranks[user_id], config.profiling.rank_top_k, candidates.shape[1]),
-                "wrong": numbered_list(wrong, 10**9, config.profiling.candidate_chars),
-                "truth": inputs.cards[row[0]][: config.profiling.candidate_chars * 2],
-            }
-            gradient_requests.append(
-                {"row_key": user_id, "messages": GRADIENT.messages(fields), "schema": GRADIENT.schema}
-            )
-        gradients = run_structured(gradient_requests, config.llm.optimizer, seed=config.seed + round_index)
-        update_requests = [
-            {
-                "row_key": user_id,
-                "messages": UPDATE.messages(
-                    {"profile": texts[user_id], "gradient": answer.value["gradient"]}
-                ),
-                "schema": UPDATE.schema,
-            }
-            for user_id, answer in gradients.items()
-            if answer.value
-        ]
-        updates = run_structured(update_requests, config.llm.optimizer, seed=config.seed + round_index)
-        for user_id, answer in updates.items():
-            if answer.value:
-                current[user_id] = answer.value["preferences"]
-    return [
-        {
-            "user_id": user_id,
-            "profile_initial": profile_text(initial.get(user_id) or []),
-            "profile_refined": profile_text(best[user_id][1]) if user_id in best else "",
-            "preferences_refined": json.dumps(best[user_id][1] if user_id in best else []),
-            "best_round": best[user_id][2] if user_id in best else None,
-            "valid_ranks": history.get(user_id, []),
-            "round_profiles": trace.get(user_id, []),
-        }
-        for user_id in inputs.user_ids
+def rank_batch(batch: pa.Table, cards: Any, config: TailorMindConfig, round_index: int) -> pa.Table:
+    """The ranking requests of each user (one per shuffle)."""
+    refiner = _refiner(cards, config)
+    rows = batch.to_pylist()
+    asked = [
+        [request_json(r) for r in refiner.rank_requests(row, round_index, row["seen_items"])] for row in rows
     ]
+    return _table(rows, batch.schema).append_column("rank_requests", pa.array(asked, pa.list_(pa.string())))
+
+
+def gradient_batch(batch: pa.Table, cards: Any, config: TailorMindConfig, round_index: int) -> pa.Table:
+    """Ranks applied; the gradient request of each user who goes on."""
+    refiner = _refiner(cards, config)
+    rows = batch.to_pylist()
+    asked = []
+    for row in rows:
+        refiner.apply_ranking(row, row_answers(row, "rank"), round_index)
+        asked.append([request_json(r) for r in refiner.gradient_requests(row, round_index)])
+    table = _table(rows, batch.schema)
+    return table.append_column("gradient_requests", pa.array(asked, pa.list_(pa.string())))
+
+
+def update_batch(batch: pa.Table, cards: Any, config: TailorMindConfig, round_index: int) -> pa.Table:
+    """The update request of each user whose gradient came back."""
+    refiner = _refiner(cards, config)
+    rows = batch.to_pylist()
+    asked = [
+        [request_json(r) for r in refiner.update_requests(row, row_answers(row, "gradient"), round_index)]
+        for row in rows
+    ]
+    table = _table(rows, batch.schema)
+    return table.append_column("update_requests", pa.array(asked, pa.list_(pa.string())))
+
+
+def finish_batch(batch: pa.Table, cards: Any, config: TailorMindConfig, round_index: int) -> pa.Table:
+    """Updates applied; the round's token counts recorded; the steps' columns dropped."""
+    refiner = _refiner(cards, config)
+    rows = batch.to_pylist()
+    for row in rows:
+        refiner.apply_update(row, row_answers(row, "update"), round_index)
+        row["prompt_tokens"] = [*row["prompt_tokens"], sum(row[f"{s}_prompt_tokens"] for s in STEPS)]
+        row["generated_tokens"] = [*row["generated_tokens"], sum(row[f"{s}_generated_tokens"] for s in STEPS)]
+    step_names = {name for step in STEPS for name in step_columns(step)}
+    schema = pa.schema([f for f in batch.schema if f.name not in step_names])
+    return _table(rows, schema)
+
+
+def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Rows back to Arrow: the batch's columns with their own types, plus any state column not yet there."""
+    new = [pa.field(name, kind) for name, kind in _STATE_TYPES.items() if name not in schema.names]
+    return pa.Table.from_pylist(rows, schema=pa.schema([*schema, *new]))
+
+
+_STATE_TYPES = {
+    "valid_candidates": pa.list_(pa.string()),
+    "preferences": pa.string(),
+    "profile": pa.string(),
+    "profile_initial": pa.string(),
+    "best_preferences": pa.string(),
+    "best_rank": pa.int64(),
+    "best_round": pa.int64(),
+    "valid_ranks": pa.list_(pa.int64()),
+    "round_profiles": pa.list_(pa.string()),
+    "ranked_first": pa.list_(pa.int64()),
+    "errors": pa.list_(pa.string()),
+    "active": pa.bool_(),
+    "prompt_tokens": pa.list_(pa.int64()),
+    "generated_tokens": pa.list_(pa.int64()),
+}
+
+
+def refine_rounds(profiles: Path, cards: Any, config: TailorMindConfig, work: Path) -> list[Path]:
+    """Run (or resume) the rounds into ``work/round_<r>/``; returns the finished round folders."""
+    import ray.data
+
+    rounds = [work / f"round_{r}" for r in range(config.profiling.rounds + 1)]
+    for round_index, folder in enumerate(rounds):
+        if folder.is_dir():
+            continue  # finished before a restart
+        if round_index == 0:
+            state = ray.data.read_parquet(str(profiles.resolve())).map_batches(
+                start_batch, fn_kwargs={"cards": cards, "config": config}, batch_format="pyarrow", **LIGHT
+            )
+        else:
+            state = ray.data.read_parquet(str(rounds[round_index - 1].resolve())).filter(_active)
+            if state.count() == 0:
+                return rounds[:round_index]
+        kwargs = {"cards": cards, "config": config, "round_index": round_index}
+        seed = config.seed + round_index
+        for step, prepare in (("rank", rank_batch), ("gradient", gradient_batch), ("update", update_batch)):
+            state = state.map_batches(prepare, fn_kwargs=kwargs, batch_format="pyarrow", **LIGHT)
+            role = config.llm.ranker if step == "rank" else config.llm.optimizer
+            state = LLMStep(step, role, seed)(state)
+        state = state.map_batches(finish_batch, fn_kwargs=kwargs, batch_format="pyarrow", **LIGHT)
+        tmp = work / f".round_{round_index}.tmp-{uuid.uuid4().hex[:8]}"
+        state.write_parquet(str(tmp.resolve()))
+        tmp.rename(folder)  # the round's checkpoint appears whole or not at all
+    return rounds
+
+
+def _active(row: dict[str, Any]) -> bool:
+    return bool(row["active"])
+
+
+def publish_batch(batch: pa.Table) -> pa.Table:
+    """Finished users (those that stopped in this round's folder) as published profiles.
+
+    The cohort's columns travel along, so later stages read one artifact per user; the test candidates
+    were carried through the rounds but never shown to the LLM.
+    """
+    rows = [
+        refined_profile(row) | {name: row[name] for name in _CARRIED}
+        for row in batch.to_pylist()
+        if not row["active"]
+    ]
+    return pa.Table.from_pylist(rows, schema=PUBLISHED_SCHEMA)
+
+
+PUBLISHED_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("profile_initial", pa.string()),
+        ("profile_refined", pa.string()),
+        ("preferences_refined", pa.string()),
+        ("best_round", pa.int64()),
+        ("valid_ranks", pa.list_(pa.int64())),
+        ("round_profiles", pa.list_(pa.string())),
+        ("errors", pa.list_(pa.string())),
+        ("prompt_tokens", pa.list_(pa.int64())),  # per round
+        ("generated_tokens", pa.list_(pa.int64())),
+        ("history", pa.list_(pa.string())),  # the cohort's columns that eval, generate and judge read
+        ("cf_items", pa.list_(pa.string())),
+        ("test_candidates", pa.list_(pa.string())),
+    ]
+)
+_CARRIED = ("prompt_tokens", "generated_tokens", "history", "cf_items", "test_candidates")
+
+
+def summarise(published: str) -> dict[str, Any]:
+    """Validation-rank summary of the published profiles (read in a task: one small column per user)."""
+    import pyarrow.parquet as pq
+
+    ranks = pq.read_table(published, columns=["valid_ranks"])["valid_ranks"].to_pylist()
+    ranked = [r for r in ranks if r]
+    return {
+        "users": len(ranks),
+        "mean_initial_valid_rank": float(np.mean([r[0] for r in ranked])) if ranked else None,
+        "mean_selected_valid_rank": float(np.mean([min(r) for r in ranked])) if ranked else None,
+        "selected_on": "validation: each user keeps the profile with the best validation rank, so "
+        "mean_selected_valid_rank is optimistic; the eval stage measures on the test split",
+        "stopped_at_rank_1": sum(1 for r in ranked if min(r) == 0),
+    }
 
 
 def refine_stage(pipeline: PipelineRun) -> StageResult:
-    """Pipeline stage ``refine``: RUN/refine/profiles.parquet and a summary of the validation ranks."""
+    """Pipeline stage ``refine``: RUN/refine/round_<r>/ checkpoints and RUN/refine/profiles.parquet/."""
+    import ray
+    import ray.data
+
     config = pipeline.config
+    profiles = pipeline.results["profiles"].path / PROFILES
+    captions = pipeline.results["captions"].path
 
     def build(out: Path) -> dict[str, Any]:
-        connect(config.ray)
-        inputs = profiling_inputs(pipeline)
-        v0 = pq.read_table(pipeline.results["profiles"].path / "profile_v0.parquet").to_pylist()
-        initial = {row["user_id"]: json.loads(row["preferences"]) for row in v0}
-        rows = refine(inputs, initial, config)
-        pq.write_table(pa.Table.from_pylist(rows), out / "profiles.parquet")
-        ranked = [r["valid_ranks"] for r in rows if r["valid_ranks"]]
-        return {
-            "users": len(rows),
-            "mean_initial_valid_rank": float(np.mean([r[0] for r in ranked])) if ranked else None,
-            "mean_best_valid_rank": float(np.mean([min(r) for r in ranked])) if ranked else None,
-            "stopped_at_rank_1": sum(1 for r in ranked if min(r) == 0),
-            "rounds": config.profiling.rounds,
-        }
+        connect(config.ray, pipeline.runner.run_dir)
+        rounds = refine_rounds(profiles, cards_ref(captions), config, out)
+        published = out / PUBLISHED
+        if published.exists():  # left by a run killed while publishing
+            shutil.rmtree(published)
+        finished = ray.data.read_parquet([str(r.resolve()) for r in rounds])
+        finished.map_batches(publish_batch, batch_format="pyarrow", **LIGHT).write_parquet(
+            str(published.resolve())
+        )
+        summary = ray.get(ray.remote(summarise).options(**LIGHT).remote(str(published.resolve())))
+        return {**summary, "rounds": config.profiling.rounds, "rounds_run": len(rounds)}
 
     section = {
         "llm": [config.llm.ranker, config.llm.optimizer],
         "profiling": config.profiling,
         "seed": config.seed,
     }
-    inputs = [pipeline.results[name].path for name in ("profiles", "captions", "data")]
-    return pipeline.runner.run("refine", build, config=section, inputs=inputs)
+    inputs = [pipeline.results[name].path for name in ("profiles", "captions")]
+    return pipeline.runner.run("refine", build, config=section, inputs=inputs, resumable=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(stage_main("refine", sys.argv[1:]))

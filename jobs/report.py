@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult
 from models.report import read_run, render_report
 
@@ -45,3 +47,7 @@ def copy_atomically(source: Path, target: Path) -> None:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(stage_main("report", sys.argv[1:]))

@@ -78,26 +78,40 @@ class StageRunner:
         *,
         config: Any,
         inputs: Sequence[Path] = (),
+        resumable: bool = False,
     ) -> StageResult:
-        """Run ``build(tmp_dir)`` unless current, then publish ``tmp_dir`` as ``RUN/<name>`` in one rename."""
+        """Run ``build(tmp_dir)`` unless current, then publish ``tmp_dir`` as ``RUN/<name>`` in one rename.
+
+        A ``resumable`` stage builds in ``RUN/.<name>.partial-<fingerprint>``, which a failed or killed run
+        leaves behind: a rerun with the same config and inputs hands it to ``build`` again, so the stage
+        continues from its last checkpoint (what ``build`` wrote atomically there).
+        """
         final = self.path(name)
         forced = self._force is True or (not isinstance(self._force, bool) and name in self._force)
         if not forced and self.is_current(name, config, inputs):
             log.info("stage %s is up to date (same config and inputs): skipped; --force reruns it", name)
             return StageResult(name, final, fingerprint(final), skipped=True, seconds=0.0)
-        self._remove_leftovers(name)
-        tmp = self.run_dir / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
+        inputs_fp = self._inputs(inputs)
+        config_fp = config_digest(config)
+        stage_fp = hashlib.sha256(f"{name}\0{config_fp}\0{json.dumps(inputs_fp)}".encode()).hexdigest()[:16]
+        if resumable:
+            tmp = self.run_dir / f".{name}.partial-{stage_fp}"
+            self._remove_leftovers(name, keep=tmp)
+            if tmp.is_dir():
+                log.info("stage %s resumes from its checkpoints in %s", name, tmp)
+            tmp.mkdir(exist_ok=True)
+        else:
+            self._remove_leftovers(name)
+            tmp = self.run_dir / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
         start = time.perf_counter()
         try:
             summary = build(tmp) or {}
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not resumable:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
         seconds = time.perf_counter() - start
-        inputs_fp = self._inputs(inputs)
-        config_fp = config_digest(config)
-        stage_fp = hashlib.sha256(f"{name}\0{config_fp}\0{json.dumps(inputs_fp)}".encode()).hexdigest()[:16]
         marker = {
             "stage": name,
             "config": config_fp,
@@ -116,9 +130,20 @@ class StageRunner:
     def _inputs(self, inputs: Sequence[Path]) -> dict[str, str]:
         return {str(Path(p)): fingerprint(Path(p)) for p in inputs}
 
-    def _remove_leftovers(self, name: str) -> None:
+    def finished(self, name: str) -> StageResult:
+        """The published output of stage ``name`` (for running a later stage on its own)."""
+        final = self.path(name)
+        if not (final / MARKER).is_file():
+            raise TailorMindError(
+                f"{final} holds no finished '{name}' stage; run it first (tailormind run --until {name}, or "
+                f"python -m jobs.{name} with the same --config and --out)."
+            )
+        return StageResult(name, final, fingerprint(final), skipped=True, seconds=0.0)
+
+    def _remove_leftovers(self, name: str, keep: Path | None = None) -> None:
         for stale in self.run_dir.glob(f".{name}.*-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+            if stale != keep:
+                shutil.rmtree(stale, ignore_errors=True)
 
     def _publish(self, tmp: Path, final: Path) -> None:
         if final.exists():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from models.llm.prompts import CAPTION_FRAMES, CAPTION_IMAGE, CAPTION_TEXT, CAPTION_VIDEO
@@ -22,66 +21,42 @@ def content_key(item: dict[str, Any], model_source: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-@dataclass
-class CaptionPlan:
-    """The first-pass requests of a set of items, and what the second (video synthesis) pass needs."""
-
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    videos: dict[str, str] = field(default_factory=dict)  # item_id -> title, for items with frames
-    errors: dict[str, list[str]] = field(default_factory=dict)
+def _request(template: Any, images: list[str] | None = None, **fields: Any) -> dict[str, Any]:
+    return {"messages": template.messages(fields, images), "schema": template.schema}
 
 
-def _request(key: str, template: Any, images: list[str] | None = None, **fields: Any) -> dict[str, Any]:
-    return {"row_key": key, "messages": template.messages(fields, images), "schema": template.schema}
-
-
-def plan_captions(
-    items: list[dict[str, Any]],
+def caption_requests(
+    item: dict[str, Any],
     resolve_uri: Callable[[str], str],
     frames_per_segment: int = 2,
     video_seconds: float = 8.0,
-) -> CaptionPlan:
-    """Text, image and video-frame requests for each item; unreadable media become per-item errors."""
-    plan = CaptionPlan()
-    for item in items:
-        item_id, title = item["item_id"], item["title"]
-        tags = ", ".join(item.get("tags") or [])
-        plan.requests.append(
-            _request(f"{item_id}|text", CAPTION_TEXT, title=title, text=item["text"], tags=tags)
-        )
-        for uri in (item.get("image_uris") or [])[:1]:
-            try:
-                image = image_data_url(resolve_uri(uri))
-                plan.requests.append(_request(f"{item_id}|image", CAPTION_IMAGE, [image], title=title))
-            except MediaError as exc:
-                plan.errors.setdefault(item_id, []).append(str(exc))
-        for uri in (item.get("video_uris") or [])[:1]:
-            try:
-                opening, ending = video_end_frames(resolve_uri(uri), video_seconds, frames_per_segment)
-            except MediaError as exc:
-                plan.errors.setdefault(item_id, []).append(str(exc))
-                continue
-            for segment, frames in (("first", opening), ("last", ending)):
-                plan.requests.append(
-                    _request(f"{item_id}|{segment}", CAPTION_FRAMES, frames, title=title, segment=segment)
-                )
-            plan.videos[item_id] = title
-    return plan
+) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    """An item's first-pass requests as (kind, request): text, image, the video's first and last seconds.
 
-
-def synthesis_requests(plan: CaptionPlan, answers: dict[str, Any]) -> list[dict[str, Any]]:
-    """One request per video whose opening and ending were both described: the whole-video description."""
-    requests = []
-    for item_id, title in plan.videos.items():
-        opening, ending = answers.get(f"{item_id}|first"), answers.get(f"{item_id}|last")
-        if opening is not None and ending is not None:
+    Unreadable media become errors (the second value) instead of requests.
+    """
+    title = item["title"]
+    tags = ", ".join(item.get("tags") or [])
+    requests = [("text", _request(CAPTION_TEXT, title=title, text=item.get("text") or "", tags=tags))]
+    errors = []
+    for uri in (item.get("image_uris") or [])[:1]:
+        try:
             requests.append(
-                _request(
-                    f"{item_id}|video",
-                    CAPTION_VIDEO,
-                    title=title,
-                    opening=opening["description"],
-                    ending=ending["description"],
-                )
+                ("image", _request(CAPTION_IMAGE, [image_data_url(resolve_uri(uri))], title=title))
             )
-    return requests
+        except MediaError as exc:
+            errors.append(str(exc))
+    for uri in (item.get("video_uris") or [])[:1]:
+        try:
+            opening, ending = video_end_frames(resolve_uri(uri), video_seconds, frames_per_segment)
+        except MediaError as exc:
+            errors.append(str(exc))
+            continue
+        for segment, frames in (("first", opening), ("last", ending)):
+            requests.append((segment, _request(CAPTION_FRAMES, frames, title=title, segment=segment)))
+    return requests, errors
+
+
+def video_request(title: str, opening: str, ending: str) -> dict[str, Any]:
+    """The second-pass request: the whole video from the descriptions of its opening and ending."""
+    return _request(CAPTION_VIDEO, title=title, opening=opening, ending=ending)

@@ -73,10 +73,23 @@ class ProfilingConfig(StrictModel):
     history_items: int = Field(20, ge=1, description="most recent train items in the evidence")
     cf_items: int = Field(10, ge=0, description="CF top-K items added to the evidence (0 = none)")
     evidence_chars: int = Field(4000, ge=200, description="evidence budget (about 4 characters a token)")
-    caption_scope: Literal["evidence", "all"] = Field("evidence", description="which items are captioned")
+    caption_scope: Literal["evidence", "all", "none"] = Field(
+        "evidence",
+        description="items captioned by the VLM: the cohort's evidence and candidates, all, or none (item "
+        "cards are then the items' own titles, texts and tags)",
+    )
     candidate_chars: int = Field(120, ge=20, description="caption characters per ranking candidate")
+    num_negatives: int = Field(
+        99, ge=1, description="sampled negatives beside each held-out positive (TailorBench: 99)"
+    )
     rounds: int = Field(3, ge=0, description="N_max refinement rounds")
     rank_top_k: int = Field(10, ge=1, description="indices the ranker returns")
+    valid_negatives: Literal["fixed", "resample"] = Field(
+        "fixed",
+        description="validation negatives per refinement round: fixed (reshuffled each round, so ranks of "
+        "rounds compare and the best profile is chosen on one candidate set) or resample (the paper: 99 new "
+        "never-seen items each round)",
+    )
     rank_permutations: int = Field(
         1, ge=1, description="shuffles ranked per user and combined by Borda count (debiasing); 1 = off"
     )
@@ -104,6 +117,8 @@ class GenerationConfig(StrictModel):
     """Posts: how many users, images and videos, the diffusion and scoring models, reflection rounds."""
 
     max_users: int | None = Field(4, ge=1, description="users (from the refined profiles) to write for")
+    batch_size: int = Field(8, ge=1, description="users one writer actor takes at a time")
+    workers: int = Field(1, ge=1, description="writer actors (each holds the diffusion and scoring models)")
     num_images: int = Field(1, ge=0, le=4)
     num_videos: int = Field(0, ge=0, le=2, description="short clips per post, from the video model")
     reflection_rounds: int = Field(3, ge=0)

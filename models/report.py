@@ -64,6 +64,8 @@ class RunResults:
     judge: dict[str, dict[str, Interval]] | None
     judge_facts: dict[str, Any]
     posts: list[PostSummary] | None
+    ranker_failures: dict[str, int] = field(default_factory=dict)  # failed LLM answers, counted as misses
+    profiling_note: str = ""
 
 
 def read_run(run_dir: Path) -> RunResults:
@@ -76,6 +78,12 @@ def read_run(run_dir: Path) -> RunResults:
         cf=cf,
         profiling=ranker_intervals(evaluation) if evaluation else None,
         profiling_users=evaluation.get("num_users") if evaluation else None,
+        ranker_failures={
+            name: int(values["failed"])
+            for name, values in (evaluation or {}).get("rankers", {}).items()
+            if "failed" in values
+        },
+        profiling_note=(evaluation or {}).get("note", ""),
         judge=judge_intervals(judge) if judge else None,
         judge_facts={k: v for k, v in judge.items() if k != "methods"} if judge else {},
         posts=read_posts(generate) if generate.is_dir() else None,
@@ -141,8 +149,13 @@ def profiling_section(results: RunResults) -> str:
     if results.profiling is None:
         return NOT_RUN
     plot = png_image(recall_plot(results.profiling), "Recall@20 per ranker with 95% intervals")
-    users = f"<p>{text(results.profiling_users)} test users, 1 positive + 99 negatives each.</p>"
-    return interval_table("ranker", results.profiling) + users + plot
+    users = f"<p>{text(results.profiling_users)} test users, 1 positive + 99 negatives each."
+    if results.ranker_failures:
+        failed = ", ".join(f"{name} {count}" for name, count in results.ranker_failures.items())
+        users += f" Failed LLM rankings (each counted as a miss): {text(failed)}."
+    if results.profiling_note:
+        users += f" {text(results.profiling_note)}"
+    return interval_table("ranker", results.profiling) + users + "</p>" + plot
 
 
 def judge_section(results: RunResults) -> str:

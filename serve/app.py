@@ -18,12 +18,12 @@ from typing import Any
 from ray import serve
 from ray.serve.deployment import Application, Deployment
 
-from jobs.ray_cluster import connect
 from models.config import DiffusionDeploymentConfig, TailorMindConfig, load_config
 from models.errors import TailorMindError
+from runtime.cluster import connect
+from runtime.llm import deployment_names, llm_server_config
 from serve.deployments import DiffusionDeployment, ScorerDeployment, deployment_options
 from serve.ingress import TailorMindIngress, token_digest
-from serve.llm import deployment_names, llm_server_config
 
 log = logging.getLogger("tailormind.serve")
 APP_NAME = "tailormind"

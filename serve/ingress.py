@@ -30,7 +30,8 @@ from models.llm.prompts import CAPTION_IMAGE, profile_text
 from models.media import MediaError, MediaSources, png_data_url, request_image_data_url, webm_bytes
 from models.profiling.evidence import item_card
 from models.profiling.initial import profile_request
-from serve.handles import RemoteDiffusion, RemoteLLM, RemoteScorer
+from runtime.chat import RoleClients, ServeChat
+from serve.handles import RemoteDiffusion, RemoteScorer
 from serve.schemas import (
     GenerateRequest,
     GenerateResponse,
@@ -76,7 +77,10 @@ class TailorMindIngress(OpenAiIngress):
         self.scorer = RemoteScorer(scorer)
         llm = self.config.llm
         roles = {"captioner": llm.captioner, "profiler": llm.profiler, "optimizer": llm.optimizer}
-        self.llm = RemoteLLM(dict(llm_deployments), roles, self.config.seed)
+        self.llm = RoleClients(
+            {name: ServeChat(llm_deployments[role.served_model_id], role) for name, role in roles.items()},
+            self.config.seed,
+        )
         served = self.config.serve
         self.media = MediaSources(
             folders=[Path(root) for root in served.media_roots],
@@ -129,12 +133,13 @@ class TailorMindIngress(OpenAiIngress):
             for n, (index, _) in enumerate(images):
                 if answers[str(n)].value:
                     descriptions.setdefault(index, []).append(answers[str(n)].value["description"])
-        cards = []
-        for index, item in enumerate(history):
-            text = f"{item.text} (tags: {', '.join(item.tags)})" if item.tags else item.text
-            caption = {"text_summary": text, "image_description": " ".join(descriptions.get(index, []))}
-            cards.append(item_card({"title": item.title}, caption))
-        return cards
+        return [
+            item_card(
+                {"title": item.title, "text": item.text, "tags": item.tags},
+                {"image_description": " ".join(descriptions.get(index, []))},
+            )
+            for index, item in enumerate(history)
+        ]
 
     def _profile(self, cards: list[str]) -> Profile:
         budget = self.config.profiling.evidence_chars

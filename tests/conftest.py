@@ -50,8 +50,8 @@ def ray_cluster():
     import ray
     from ray import serve
 
-    from jobs.ray_cluster import connect
     from models.config import RayConfig
+    from runtime.cluster import connect
 
     connect(RayConfig(num_cpus=TEST_CLUSTER_CPUS))
     # Serve's HTTP port is fixed when Serve first starts; start it here so no test depends on port 8000.

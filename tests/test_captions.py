@@ -1,10 +1,12 @@
 import cv2
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from jobs.captions import caption
-from models.captioning import content_key, plan_captions
+from jobs.captions import caption_items
+from models.captioning import CAPTION_COLUMNS, caption_requests, content_key
 from models.config import load_config
 
 
@@ -49,24 +51,43 @@ def media_items(tmp_path):
     ]
 
 
-def test_plan_reads_media_and_reports_bad_files(tmp_path, media_items):
-    plan = plan_captions(media_items, lambda uri: str(tmp_path / uri))
-    keys = [r["row_key"] for r in plan.requests]
-    assert keys == ["a|text", "a|image", "b|text", "b|first", "b|last", "c|text"]
-    frames = plan.requests[3]["messages"][1]["content"]
+def test_requests_read_media_and_report_bad_files(tmp_path, media_items):
+    resolve = lambda uri: str(tmp_path / uri)  # noqa: E731
+    plans = [caption_requests(item, resolve) for item in media_items]
+    assert [[kind for kind, _ in requests] for requests, _ in plans] == [
+        ["text", "image"],
+        ["text", "first", "last"],
+        ["text"],
+    ]
+    frames = plans[1][0][1][1]["messages"][1]["content"]
     assert sum(part["type"] == "image_url" for part in frames) == 2
-    assert len(plan.errors["c"]) == 2 and "broken.png" in plan.errors["c"][0]
+    errors = plans[2][1]
+    assert len(errors) == 2 and "broken.png" in errors[0]
     assert content_key(media_items[0], "m") != content_key(media_items[0], "other-model")
 
 
 @pytest.mark.slow
 def test_captions_each_modality_once_and_caches(ray_cluster, tiny_models, tmp_path, media_items):
     config = load_config(None, ["llm.captioner.backend=serve", "llm.captioner.max_tokens=160"])
-    cache = tmp_path / "cache.parquet"
-    table = caption(media_items, lambda uri: str(tmp_path / uri), config, cache)
-    rows = {r["item_id"]: r for r in table.to_pylist()}
+    items = tmp_path / "items.parquet"
+    pq.write_table(pa.Table.from_pylist(media_items), items)
+    wanted = tmp_path / "wanted.parquet"
+    pq.write_table(pa.table({"item_id": ["a", "b", "c"]}), wanted)
+    cache = tmp_path / "cache"
+
+    def run(out, wanted_path):
+        out.mkdir()
+        summary = caption_items(str(items), str(tmp_path), wanted_path, config, out, cache)
+        return summary, {row["item_id"]: row for row in pq.read_table(out / "items.parquet").to_pylist()}
+
+    summary, rows = run(tmp_path / "first", str(wanted))
+    assert summary["items"] == 3 and summary["from_cache"] == 0 and summary["newly_cached"] == 2
     assert rows["a"]["text_summary"] and rows["a"]["image_description"] and not rows["a"]["errors"]
     assert rows["b"]["video_description"] and not rows["b"]["errors"]
-    assert rows["c"]["text_summary"] and len(rows["c"]["errors"]) == 2
-    again = caption(media_items[:2], lambda uri: str(tmp_path / uri), config, cache)  # all from the cache
-    assert again.to_pylist() == [rows["a"], rows["b"]]
+    assert rows["c"]["text_summary"] and len(rows["c"]["errors"]) == 2  # its errors keep it out of the cache
+    assert rows["a"]["card"].startswith("Sunset | ") and rows["a"]["image_description"] in rows["a"]["card"]
+    again, cached = run(tmp_path / "second", None)  # all in scope: a and b from the cache, c captioned again
+    assert again["from_cache"] == 2 and again["newly_cached"] == 0
+    for item in ("a", "b"):
+        assert {k: cached[item][k] for k in CAPTION_COLUMNS} == {k: rows[item][k] for k in CAPTION_COLUMNS}
+    assert cached["c"]["errors"] and not cached["c"]["from_cache"]

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs.llm_pass import run_structured
 from models.config import load_config
 from models.embedding import TextEmbedder
 from models.generation.diffusion import ImageGenerator, VideoGenerator
@@ -64,11 +63,18 @@ def test_writer_end_to_end_with_tiny_models(ray_cluster, tiny_models):
             "llm.optimizer.max_model_len=4096",
         ],
     )
+    from runtime.chat import RoleClients, ServeChat
+    from runtime.llm import ensure_llm_deployment
+
+    roles = {name: getattr(config.llm, name) for name in ("profiler", "optimizer")}
+    for role in roles.values():
+        ensure_llm_deployment(role)
+    clients = RoleClients({name: ServeChat.for_role(role) for name, role in roles.items()})
     calls = []
 
     def complete(requests, role):
         calls.append((role, len(requests)))
-        return run_structured(requests, getattr(config.llm, role))
+        return clients(requests, role)
 
     scorer = CLIPScorer("tiny://clip")
     writer = PostWriter(

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs.judge import method_briefs
 from models.evaluation import mean_with_ci
+from models.judging.ablations import method_briefs
 from models.judging.coherence import coherence, visual_coherence
 from models.judging.judge import CatalogueFacts, PostView, judge_requests, judged_scores
 from models.llm.structured import LLMAnswer

@@ -1,4 +1,9 @@
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -36,17 +41,30 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
         "--set",
         "generation.reflection_rounds=1",  # one revision per post (in generate and judge) keeps CI short
     ]
+    # Up to the profiles, then the refine stage alone as a module (as ray job submit runs it), killed once
+    # its first round is checkpointed; the full run then resumes it from that round.
+    assert main([*args, "--until", "profiles"]) == 0
+    killed_after = refine_killed_after_round_0(args)
+    round_0 = killed_after / "round_0"
+    checkpoint = sorted((p.name, p.stat().st_mtime_ns) for p in round_0.iterdir())
     assert main(args) == 0
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "refine" / "round_0").iterdir()) == (
+        checkpoint
+    )  # round 0 was not run again
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert set(metrics["rankers"]) == RANKERS
-    for ranker in metrics["rankers"].values():
+    for name, ranker in metrics["rankers"].items():
         assert ranker["num_users"] == 2
+        assert ("failed" in ranker) == name.startswith("profile_")  # failed LLM rankings are counted
         assert set(ranker["ci95"]) == {"recall@10", "ndcg@10", "recall@20", "ndcg@20"}
         assert 0.0 <= ranker["recall@20"] <= 1.0
     refined = pq.read_table(tmp_path / "refine" / "profiles.parquet").to_pylist()
     assert len(refined) == 2 and all(1 <= len(r["valid_ranks"]) <= 2 for r in refined)
-    captions = pq.read_table(tmp_path / "captions" / "captions.parquet")
-    assert captions.num_rows > 100  # history + 2 x 100 candidates + CF items of 2 users
+    captions = pq.read_table(tmp_path / "captions" / "items.parquet")
+    captioned = captions.filter(captions["captioned"])
+    assert captioned.num_rows > 100  # history + 2 x 100 candidates + CF items of 2 users
+    assert captions.num_rows == 9742 and all(captions["card"].to_pylist())  # every item has a card
+    assert (tmp_path / "logs" / "ray").is_dir()  # engine, worker and Serve logs, off the console
     profiles = pq.read_table(tmp_path / "profiles" / "profile_v0.parquet").to_pylist()
     assert all(p["text"].startswith("1. ") for p in profiles if not p["error"])
     post = json.loads(next((tmp_path / "generate").glob("*/post.json")).read_text())
@@ -76,3 +94,29 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
     assert f"report: {tmp_path / 'report.html'}" in capsys.readouterr().out
     assert main(args) == 0
     assert capsys.readouterr().out.count("skipped (up to date)") == len(STAGES)
+
+
+def refine_killed_after_round_0(args: list[str]) -> Path:
+    """``python -m jobs.refine`` on the test cluster, SIGKILLed once round 0 is checkpointed; its work dir."""
+    import ray
+
+    out = Path(args[args.index("--out") + 1])
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    command = [sys.executable, "-m", "jobs.refine", *args[1:]]
+    job = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline and job.poll() is None:
+            rounds = list(out.glob(".refine.partial-*/round_0"))
+            if rounds:
+                job.kill()
+                job.wait()
+                work = rounds[0].parent
+                assert not (work / "round_1").exists(), "refine finished round 1 before it could be killed"
+                return work
+            time.sleep(0.05)
+    finally:
+        job.kill()
+    raise AssertionError(f"python -m jobs.refine never checkpointed round 0 (exit {job.returncode})")

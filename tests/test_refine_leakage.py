@@ -5,58 +5,89 @@ from __future__ import annotations
 import json
 import re
 
-import numpy as np
+import pyarrow as pa
 import pytest
 
-import jobs.refine
-from jobs.profiles import ProfilingInputs
+from jobs.broadcast import mapping_of
+from jobs.refine import start_batch
 from models.config import load_config
 from models.data import encode_interactions, load_dataset
 from models.llm.structured import LLMAnswer
-from models.profiling.cohort import select_cohort
+from models.profiling.cohort import cohort_table, select_cohort
+from models.profiling.refiner import ProfileRefiner
 from tests.datasets import clean_dataset
 
 
-@pytest.mark.parametrize("permutations", [1, 2])
-def test_refinement_prompts_never_contain_test_items(tmp_path, monkeypatch, permutations):
-    dataset = load_dataset(clean_dataset(tmp_path, users=6, items=120, per_user=8))
-    encoded = encode_interactions(dataset)
-    cohort = select_cohort(encoded, None, history_items=5, seed=0)
-    cards = [f"CARD-{item_id}" for item_id in encoded.item_ids.to_pylist()]
-    user_ids = encoded.user_ids.take(cohort.users).to_pylist()
-    inputs = ProfilingInputs(encoded, cohort, user_ids, cards, {})
-    sent: list[tuple[str, str]] = []  # (user, prompt)
+def recording_llm(sent: list[tuple[str, str, str]]):
+    """Stands in for the engine: records (user, role, prompt), ranks the positive last, always updates."""
 
-    def llm(requests, role, seed=0):
-        """Stands in for the engine: records every prompt, ranks the positive last, always updates."""
+    def complete(requests, role):
         answers = {}
         for request in requests:
-            sent.append((request["row_key"], json.dumps(request["messages"])))
+            user = request["row_key"].split("#")[0]
+            sent.append((user, role, json.dumps(request["messages"])))
             properties = request["schema"]["properties"]
             if "top" in properties:
                 value = {"top": list(range(properties["top"]["minItems"]))}
             elif "gradient" in properties:
                 value = {"gradient": "be more specific"}
             else:
-                value = {"preferences": [{"preference": f"p{seed}", "reason": "r"}]}
+                value = {"preferences": [{"preference": f"p{len(sent)}", "reason": "r"}]}
             answers[request["row_key"]] = LLMAnswer(request["row_key"], value, None, 1)
         return answers
 
-    monkeypatch.setattr(jobs.refine, "run_structured", llm)
-    config = load_config(
-        None, ["profiling.rounds=2", "profiling.rank_top_k=3", f"profiling.rank_permutations={permutations}"]
-    )
-    initial = {user_id: [{"preference": "films", "reason": "watched many"}] for user_id in user_ids}
-    rows = jobs.refine.refine(inputs, initial, config)
+    return complete
 
-    for row, user_id in enumerate(user_ids):
-        prompts = " ".join(prompt for user, prompt in sent if user == user_id)
+
+@pytest.mark.parametrize(("permutations", "negatives"), [(1, "fixed"), (2, "fixed"), (1, "resample")])
+def test_refinement_prompts_never_contain_test_items(tmp_path, permutations, negatives):
+    dataset = load_dataset(clean_dataset(tmp_path, users=6, items=400, per_user=8))
+    encoded = encode_interactions(dataset)
+    table = cohort_table(encoded, select_cohort(encoded, None, history_items=5, seed=0), None, 0)
+    cohort = table.to_pylist()
+    item_ids = encoded.item_ids.to_pylist()
+    cards = pa.table({"item_id": item_ids, "card": [f"CARD-{item_id}" for item_id in item_ids]})
+    overrides = [
+        "profiling.rounds=2",
+        "profiling.rank_top_k=3",
+        f"profiling.rank_permutations={permutations}",
+    ]
+    config = load_config(None, [*overrides, f"profiling.valid_negatives={negatives}"])
+    refiner = ProfileRefiner(config.profiling, mapping_of(cards, "item_id", "card"), 0, catalogue=item_ids)
+    initial = json.dumps([{"preference": "films", "reason": "watched many"}])
+    profiles = table.append_column("preferences", pa.array([initial] * table.num_rows))
+    rows = start_batch(profiles, cards, config).to_pylist()  # the batch job's round-0 states
+    sent: list[tuple[str, str, str]] = []
+    refiner.refine(rows, recording_llm(sent), seen={u["user_id"]: u["seen_items"] for u in cohort})
+
+    for user in cohort:
+        prompts = " ".join(prompt for who, _, prompt in sent if who == user["user_id"])
         shown = set(re.findall(r"CARD-[^\s\"\\]+", prompts))
-        assert cards[cohort.valid_candidates[row, 0]] in shown  # the validation positive is ranked
-        assert cards[cohort.test_candidates[row, 0]] not in shown  # the test positive never is
-    rankings = [prompt for _, prompt in sent if "Candidates" in prompt]
-    assert len(rankings) == 3 * len(user_ids) * permutations  # P ranking calls per user and round
+        assert f"CARD-{user['valid_candidates'][0]}" in shown  # the validation positive is ranked
+        assert f"CARD-{user['test_candidates'][0]}" not in shown  # the test positive never is
+        others = set(user["seen_items"]) - {user["valid_candidates"][0]}
+        assert not {f"CARD-{item}" for item in others} & shown  # nor any other item the user interacted with
+    rankings = [prompt for _, role, prompt in sent if role == "ranker"]
+    assert len(rankings) == 3 * len(cohort) * permutations  # P ranking calls per user and round
     for row in rows:
         assert len(row["round_profiles"]) == len(row["valid_ranks"]) == 3  # rounds 0, 1, 2
         assert row["round_profiles"][0] == "1. films (watched many)"
-    assert np.all([row["best_round"] is not None for row in rows])
+        assert row["round_profiles"][1] != row["round_profiles"][0]  # the update was adopted
+        assert row["best_round"] >= 0 and not row["active"]
+
+
+def test_validation_negatives_are_redrawn_each_round_when_asked(tmp_path):
+    dataset = load_dataset(clean_dataset(tmp_path, users=3, items=400, per_user=8))
+    encoded = encode_interactions(dataset)
+    user = cohort_table(encoded, select_cohort(encoded, None, history_items=5, seed=0), None, 0).to_pylist()[
+        0
+    ]
+    cards = {item_id: item_id for item_id in encoded.item_ids.to_pylist()}
+    for negatives, expect_same in (("fixed", True), ("resample", False)):
+        config = load_config(None, [f"profiling.valid_negatives={negatives}"])
+        refiner = ProfileRefiner(config.profiling, cards, seed=0, catalogue=list(cards))
+        row = refiner.start(user["user_id"], [], user["valid_candidates"])
+        rounds = [refiner.candidates(row, user["seen_items"], r) for r in range(3)]
+        assert all(r[0] == user["valid_candidates"][0] and len(r) == 100 for r in rounds)
+        assert (rounds[1] == rounds[0]) is expect_same and (rounds[2] == rounds[1]) is expect_same
+        assert not set(rounds[2][1:]) & set(user["seen_items"])  # negatives are never-seen items

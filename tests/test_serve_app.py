@@ -274,9 +274,10 @@ def test_bad_and_hostile_requests_get_4xx_with_a_reason(server, media, image_sit
 
 @pytest.mark.slow
 def test_pipeline_llm_roles_reach_the_app_over_http(server):
-    from jobs.llm_pass import run_structured
+    import pyarrow as pa
+
+    from jobs.llm_step import LLMStep, request_json, row_answers
     from models.llm.config import LLMRoleConfig
-    from models.llm.prompts import PROFILE
     from models.profiling.initial import profile_request
 
     role = LLMRoleConfig(
@@ -286,12 +287,20 @@ def test_pipeline_llm_roles_reach_the_app_over_http(server):
         api_key_env=TOKEN_ENV,
         max_tokens=256,
     )
-    requests = [
-        profile_request(f"u{i}", [f"{item['title']} | {item['text']}"], [], 1000)
+    rows = [
+        {
+            "user": f"u{i}",
+            "profile_requests": [
+                request_json(profile_request(f"u{i}", [f"{item['title']} | {item['text']}"], [], 1000))
+            ],
+        }
         for i, item in enumerate(HISTORY)
     ]
-    answers = run_structured(requests, role)
-    assert set(answers) == {"u0", "u1"}
-    for answer in answers.values():
-        assert answer.error is None, answer
-        assert answer.value["preferences"], PROFILE.key
+    import ray.data
+
+    answered = LLMStep("profile", role, seed=0)(ray.data.from_arrow(pa.Table.from_pylist(rows))).take_all()
+    assert sorted(row["user"] for row in answered) == ["u0", "u1"]
+    for row in answered:
+        (answer,) = row_answers(row, "profile")
+        assert answer.error is None and answer.value["preferences"], answer
+        assert row["profile_prompt_tokens"] > 0  # the endpoint's usage is counted

@@ -108,3 +108,32 @@ def test_stage_killed_midway_leaves_nothing_a_rerun_trusts(tmp_path):
     result = runner.run("slow", write_output("complete"), config={"v": 1})
     assert not result.skipped
     assert sorted(p.name for p in run_dir.iterdir()) == ["slow"], "leftover temp dirs were not cleaned"
+
+
+def test_a_resumable_stage_continues_from_its_checkpoints_and_only_for_the_same_config(tmp_path):
+    runner = StageRunner(tmp_path / "run")
+    seen: list[list[str]] = []
+
+    def build(out, fail_after: int | None = None):
+        seen.append(sorted(p.name for p in out.iterdir()))
+        for part in range(3):
+            if not (out / f"part-{part}").exists():
+                (out / f"part-{part}").write_text("done")
+            if part == fail_after:
+                raise RuntimeError("killed")
+        return {"parts": 3}
+
+    with pytest.raises(RuntimeError):
+        runner.run("slow", lambda out: build(out, fail_after=0), config={"v": 1}, resumable=True)
+    assert not (tmp_path / "run" / "slow").exists()
+    with pytest.raises(RuntimeError):  # another config starts over
+        runner.run("slow", lambda out: build(out, fail_after=1), config={"v": 2}, resumable=True)
+    result = runner.run("slow", build, config={"v": 2}, resumable=True)
+    assert seen == [[], [], ["part-0", "part-1"]]  # the rerun found v2's checkpoints, not v1's
+    assert not result.skipped and sorted(p.name for p in result.path.iterdir()) == [
+        "_stage.json",
+        "part-0",
+        "part-1",
+        "part-2",
+    ]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["slow"]  # no partial folder is left

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.train_cf import train
+from jobs.cf import train
 from models.config import load_config
 from models.data.synth import SynthSpec, write_synthetic
 
@@ -62,3 +62,16 @@ def test_worker_killed_midway_resumes_from_checkpoint(ray_cluster, planted, tmp_
     assert drilled["fault_injected"] and not steady["fault_injected"]
     for key in ("recall@20", "ndcg@20", "sampled_recall@20"):
         assert drilled[key] == pytest.approx(steady[key], abs=0.02)
+
+
+@pytest.mark.slow
+def test_standalone_train_then_score_topk_with_the_cli(ray_cluster, planted, tmp_path, capsys):
+    from jobs.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train-cf", "--data", str(planted), "--out", str(run), "--set", "cf.epochs=1"]) == 0
+    assert not (run / "data").exists()  # no pipeline data stage: score-topk finds the dataset cf used
+    assert main(["score-topk", "--run", str(run), "--k", "5"]) == 0
+    topk = pq.read_table(run / "topk")
+    assert topk.num_rows == json.loads((run / "cf" / "metrics.json").read_text())["num_users"]
+    assert {len(ids) for ids in topk["item_ids"].to_pylist()} == {5}

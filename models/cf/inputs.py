@@ -24,7 +24,6 @@ class CFInputs:
     valid: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
     test_candidates: tuple[np.ndarray, np.ndarray]
-    all_seen: sp.csr_matrix
 
     @property
     def num_users(self) -> int:
@@ -57,5 +56,4 @@ def cf_inputs(dataset: TailorBenchDataset, seed: int, num_negatives: int = 99) -
         valid=encoded.last_per_user("valid"),
         test=encoded.last_per_user("test"),
         test_candidates=(sample.users, sample.candidates),
-        all_seen=encoded.matrix(("train", "valid", "test")),
     )

@@ -30,9 +30,14 @@ class TailorBenchDataset:
 
     def resolve_uri(self, uri: str) -> str:
         """Absolute form of a media URI; relative URIs are relative to the dataset directory."""
-        if "://" in uri or uri.startswith("/"):
-            return uri
-        return f"{self.root.rstrip('/')}/{uri}"
+        return resolve_media_uri(self.root, uri)
+
+
+def resolve_media_uri(root: str, uri: str) -> str:
+    """Absolute form of a media URI of the dataset at ``root`` (relative URIs are relative to it)."""
+    if "://" in uri or uri.startswith("/"):
+        return uri
+    return f"{root.rstrip('/')}/{uri}"
 
 
 def load_dataset(

@@ -136,11 +136,14 @@ class PostWriter:
 
     def write(self, briefs: list[UserBrief]) -> list[GeneratedPost]:
         """Ideate, write, render, score and reflect for every user; returns each user's versions."""
-        styles = self._styles(briefs)
-        ideas = self._ideas(briefs, styles)
+        fallbacks: dict[str, list[str]] = {b.user_id: [] for b in briefs}
+        styles = self._styles(briefs, fallbacks)
+        ideas = self._ideas(briefs, styles, fallbacks)
         exemplars = self._exemplars(briefs, ideas)
         posts = {
-            b.user_id: GeneratedPost(b.user_id, styles[b.user_id], ideas[b.user_id], exemplars[b.user_id], [])
+            b.user_id: GeneratedPost(
+                b.user_id, styles[b.user_id], ideas[b.user_id], exemplars[b.user_id], [], fallbacks[b.user_id]
+            )
             for b in briefs
         }
         drafts = self._drafts(briefs, posts, feedback={})
@@ -169,20 +172,33 @@ class PostWriter:
             drafts = self._drafts([b for b in briefs if b.user_id in active], posts, feedback)
         return [posts[b.user_id] for b in briefs]
 
-    def _styles(self, briefs: list[UserBrief]) -> dict[str, list[str]]:
+    def _styles(self, briefs: list[UserBrief], fallbacks: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Step 1: the idea templates that fit each profile (the first template where the LLM failed)."""
         names = list(IDEA_TEMPLATES)
         template = style_template(names)
         catalogue = "\n".join(f"- {name}: {text}" for name, text in IDEA_TEMPLATES.items())
         requests = [_request(b.user_id, template, profile=b.profile, templates=catalogue) for b in briefs]
         answers = self.complete(requests, "profiler")
-        return {b.user_id: _value(answers, b.user_id, "styles") or names[:1] for b in briefs}
+        chosen = {}
+        for b in briefs:
+            chosen[b.user_id] = _value(answers, b.user_id, "styles") or _fallback(
+                answers, b.user_id, "style", names[:1], fallbacks
+            )
+        return chosen
 
-    def _ideas(self, briefs: list[UserBrief], styles: dict[str, list[str]]) -> dict[str, str]:
+    def _ideas(
+        self, briefs: list[UserBrief], styles: dict[str, list[str]], fallbacks: dict[str, list[str]]
+    ) -> dict[str, str]:
+        """Step 2: one idea per user in the chosen formats (the first format's name where the LLM failed)."""
         requests = [
             _request(b.user_id, IDEA, profile=b.profile, styles=", ".join(styles[b.user_id])) for b in briefs
         ]
         answers = self.complete(requests, "profiler")
-        return {b.user_id: _value(answers, b.user_id, "idea") or styles[b.user_id][0] for b in briefs}
+        return {
+            b.user_id: _value(answers, b.user_id, "idea")
+            or _fallback(answers, b.user_id, "idea", styles[b.user_id][0], fallbacks)
+            for b in briefs
+        }
 
     def _exemplars(self, briefs: list[UserBrief], ideas: dict[str, str]) -> dict[str, list[str]]:
         """Eq. 15: the evidence items closest (cosine, MiniLM) to the profile and idea, per user."""
@@ -318,6 +334,16 @@ def _request(key: str, template: Any, **fields: Any) -> dict[str, Any]:
 def _value(answers: dict[str, Any], key: str, name: str) -> Any:
     answer = answers.get(key)
     return answer.value[name] if answer is not None and answer.value else None
+
+
+def _fallback(
+    answers: dict[str, Any], key: str, step: str, default: Any, fallbacks: dict[str, list[str]]
+) -> Any:
+    """``default`` in place of a failed step's answer, with the failure recorded in the post's errors."""
+    answer = answers.get(key)
+    reason = f"{answer.error} after {answer.attempts} attempts" if answer is not None else "no answer"
+    fallbacks[key].append(f"the {step} step failed ({reason}); used {default!r} instead")
+    return default
 
 
 def _feedback(version: PostVersion) -> str:

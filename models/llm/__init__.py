@@ -1,1 +1,1 @@
-"""LLM roles, prompt templates and structured-output parsing (no Ray here; jobs/llm_pass.py runs them)."""
+"""LLM roles, prompt templates and structured-output parsing (no Ray here: jobs/ and runtime/ run them)."""

@@ -26,7 +26,12 @@ class LLMRoleConfig(StrictModel):
     accelerator_type: str | None = Field(None, description="GPU type, e.g. H100; None runs on CPU bundles")
     cpus_per_engine: float = Field(1.0, gt=0)
     num_engines: int = Field(1, ge=1, description="engine replicas (Ray Data concurrency / Serve replicas)")
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(
+        16, ge=1, description="rows per engine batch (vllm) or per request batch (serve, http)"
+    )
+    batches_in_flight: int = Field(
+        4, ge=1, description="serve/http: request batches sent at once per engine, so the engine can batch"
+    )
     max_images_per_prompt: int = Field(0, ge=0, description="> 0 enables image input (VLMs)")
     kv_cache_gb: float | None = Field(
         1.0,

@@ -5,20 +5,31 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jsonschema
 
 
 @dataclass(frozen=True)
 class LLMAnswer:
-    """The parsed answer of one request, or the error of its last attempt."""
+    """The parsed answer of one request, or the error of its last attempt, with its token counts."""
 
     row_key: str
     value: Any
     error: str | None
     attempts: int
     text: str | None = None
+    prompt_tokens: int = 0  # summed over attempts
+    generated_tokens: int = 0
+
+
+class Outcome(NamedTuple):
+    """What one attempt of one request returned: generated text or an engine error, and token counts."""
+
+    text: str | None
+    error: str | None
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
 
 
 def parse_structured(text: str | None, schema: dict[str, Any]) -> tuple[Any, str | None]:
@@ -36,8 +47,8 @@ def parse_structured(text: str | None, schema: dict[str, Any]) -> tuple[Any, str
     return value, None
 
 
-# One attempt over pending requests: row_key -> (generated text, engine error); absent keys had no output.
-Attempt = Callable[[list[dict[str, Any]], int], dict[str, tuple[str | None, str | None]]]
+# One attempt over pending requests: row_key -> its outcome; absent keys had no output.
+Attempt = Callable[[list[dict[str, Any]], int], dict[str, Outcome]]
 
 
 def answer_with_retries(
@@ -47,17 +58,26 @@ def answer_with_retries(
     schemas = {r["row_key"]: r["schema"] for r in requests}
     pending = list(requests)
     answers: dict[str, LLMAnswer] = {}
+    tokens: dict[str, tuple[int, int]] = {}
     for number in range(1, max_retries + 2):
         if not pending:
             break
         outputs = attempt(pending, number)
         for request in pending:
             key = request["row_key"]
-            if key not in outputs:
-                answers[key] = LLMAnswer(key, None, "no output row", number)
-                continue
-            text, error = outputs[key]
-            value, problem = (None, str(error)[:300]) if error else parse_structured(text, schemas[key])
-            answers[key] = LLMAnswer(key, value, problem, number, text)
+            outcome = outputs.get(key, Outcome(None, "no output row"))
+            before = tokens.get(key, (0, 0))
+            tokens[key] = (before[0] + outcome.prompt_tokens, before[1] + outcome.generated_tokens)
+            value, problem = (
+                (None, str(outcome.error)[:300])
+                if outcome.error
+                else parse_structured(outcome.text, _schema(schemas[key]))
+            )
+            answers[key] = LLMAnswer(key, value, problem, number, outcome.text, *tokens[key])
         pending = [r for r in pending if answers[r["row_key"]].error is not None]
     return answers
+
+
+def _schema(schema: dict[str, Any] | str) -> dict[str, Any]:
+    """A schema given as a dict or as JSON text (how it travels through Ray Data rows)."""
+    return json.loads(schema) if isinstance(schema, str) else schema

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from models.data import EncodedInteractions, sample_candidates
 
@@ -52,16 +53,44 @@ def select_cohort(
     )
 
 
-def cf_recommendations(
-    topk: pa.Table | None, user_ids: pa.Array, item_ids: pa.Array, k: int
-) -> dict[str, list[int]]:
-    """user_id -> the first ``k`` CF top-K item indices (empty when there is no CF output)."""
+def cohort_table(
+    encoded: EncodedInteractions, cohort: Cohort, topk: pa.Table | None, cf_items: int
+) -> pa.Table:
+    """One row per profiled user, by item id: history (most recent first), CF items, seen items, candidates.
+
+    ``seen_items`` (every item the user interacted with, any split) lets validation negatives be redrawn.
+    """
+    user_ids = encoded.user_ids.take(pa.array(cohort.users, pa.int64()))
+    items = encoded.item_ids
+
+    def id_lists(rows: list[np.ndarray]) -> pa.Array:
+        offsets = np.r_[0, np.cumsum([len(r) for r in rows])].astype(np.int32)
+        flat = np.concatenate(rows).astype(np.int64) if rows else np.array([], dtype=np.int64)
+        return pa.ListArray.from_arrays(pa.array(offsets), items.take(pa.array(flat)))
+
+    seen_matrix = encoded.matrix(("train", "valid", "test"))
+    seen = [seen_matrix.indices[seen_matrix.indptr[u] : seen_matrix.indptr[u + 1]] for u in cohort.users]
+    return pa.table(
+        {
+            "user_id": user_ids,
+            "history": id_lists(cohort.history),
+            "cf_items": cf_recommendations(topk, user_ids, cf_items),
+            "seen_items": id_lists(seen),
+            "valid_candidates": id_lists(list(cohort.valid_candidates)),
+            "test_candidates": id_lists(list(cohort.test_candidates)),
+        }
+    )
+
+
+def cf_recommendations(topk: pa.Table | None, user_ids: pa.Array, k: int) -> pa.Array:
+    """The first ``k`` CF top-K item ids of each user (empty lists without CF output or for unknown users)."""
+    empty = pa.array([[] for _ in range(len(user_ids))], pa.list_(pa.string()))
     if topk is None or k == 0:
-        return {}
-    position = {item: index for index, item in enumerate(item_ids.to_pylist())}
-    wanted = set(user_ids.to_pylist())
-    return {
-        row["user_id"]: [position[i] for i in row["item_ids"][:k]]
-        for row in topk.select(["user_id", "item_ids"]).to_pylist()
-        if row["user_id"] in wanted
-    }
+        return empty
+    rows = pc.index_in(user_ids, value_set=topk["user_id"].combine_chunks())
+    lists = topk["item_ids"].combine_chunks().take(pc.fill_null(rows, 0))
+    firsts = [
+        ids[:k] if row is not None else []
+        for ids, row in zip(lists.to_pylist(), rows.to_pylist(), strict=True)
+    ]
+    return pa.array(firsts, pa.list_(pa.string()))

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
-def item_card(item: dict[str, Any], caption: dict[str, Any] | None) -> str:
-    """One line per item: its title, then every caption it has (text summary, image, video)."""
-    parts = [item["title"]]
-    if caption:
-        parts += [
-            caption[c] for c in ("text_summary", "image_description", "video_description") if caption.get(c)
-        ]
-    elif item.get("text"):
-        parts.append(item["text"])
-    return " | ".join(part.replace("\n", " ") for part in parts)
+def item_card(item: Mapping[str, Any], caption: Mapping[str, Any] | None = None) -> str:
+    """An item on one line: title, text summary (else its own text and tags), image and video descriptions.
+
+    The batch job passes the captions stage's row; the Serve app passes a request item and the VLM's
+    descriptions of its images.
+    """
+    caption = caption or {}
+    tags = ", ".join(item.get("tags") or [])
+    own_text = f"{item.get('text') or ''} (tags: {tags})" if tags else item.get("text") or ""
+    parts = [
+        item["title"],
+        caption.get("text_summary") or own_text,
+        caption.get("image_description"),
+        caption.get("video_description"),
+    ]
+    return " | ".join(part.replace("\n", " ") for part in parts if part)
 
 
 def numbered_list(cards: Sequence[str], budget_chars: int, per_item_chars: int | None = None) -> str:

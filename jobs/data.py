@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobs.cli import main
+from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
 from models.data import load_dataset, write_dataset
@@ -50,4 +50,4 @@ def data_stage(pipeline: PipelineRun) -> StageResult:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(["validate", *sys.argv[1:]]))
+    raise SystemExit(stage_main("data", sys.argv[1:]))

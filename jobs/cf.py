@@ -21,8 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from jobs.cli import main
-from jobs.ray_cluster import connect
+from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult, StageRunner
 from models.cf import (
     HypergraphCF,
@@ -37,6 +36,7 @@ from models.cf import (
 from models.cf.inputs import CFInputs, cf_inputs
 from models.config import CFConfig, TailorMindConfig
 from models.data import load_dataset
+from runtime.cluster import connect
 
 if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
@@ -88,7 +88,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     train_coo = inputs.train.tocoo()
     pos_users = torch.as_tensor(train_coo.row, dtype=torch.int64, device=device)
     pos_items = torch.as_tensor(train_coo.col, dtype=torch.int64, device=device)
-    known = seen_keys(inputs.all_seen.tocoo().row, inputs.all_seen.tocoo().col, inputs.num_items).to(device)
+    # BPR negatives avoid only the user's train items: excluding valid and test items would use held-out
+    # labels during training.
+    train_seen = inputs.train.tocoo()
+    known = seen_keys(train_seen.row, train_seen.col, inputs.num_items).to(device)
     state = _load_state(ray.train.get_checkpoint())
     start_epoch, best, best_state, stale = 1, -1.0, None, 0
     if state is not None:  # a restarted worker group continues from the last registered checkpoint
@@ -276,4 +279,4 @@ def run(args: argparse.Namespace, config: TailorMindConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(["train-cf", *sys.argv[1:]]))
+    raise SystemExit(stage_main("cf", sys.argv[1:]))

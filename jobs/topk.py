@@ -8,6 +8,7 @@ items masked, ``topk``. Output rows are keyed by ``user_id`` so the profiling st
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -20,12 +21,13 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 import torch
 
-from jobs.cli import main
-from jobs.ray_cluster import connect
-from jobs.stage_runner import StageResult, StageRunner
+from jobs.pipeline import stage_main
+from jobs.stage_runner import MARKER, StageResult, StageRunner
 from models.cf import topk_unseen
 from models.config import TailorMindConfig
 from models.data import encode_interactions, load_dataset
+from models.errors import TailorMindError
+from runtime.cluster import connect
 
 if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
@@ -100,7 +102,7 @@ def score(run_dir: Path, out: Path, k: int, actors: int, config: TailorMindConfi
         if actors > usable:
             log.warning("score-topk: %d actors need more CPUs than the cluster has; using %d", actors, usable)
             actors = usable
-    seen = ray.put(seen_items(run_dir / "data"))
+    seen = ray.put(seen_items(trained_on(run_dir)))
     users = ray.data.read_parquet(str((run_dir / "cf" / "embeddings" / "users.parquet").resolve()))
     scored = users.map_batches(
         TopKScorer,
@@ -112,21 +114,34 @@ def score(run_dir: Path, out: Path, k: int, actors: int, config: TailorMindConfi
         },
         batch_size=USERS_PER_BLOCK,
         batch_format="pyarrow",
-        concurrency=actors,
+        compute=ray.data.ActorPoolStrategy(size=actors),
         num_gpus=1 if config.cf.use_gpu else 0,
     )
     scored.write_parquet(str(out.resolve()))
     return {"users": pq.ParquetDataset(out).read(columns=["user_id"]).num_rows, "k": k}
 
 
+def trained_on(run_dir: Path) -> Path:
+    """The dataset RUN/cf was trained on: RUN/data in a pipeline run, else what train-cf --data named."""
+    if (run_dir / "data" / "interactions.parquet").is_file():
+        return run_dir / "data"
+    marker = run_dir / "cf" / MARKER
+    if not marker.is_file():
+        raise TailorMindError(f"{run_dir / 'cf'} holds no trained model; run tailormind train-cf first.")
+    inputs = list(json.loads(marker.read_text())["inputs"])
+    if len(inputs) != 1:
+        raise TailorMindError(f"{marker} does not name the dataset the model was trained on; retrain it.")
+    return Path(inputs[0])
+
+
 def topk_stage_on(runner: StageRunner, k: int, actors: int, config: TailorMindConfig) -> StageResult:
-    """Stage ``topk`` in ``runner``'s run directory, from RUN/cf and RUN/data."""
+    """Stage ``topk`` in ``runner``'s run directory, from RUN/cf and the dataset it was trained on."""
     run_dir = runner.run_dir
     return runner.run(
         "topk",
         lambda out: score(run_dir, out, k, actors, config),
         config={"k": k},
-        inputs=[run_dir / "cf", run_dir / "data"],
+        inputs=[run_dir / "cf", trained_on(run_dir)],
     )
 
 
@@ -145,4 +160,4 @@ def run(args: argparse.Namespace, config: TailorMindConfig) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(["score-topk", *sys.argv[1:]]))
+    raise SystemExit(stage_main("topk", sys.argv[1:]))

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobs.cli import main
+from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
 from models.data import write_dataset
@@ -59,4 +59,4 @@ def dataset_stage(pipeline: PipelineRun) -> StageResult:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(["import", *sys.argv[1:]]))
+    raise SystemExit(stage_main("dataset", sys.argv[1:]))

@@ -13,7 +13,7 @@ from models.llm.config import LLMRoleConfig
 from models.llm.engine import engine_kwargs, placement
 from models.tiny import resolve_model_source
 
-log = logging.getLogger("tailormind.serve")
+log = logging.getLogger("tailormind.llm")
 
 
 def llm_server_config(role: LLMRoleConfig, deployment_name: str) -> Any:
@@ -35,11 +35,13 @@ def llm_server_config(role: LLMRoleConfig, deployment_name: str) -> Any:
     )
 
 
+# Role settings that shape requests, not the engine: roles differing only in these share a deployment.
+_NOT_ENGINE = ("temperature", "max_tokens", "max_retries", "batch_size", "batches_in_flight", "backend")
+
+
 def deployment_names(role: LLMRoleConfig) -> tuple[str, str]:
     """(app, deployment) names of a role's engine; roles with the same engine settings share one."""
-    engine = {
-        k: v for k, v in role.model_dump().items() if k not in ("temperature", "max_tokens", "max_retries")
-    }
+    engine = {k: v for k, v in role.model_dump().items() if k not in _NOT_ENGINE}
     digest = hashlib.sha256(json.dumps(engine, sort_keys=True).encode()).hexdigest()[:8]
     return f"tailormind-llm-{digest}", f"llm-{digest}"
 

@@ -1,0 +1,79 @@
+"""Stage ``cohort``: who is profiled, once: ``RUN/cohort/users.parquet`` and the items it needs.
+
+One row per profiled user with their history (most recent first), CF items, every item they interacted
+with, and their validation and test candidates (item ids, positive first); ``items.parquet`` holds the
+catalogue rows the later stages caption and show (the cohort's items, or all with ``caption_scope: all``).
+The selection is one vectorised pass over the encoded interactions, run as a Ray task so the driver never
+holds the interactions; every later stage reads these files.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from jobs.pipeline import stage_main
+from jobs.stage_runner import StageResult
+from models.config import TailorMindConfig
+from models.data import encode_interactions, load_dataset
+from models.profiling.cohort import cohort_table, select_cohort
+from runtime.cluster import connect
+
+if TYPE_CHECKING:
+    from jobs.pipeline import PipelineRun
+
+USERS, ITEMS = "users.parquet", "items.parquet"
+
+
+def build_cohort(data_dir: str, topk_dir: str | None, config: TailorMindConfig, out: str) -> dict[str, Any]:
+    """Select the cohort and write its users and items; returns the counts."""
+    dataset = load_dataset(data_dir)
+    encoded = encode_interactions(dataset)
+    settings = config.profiling
+    cohort = select_cohort(
+        encoded, settings.max_users, settings.history_items, config.seed, settings.num_negatives
+    )
+    topk = pq.ParquetDataset(topk_dir).read(columns=["user_id", "item_ids"]) if topk_dir else None
+    users = cohort_table(encoded, cohort, topk, settings.cf_items)
+    pq.write_table(users, Path(out) / USERS)
+    items = dataset.items
+    if settings.caption_scope == "evidence":
+        wanted = pc.unique(
+            pa.concat_arrays(
+                [users[name].combine_chunks().flatten() for name in ("history", "cf_items")]
+                + [users[name].combine_chunks().flatten() for name in ("valid_candidates", "test_candidates")]
+            )
+        )
+        items = items.filter(pc.is_in(items["item_id"], value_set=wanted))
+    pq.write_table(items, Path(out) / ITEMS)
+    return {"users": users.num_rows, "items": items.num_rows, "caption_scope": settings.caption_scope}
+
+
+def cohort_stage(pipeline: PipelineRun) -> StageResult:
+    """Pipeline stage ``cohort``: RUN/cohort/{users,items}.parquet."""
+    import ray
+
+    config = pipeline.config
+    data_dir = pipeline.results["data"].path
+    topk = pipeline.results.get("topk")
+
+    def build(out: Path) -> dict[str, Any]:
+        connect(config.ray, pipeline.runner.run_dir)
+        task = ray.remote(build_cohort).options(num_cpus=1)
+        return ray.get(
+            task.remote(str(data_dir), str(topk.path) if topk else None, config, str(out.resolve()))
+        )
+
+    chosen = {"max_users", "history_items", "cf_items", "caption_scope", "num_negatives"}
+    section = {"profiling": config.profiling.model_dump(include=chosen), "seed": config.seed}
+    inputs = [data_dir] + ([topk.path] if topk else [])
+    return pipeline.runner.run("cohort", build, config=section, inputs=inputs)
+
+
+if __name__ == "__main__":
+    raise SystemExit(stage_main("cohort", sys.argv[1:]))

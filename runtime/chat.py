@@ -1,0 +1,178 @@
+"""Chat clients of an LLM role: its Serve deployment or an OpenAI-compatible endpoint, with bounded retries.
+
+The Serve ingress, the batch jobs' Ray Data steps and the generation actors all reach a role's LLM through
+these, so structured output, retries and error reporting are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from models.llm.config import LLMRoleConfig
+from models.llm.requests import sampling_params, structured_chat_request
+from models.llm.structured import LLMAnswer, Outcome, answer_with_retries
+
+
+class ChatClient(Protocol):
+    """Answers structured chat requests (row_key, messages, schema) of one role."""
+
+    def answer(self, requests: list[dict[str, Any]], seed: int) -> dict[str, LLMAnswer]:
+        """Answers by row_key; a request that fails every attempt carries its last error."""
+        ...
+
+
+@dataclass
+class ServeChat:
+    """A role's ray.serve.llm deployment, called through its handle (all requests of a call concurrently)."""
+
+    handle: Any  # ray.serve.handle.DeploymentHandle
+    role: LLMRoleConfig
+
+    @classmethod
+    def for_role(cls, role: LLMRoleConfig) -> ServeChat:
+        """The client of the deployment that ``runtime.llm.ensure_llm_deployment`` starts for ``role``."""
+        from ray import serve
+
+        from runtime.llm import deployment_names
+
+        app_name, deployment_name = deployment_names(role)
+        return cls(serve.get_deployment_handle(deployment_name, app_name), role)
+
+    def answer(self, requests: list[dict[str, Any]], seed: int) -> dict[str, LLMAnswer]:
+        """Answers by row_key, retrying failed rows up to the role's ``max_retries``."""
+        from ray.serve.llm.openai_api_models import ChatCompletionRequest
+
+        handle = self.handle.options(stream=True)
+
+        def attempt(pending: list[dict[str, Any]], number: int) -> dict[str, Outcome]:
+            streams = {
+                r["row_key"]: handle.chat.remote(
+                    ChatCompletionRequest(
+                        **structured_chat_request(self.role, r["messages"], r["schema"], seed + number - 1)
+                    ),
+                    None,
+                )
+                for r in pending
+            }
+            return {key: _serve_outcome(stream) for key, stream in streams.items()}
+
+        return answer_with_retries(requests, attempt, self.role.max_retries)
+
+
+def _serve_outcome(stream: Any) -> Outcome:
+    """The outcome of a non-streaming chat call: LLMServer yields one response or an error."""
+    try:
+        for response in stream:
+            choices = getattr(response, "choices", None)
+            if choices:
+                usage = getattr(response, "usage", None)
+                return Outcome(
+                    choices[0].message.content,
+                    None,
+                    getattr(usage, "prompt_tokens", 0) or 0,
+                    getattr(usage, "completion_tokens", 0) or 0,
+                )
+            error = getattr(response, "error", None)
+            return Outcome(None, str(getattr(error, "message", error) or response)[:300])
+    except Exception as exc:  # an engine failure is one failed attempt, never a crashed batch
+        return Outcome(None, f"{type(exc).__name__}: {exc}"[:300])
+    return Outcome(None, "empty response stream")
+
+
+@dataclass
+class HttpChat:
+    """An OpenAI-compatible ``/v1`` endpoint, up to ``role.batch_size`` requests in flight per call."""
+
+    role: LLMRoleConfig
+    timeout_s: float = 600.0
+    _next_slot: float = field(default=0.0, init=False, repr=False)
+    _pace: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def answer(self, requests: list[dict[str, Any]], seed: int) -> dict[str, LLMAnswer]:
+        """Answers by row_key, retrying failed rows up to the role's ``max_retries``."""
+        if not self.role.base_url:
+            from models.errors import TailorMindError
+
+            raise TailorMindError(
+                "an LLM role with backend 'http' needs base_url (an OpenAI-compatible /v1 URL)."
+            )
+        url = self.role.base_url.rstrip("/") + "/chat/completions"
+        key = os.environ.get(self.role.api_key_env, "")
+        headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
+
+        def post(request: dict[str, Any], number: int) -> Outcome:
+            schema = request["schema"]
+            schema = json.loads(schema) if isinstance(schema, str) else schema
+            body = dict(
+                model=self.role.served_model_id,
+                messages=request["messages"],
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "answer", "schema": schema, "strict": True},
+                },
+                **sampling_params(self.role, seed + number - 1),
+            )
+            self._wait_for_slot()
+            data = json.dumps(body).encode()
+            try:
+                call = urllib.request.Request(url, data=data, headers=headers, method="POST")
+                with urllib.request.urlopen(call, timeout=self.timeout_s) as response:
+                    payload = json.loads(response.read())
+            except urllib.error.HTTPError as exc:
+                return Outcome(None, f"HTTP {exc.code}: {exc.read()[:200]!r}")
+            except (OSError, ValueError) as exc:
+                return Outcome(None, f"{type(exc).__name__}: {exc}"[:300])
+            choices = payload.get("choices") or []
+            if not choices:
+                return Outcome(None, f"a response without choices: {str(payload)[:200]}")
+            usage = payload.get("usage") or {}
+            return Outcome(
+                choices[0]["message"]["content"],
+                None,
+                int(usage.get("prompt_tokens") or 0),
+                int(usage.get("completion_tokens") or 0),
+            )
+
+        def attempt(pending: list[dict[str, Any]], number: int) -> dict[str, Outcome]:
+            with ThreadPoolExecutor(max_workers=max(1, min(len(pending), self.role.batch_size))) as pool:
+                outcomes = pool.map(lambda r: post(r, number), pending)
+                return {r["row_key"]: outcome for r, outcome in zip(pending, outcomes, strict=True)}
+
+        return answer_with_retries(requests, attempt, self.role.max_retries)
+
+    def _wait_for_slot(self) -> None:
+        """Keep this client under ``role.requests_per_second`` (when set)."""
+        rate = self.role.requests_per_second
+        if rate is None:
+            return
+        with self._pace:
+            now = time.monotonic()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + 1.0 / rate
+        time.sleep(max(0.0, slot - now))
+
+
+def chat_client(role: LLMRoleConfig) -> ChatClient:
+    """The client of a role: its HTTP endpoint (backend http), else its Serve deployment."""
+    return HttpChat(role) if role.backend == "http" else ServeChat.for_role(role)
+
+
+@dataclass
+class RoleClients:
+    """``complete(requests, role_name)`` over role clients: what ``PostWriter`` and the profile route call."""
+
+    clients: Mapping[str, ChatClient]
+    seed: int = 0
+
+    def __call__(self, requests: list[dict[str, Any]], role_name: str) -> dict[str, LLMAnswer]:
+        """Answers by row_key from the client of ``role_name``."""
+        return self.clients[role_name].answer(requests, self.seed)

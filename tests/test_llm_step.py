@@ -1,0 +1,145 @@
+import base64
+import io
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from jobs.llm_step import LLMStep, request_json, row_answers, with_answers
+from models.llm.config import LLMRoleConfig
+from models.llm.structured import LLMAnswer, Outcome, answer_with_retries, parse_structured
+
+CAPTION = {
+    "type": "object",
+    "properties": {"caption": {"type": "string", "maxLength": 60}},
+    "required": ["caption"],
+    "additionalProperties": False,
+}
+CHOICE = {
+    "type": "object",
+    "properties": {
+        "top": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 0, "maximum": 9},
+            "minItems": 3,
+            "maxItems": 3,
+        }
+    },
+    "required": ["top"],
+    "additionalProperties": False,
+}
+
+
+def test_parse_structured_checks_json_and_schema():
+    assert parse_structured('{"caption": "a cat"}', CAPTION) == ({"caption": "a cat"}, None)
+    assert "invalid JSON" in parse_structured('{"caption": ', CAPTION)[1]
+    assert "schema mismatch" in parse_structured('{"top": [1]}', CHOICE)[1]
+    assert parse_structured(None, CAPTION)[1] == "empty answer"
+
+
+def test_retries_bad_rows_only_and_reports_what_still_fails():
+    keys = ("good", "late", "bad", "lost")
+    requests = [{"row_key": key, "messages": [], "schema": CAPTION} for key in keys]
+    seen: list[list[str]] = []
+
+    def attempt(pending, number):
+        seen.append([r["row_key"] for r in pending])
+        outputs = {"good": Outcome('{"caption": "ok"}', None, 5, 3), "bad": Outcome(None, "engine died")}
+        outputs["late"] = Outcome('{"caption": "second"}' if number == 2 else '{"caption": ', None, 4, 2)
+        return outputs  # "lost" never comes back
+
+    answers = answer_with_retries(requests, attempt, max_retries=2)
+    assert seen == [["good", "late", "bad", "lost"], ["late", "bad", "lost"], ["bad", "lost"]]
+    assert answers["good"].value == {"caption": "ok"} and answers["good"].attempts == 1
+    assert answers["late"].value == {"caption": "second"} and answers["late"].attempts == 2
+    assert (answers["late"].prompt_tokens, answers["late"].generated_tokens) == (8, 4)  # both attempts
+    assert (answers["bad"].value, answers["bad"].error, answers["bad"].attempts) == (None, "engine died", 3)
+    assert answers["lost"].error == "no output row"
+
+
+def test_answers_land_in_their_rows_and_rows_that_ask_nothing_pass_through():
+    batch = pa.table(
+        {
+            "user": ["a", "b", "c"],
+            "s_requests": pa.array([[request_json({"messages": [], "schema": CAPTION})] * 2, [], [""]]),
+        }
+    )
+    answers = {
+        "0/0": LLMAnswer("0/0", {"caption": "x"}, None, 1, prompt_tokens=3, generated_tokens=2),
+        "0/1": LLMAnswer("0/1", None, "schema mismatch", 2),
+    }
+    table = with_answers(batch, "s", answers)
+    assert "s_requests" not in table.column_names and table["user"].to_pylist() == ["a", "b", "c"]
+    rows = table.to_pylist()
+    first = row_answers(rows[0], "s")
+    assert [(a.value, a.error, a.attempts) for a in first] == [
+        ({"caption": "x"}, None, 1),
+        (None, "schema mismatch", 2),
+    ]
+    assert rows[0]["s_prompt_tokens"] == 3 and rows[1]["s_answers"] == []
+    assert row_answers(rows[2], "s")[0].error == "no answer"  # asked, never answered: reported, not dropped
+
+
+def _png_data_url(seed: int) -> str:
+    pixels = np.random.default_rng(seed).integers(0, 255, size=(48, 64, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _image_request(seed: int) -> str:
+    content = [
+        {"type": "image_url", "image_url": {"url": _png_data_url(seed)}},
+        {"type": "text", "text": "Describe the image."},
+    ]
+    return request_json({"messages": [{"role": "user", "content": content}], "schema": CAPTION})
+
+
+@pytest.mark.slow
+def test_tiny_vlm_describes_images_through_ray_data_vllm_processor(ray_cluster, tiny_models):
+    role = LLMRoleConfig(
+        model_source="tiny://vlm", max_images_per_prompt=1, max_tokens=48, max_model_len=1024
+    )
+    rows = [
+        {"item": f"item{i}", "kept": i * 10, "c_requests": [_image_request(i + j) for j in range(i % 3)]}
+        for i in range(6)
+    ]
+    answered = LLMStep("c", role, seed=0)(ray_cluster.data.from_arrow(pa.Table.from_pylist(rows))).take_all()
+    by_item = {row["item"]: row for row in answered}
+    assert set(by_item) == {f"item{i}" for i in range(6)}
+    for i in range(6):
+        row = by_item[f"item{i}"]
+        assert row["kept"] == i * 10 and "c_requests" not in row  # other columns pass through
+        answers = row_answers(row, "c")
+        assert len(answers) == i % 3  # one answer per request, in order; rows asking nothing get none
+        assert all(a.error is None and isinstance(a.value["caption"], str) for a in answers)
+        assert (row["c_prompt_tokens"] > 0) == bool(answers)
+
+
+@pytest.mark.slow
+def test_chained_steps_share_one_serve_deployment(ray_cluster, tiny_models):
+    from ray import serve
+
+    # the engine settings of configs/demo.yaml's chat roles, so later tests reuse this deployment
+    role = LLMRoleConfig(backend="serve", max_tokens=32, max_model_len=4096)
+    choice = request_json({"messages": [{"role": "user", "content": "rank items"}], "schema": CHOICE})
+    rows = [{"user": f"u{i}", "first_requests": [choice] * (i % 2 + 1)} for i in range(8)]
+
+    def second_requests(batch: pa.Table) -> pa.Table:
+        asked = [[choice] if i % 2 else [] for i in range(batch.num_rows)]
+        return batch.append_column("second_requests", pa.array(asked, pa.list_(pa.string())))
+
+    ds = ray_cluster.data.from_arrow(pa.Table.from_pylist(rows))
+    first = LLMStep("first", role, seed=0)(ds)
+    apps = set(serve.status().applications)
+    out = LLMStep("second", role, seed=1)(first.map_batches(second_requests, batch_format="pyarrow"))
+    answered = out.take_all()
+    assert set(serve.status().applications) == apps  # both steps reached the same deployment
+    assert sorted(row["user"] for row in answered) == [f"u{i}" for i in range(8)]
+    for row in answered:
+        firsts = row_answers(row, "first")
+        assert len(firsts) == int(row["user"][1:]) % 2 + 1
+        assert all(len(a.value["top"]) == 3 for a in firsts)
+        assert all(a.error is None for a in row_answers(row, "second"))
+        assert row["first_prompt_tokens"] > 0 and row["first_generated_tokens"] > 0
