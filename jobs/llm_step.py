@@ -18,6 +18,7 @@ Backends (``LLMRoleConfig.backend``):
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from typing import Any
 
@@ -81,7 +82,7 @@ def with_answers(batch: pa.Table, step: str, answers: dict[str, LLMAnswer]) -> p
     return table
 
 
-def _client_step(batch: pa.Table, step: str, role_json: str, seed: int) -> pa.Table:
+def _client_step(batch: pa.Table, step: str, role_json: str, seed: int, api_key: str | None) -> pa.Table:
     """One batch of a serve/http step: every request of the batch at once, bad answers retried in place."""
     from runtime.chat import chat_client
 
@@ -91,7 +92,7 @@ def _client_step(batch: pa.Table, step: str, role_json: str, seed: int) -> pa.Ta
         for row, asked in enumerate(batch[f"{step}_requests"].to_pylist())
         for index, text in enumerate(asked or [])
     ]
-    answers = chat_client(role).answer(requests, seed) if requests else {}
+    answers = chat_client(role, api_key).answer(requests, seed) if requests else {}
     return with_answers(batch, step, answers)
 
 
@@ -115,7 +116,13 @@ class LLMStep:
         in_flight = self.role.batches_in_flight * self.role.num_engines
         return ds.repartition(target_num_rows_per_block=self.role.batch_size).map_batches(
             _client_step,
-            fn_kwargs={"step": self.step, "role_json": self.role.model_dump_json(), "seed": self.seed},
+            fn_kwargs={
+                "step": self.step,
+                "role_json": self.role.model_dump_json(),
+                "seed": self.seed,
+                # the job's key for an HTTP endpoint: workers do not have the driver's environment
+                "api_key": os.environ.get(self.role.api_key_env) if self.role.backend == "http" else None,
+            },
             batch_format="pyarrow",
             batch_size=self.role.batch_size,
             compute=ray.data.TaskPoolStrategy(size=in_flight),
@@ -131,6 +138,7 @@ class LLMStep:
             _explode, fn_kwargs={"step": self.step}, batch_format="pyarrow", **LIGHT
         ).materialize()
         finished = []
+        keep = {"batch_format": "pyarrow", **LIGHT}
         for attempt in range(1, self.role.max_retries + 2):
             if todo.count() == 0:
                 break
@@ -140,8 +148,8 @@ class LLMStep:
                 .materialize()
             )
             last = attempt == self.role.max_retries + 1
-            finished.append(answered if last else answered.filter(_answered))
-            todo = answered.filter(_unanswered).drop_columns(["text", "error", "attempts"])
+            finished.append(answered if last else answered.map_batches(_answered, **keep))
+            todo = answered.map_batches(_unanswered, **keep).drop_columns(["text", "error", "attempts"])
         outcomes = (
             (finished[0].union(*finished[1:]) if len(finished) > 1 else finished[0]) if finished else None
         )
@@ -157,12 +165,14 @@ class LLMStep:
         )
 
 
-def _answered(row: dict[str, Any]) -> bool:
-    return row["error"] is None
+def _answered(batch: pa.Table) -> pa.Table:
+    """Rows with a valid answer (batch filters keep the column types; row filters re-infer them)."""
+    return batch.filter(pc.is_null(batch["error"]))
 
 
-def _unanswered(row: dict[str, Any]) -> bool:
-    return row["error"] is not None
+def _unanswered(batch: pa.Table) -> pa.Table:
+    """Rows whose answer failed."""
+    return batch.filter(pc.is_valid(batch["error"]))
 
 
 def _tag_rows(batch: pa.Table) -> pa.Table:

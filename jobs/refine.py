@@ -102,9 +102,10 @@ def finish_batch(batch: pa.Table, cards: Any, config: TailorMindConfig, round_in
 
 
 def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    """Rows back to Arrow: the batch's columns with their own types, plus any state column not yet there."""
+    """Rows back to Arrow: the batch's columns with their own types, the state columns with theirs."""
+    fields = [pa.field(f.name, _STATE_TYPES.get(f.name, f.type)) for f in schema]
     new = [pa.field(name, kind) for name, kind in _STATE_TYPES.items() if name not in schema.names]
-    return pa.Table.from_pylist(rows, schema=pa.schema([*schema, *new]))
+    return pa.Table.from_pylist(rows, schema=pa.schema([*fields, *new]))
 
 
 _STATE_TYPES = {
@@ -138,7 +139,9 @@ def refine_rounds(profiles: Path, cards: Any, config: TailorMindConfig, work: Pa
                 start_batch, fn_kwargs={"cards": cards, "config": config}, batch_format="pyarrow", **LIGHT
             )
         else:
-            state = ray.data.read_parquet(str(rounds[round_index - 1].resolve())).filter(_active)
+            state = ray.data.read_parquet(str(rounds[round_index - 1].resolve())).map_batches(
+                active_rows, batch_format="pyarrow", **LIGHT
+            )
             if state.count() == 0:
                 return rounds[:round_index]
         kwargs = {"cards": cards, "config": config, "round_index": round_index}
@@ -154,8 +157,9 @@ def refine_rounds(profiles: Path, cards: Any, config: TailorMindConfig, work: Pa
     return rounds
 
 
-def _active(row: dict[str, Any]) -> bool:
-    return bool(row["active"])
+def active_rows(batch: pa.Table) -> pa.Table:
+    """The users still refining (a batch filter: a row filter would re-infer the columns' types)."""
+    return batch.filter(batch["active"])
 
 
 def publish_batch(batch: pa.Table) -> pa.Table:

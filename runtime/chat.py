@@ -93,6 +93,7 @@ class HttpChat:
     """An OpenAI-compatible ``/v1`` endpoint, up to ``role.batch_size`` requests in flight per call."""
 
     role: LLMRoleConfig
+    api_key: str | None = None  # None: read from the environment variable ``role.api_key_env`` here
     timeout_s: float = 600.0
     _next_slot: float = field(default=0.0, init=False, repr=False)
     _pace: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -106,7 +107,7 @@ class HttpChat:
                 "an LLM role with backend 'http' needs base_url (an OpenAI-compatible /v1 URL)."
             )
         url = self.role.base_url.rstrip("/") + "/chat/completions"
-        key = os.environ.get(self.role.api_key_env, "")
+        key = self.api_key if self.api_key is not None else os.environ.get(self.role.api_key_env, "")
         headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
 
         def post(request: dict[str, Any], number: int) -> Outcome:
@@ -161,9 +162,9 @@ class HttpChat:
         time.sleep(max(0.0, slot - now))
 
 
-def chat_client(role: LLMRoleConfig) -> ChatClient:
+def chat_client(role: LLMRoleConfig, api_key: str | None = None) -> ChatClient:
     """The client of a role: its HTTP endpoint (backend http), else its Serve deployment."""
-    return HttpChat(role) if role.backend == "http" else ServeChat.for_role(role)
+    return HttpChat(role, api_key) if role.backend == "http" else ServeChat.for_role(role)
 
 
 @dataclass
