@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -59,6 +60,8 @@ def console_logging() -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False  # ray.llm reformats the root logger as JSON when it is imported
+    # Ray Data warns whenever a step's task pool is wider than its input (small cohorts): not actionable.
+    warnings.filterwarnings("ignore", message="The maximum number of concurrent tasks", category=UserWarning)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,9 @@ Backends (``LLMRoleConfig.backend``):
 from __future__ import annotations
 
 import json
+import os
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -62,6 +64,37 @@ def row_answers(row: dict[str, Any], step: str) -> list[LLMAnswer]:
     ]
 
 
+def tally(row: dict[str, Any], steps: Sequence[str], into: str | None = None) -> str:
+    """JSON of ``{step: [requests, failed, retries]}`` for a row's answered steps, added to ``into``."""
+    counts: dict[str, list[int]] = json.loads(into) if into else {}
+    for step in steps:
+        errors, attempts = row[f"{step}_errors"], row[f"{step}_attempts"]
+        before = counts.get(step, [0, 0, 0])
+        counts[step] = [
+            before[0] + len(errors),
+            before[1] + sum(error is not None for error in errors),
+            before[2] + sum(max(0, a - 1) for a in attempts),
+        ]
+    return json.dumps(counts)
+
+
+def summed_tallies(tallies: Sequence[str | None], llm: Any, roles: Mapping[str, str]) -> dict[str, Any]:
+    """Per step (or role) over rows: the role and its model, requests, failed answers and retries.
+
+    ``llm`` is the config's ``LLMConfig``; ``roles`` maps a step to its role (a role maps to itself).
+    """
+    total: dict[str, list[int]] = {}
+    for text in tallies:
+        for step, counts in (json.loads(text) if text else {}).items():
+            total[step] = [a + b for a, b in zip(total.get(step, [0, 0, 0]), counts, strict=True)]
+    summary = {}
+    for step, (n, failed, retries) in total.items():
+        role = roles.get(step, step)
+        model = getattr(llm, role).model_source if hasattr(llm, role) else None
+        summary[step] = {"role": role, "model": model, "requests": n, "failed": failed, "retries": retries}
+    return summary
+
+
 def with_answers(batch: pa.Table, step: str, answers: dict[str, LLMAnswer]) -> pa.Table:
     """``batch`` with its ``S_requests`` column replaced by the answers keyed ``"row/index"``."""
     asked = batch[f"{step}_requests"].to_pylist()
@@ -81,7 +114,7 @@ def with_answers(batch: pa.Table, step: str, answers: dict[str, LLMAnswer]) -> p
     return table
 
 
-def _client_step(batch: pa.Table, step: str, role_json: str, seed: int) -> pa.Table:
+def _client_step(batch: pa.Table, step: str, role_json: str, seed: int, api_key: str | None) -> pa.Table:
     """One batch of a serve/http step: every request of the batch at once, bad answers retried in place."""
     from runtime.chat import chat_client
 
@@ -91,7 +124,7 @@ def _client_step(batch: pa.Table, step: str, role_json: str, seed: int) -> pa.Ta
         for row, asked in enumerate(batch[f"{step}_requests"].to_pylist())
         for index, text in enumerate(asked or [])
     ]
-    answers = chat_client(role).answer(requests, seed) if requests else {}
+    answers = chat_client(role, api_key).answer(requests, seed) if requests else {}
     return with_answers(batch, step, answers)
 
 
@@ -115,7 +148,13 @@ class LLMStep:
         in_flight = self.role.batches_in_flight * self.role.num_engines
         return ds.repartition(target_num_rows_per_block=self.role.batch_size).map_batches(
             _client_step,
-            fn_kwargs={"step": self.step, "role_json": self.role.model_dump_json(), "seed": self.seed},
+            fn_kwargs={
+                "step": self.step,
+                "role_json": self.role.model_dump_json(),
+                "seed": self.seed,
+                # the job's key for an HTTP endpoint: workers do not have the driver's environment
+                "api_key": os.environ.get(self.role.api_key_env) if self.role.backend == "http" else None,
+            },
             batch_format="pyarrow",
             batch_size=self.role.batch_size,
             compute=ray.data.TaskPoolStrategy(size=in_flight),
@@ -131,6 +170,7 @@ class LLMStep:
             _explode, fn_kwargs={"step": self.step}, batch_format="pyarrow", **LIGHT
         ).materialize()
         finished = []
+        keep = {"batch_format": "pyarrow", **LIGHT}
         for attempt in range(1, self.role.max_retries + 2):
             if todo.count() == 0:
                 break
@@ -140,8 +180,8 @@ class LLMStep:
                 .materialize()
             )
             last = attempt == self.role.max_retries + 1
-            finished.append(answered if last else answered.filter(_answered))
-            todo = answered.filter(_unanswered).drop_columns(["text", "error", "attempts"])
+            finished.append(answered if last else answered.map_batches(_answered, **keep))
+            todo = answered.map_batches(_unanswered, **keep).drop_columns(["text", "error", "attempts"])
         outcomes = (
             (finished[0].union(*finished[1:]) if len(finished) > 1 else finished[0]) if finished else None
         )
@@ -157,12 +197,14 @@ class LLMStep:
         )
 
 
-def _answered(row: dict[str, Any]) -> bool:
-    return row["error"] is None
+def _answered(batch: pa.Table) -> pa.Table:
+    """Rows with a valid answer (batch filters keep the column types; row filters re-infer them)."""
+    return batch.filter(pc.is_null(batch["error"]))
 
 
-def _unanswered(row: dict[str, Any]) -> bool:
-    return row["error"] is not None
+def _unanswered(batch: pa.Table) -> pa.Table:
+    """Rows whose answer failed."""
+    return batch.filter(pc.is_valid(batch["error"]))
 
 
 def _tag_rows(batch: pa.Table) -> pa.Table:

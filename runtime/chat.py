@@ -93,6 +93,7 @@ class HttpChat:
     """An OpenAI-compatible ``/v1`` endpoint, up to ``role.batch_size`` requests in flight per call."""
 
     role: LLMRoleConfig
+    api_key: str | None = None  # None: read from the environment variable ``role.api_key_env`` here
     timeout_s: float = 600.0
     _next_slot: float = field(default=0.0, init=False, repr=False)
     _pace: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -106,7 +107,7 @@ class HttpChat:
                 "an LLM role with backend 'http' needs base_url (an OpenAI-compatible /v1 URL)."
             )
         url = self.role.base_url.rstrip("/") + "/chat/completions"
-        key = os.environ.get(self.role.api_key_env, "")
+        key = self.api_key if self.api_key is not None else os.environ.get(self.role.api_key_env, "")
         headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
 
         def post(request: dict[str, Any], number: int) -> Outcome:
@@ -161,18 +162,34 @@ class HttpChat:
         time.sleep(max(0.0, slot - now))
 
 
-def chat_client(role: LLMRoleConfig) -> ChatClient:
+def chat_client(role: LLMRoleConfig, api_key: str | None = None) -> ChatClient:
     """The client of a role: its HTTP endpoint (backend http), else its Serve deployment."""
-    return HttpChat(role) if role.backend == "http" else ServeChat.for_role(role)
+    return HttpChat(role, api_key) if role.backend == "http" else ServeChat.for_role(role)
 
 
 @dataclass
 class RoleClients:
-    """``complete(requests, role_name)`` over role clients: what ``PostWriter`` and the profile route call."""
+    """``complete(requests, role_name)`` over role clients: what ``PostWriter`` and the profile route call.
+
+    ``calls`` counts, per role, the requests, the answers still failed after retries, and the retries.
+    """
 
     clients: Mapping[str, ChatClient]
     seed: int = 0
+    calls: dict[str, list[int]] = field(default_factory=dict)
 
     def __call__(self, requests: list[dict[str, Any]], role_name: str) -> dict[str, LLMAnswer]:
         """Answers by row_key from the client of ``role_name``."""
-        return self.clients[role_name].answer(requests, self.seed)
+        answers = self.clients[role_name].answer(requests, self.seed)
+        before = self.calls.get(role_name, [0, 0, 0])
+        self.calls[role_name] = [
+            before[0] + len(requests),
+            before[1] + sum(a.error is not None for a in answers.values()),
+            before[2] + sum(a.attempts - 1 for a in answers.values()),
+        ]
+        return answers
+
+    def take_calls(self) -> str:
+        """The counts so far as JSON (``{role: [requests, failed, retries]}``), then zero."""
+        counts, self.calls = json.dumps(self.calls), {}
+        return counts
