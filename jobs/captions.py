@@ -22,12 +22,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.broadcast import broadcast_table, mapping_of, table_of
-from jobs.llm_step import LIGHT, LLMStep, request_json, row_answers
+from jobs.llm_step import LIGHT, LLMStep, request_json, row_answers, summed_tallies, tally
 from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult
 from models.captioning import CAPTION_COLUMNS, caption_requests, content_key, video_request
 from models.config import TailorMindConfig
 from models.data.loader import resolve_media_uri
+from models.llm.config import LLMConfig
 from models.profiling.evidence import item_card
 from runtime.cluster import connect
 
@@ -48,19 +49,13 @@ def in_scope_batch(batch: pa.Table, wanted: Any, keep: bool) -> pa.Table:
 
 
 def plan_batch(
-    batch: pa.Table, cache: Any, model_source: str, data_root: str, frames_per_segment: int
+    batch: pa.Table, cache: Any, model_key: str, data_root: str, frames_per_segment: int
 ) -> pa.Table:
-    """Each item's content key, its cached captions, or (not cached) its caption requests."""
+    """Each item's content key, its cached captions, or (not cached) its text and media requests."""
     cached = mapping_of(cache, "content_key", "captions") if cache is not None else {}
-    columns: dict[str, list[Any]] = {
-        "content_key": [],
-        "cached": [],
-        "caption_kinds": [],
-        "caption_requests": [],
-        "media_errors": [],
-    }
+    columns: dict[str, list[Any]] = {name: [] for name in _PLAN_TYPES}
     for item in batch.to_pylist():
-        key = content_key(item, model_source)
+        key = content_key(item, model_key)
         hit = cached.get(key)
         requests: list[tuple[str, dict[str, Any]]] = []
         errors: list[str] = []
@@ -68,34 +63,47 @@ def plan_batch(
             requests, errors = caption_requests(
                 item, lambda uri: resolve_media_uri(data_root, uri), frames_per_segment
             )
+        media = [(kind, request) for kind, request in requests if kind != "text"]
         columns["content_key"].append(key)
         columns["cached"].append(hit)
-        columns["caption_kinds"].append([kind for kind, _ in requests])
-        columns["caption_requests"].append([request_json(request) for _, request in requests])
+        columns["text_requests"].append([request_json(r) for kind, r in requests if kind == "text"])
+        columns["media_kinds"].append([kind for kind, _ in media])
+        columns["media_requests"].append([request_json(request) for _, request in media])
         columns["media_errors"].append(errors)
     table = batch.select(["item_id", "title", "text", "tags"])
-    for name, values in columns.items():
-        kind = (
-            pa.list_(pa.string())
-            if name in ("caption_kinds", "caption_requests", "media_errors")
-            else pa.string()
-        )
-        table = table.append_column(name, pa.array(values, kind))
+    for name, kind in _PLAN_TYPES.items():
+        table = table.append_column(name, pa.array(columns[name], kind))
     return table
 
 
-def uncaptioned_batch(batch: pa.Table, model_source: str) -> pa.Table:
+_STRINGS = pa.list_(pa.string())
+_PLAN_TYPES = {
+    "content_key": pa.string(),
+    "cached": pa.string(),
+    "text_requests": _STRINGS,  # the summarizer's
+    "media_kinds": _STRINGS,  # image, first, last
+    "media_requests": _STRINGS,  # the captioner's (a VLM)
+    "media_errors": _STRINGS,
+}
+STEPS = ("text", "media", "video")
+
+
+STEP_ROLES = {"text": "summarizer", "media": "captioner", "video": "summarizer"}  # the LLM role of each step
+
+
+def uncaptioned_batch(batch: pa.Table, model_key: str) -> pa.Table:
     """Items outside the scope: no captions, their card from their own title, text and tags."""
     rows = [
         {
             "item_id": item["item_id"],
-            "content_key": content_key(item, model_source),
+            "content_key": content_key(item, model_key),
             "errors": [],
             "captioned": False,
             "from_cache": False,
             "card": item_card(item),
             "prompt_tokens": 0,
             "generated_tokens": 0,
+            "llm_calls": None,
         }
         for item in batch.select(["item_id", "title", "text", "tags", "image_uris", "video_uris"]).to_pylist()
     ]
@@ -108,7 +116,7 @@ def video_batch(batch: pa.Table) -> pa.Table:
     for row in batch.to_pylist():
         described = {
             kind: answer.value["description"]
-            for kind, answer in zip(row["caption_kinds"], row_answers(row, "caption"), strict=True)
+            for kind, answer in zip(row["media_kinds"], row_answers(row, "media"), strict=True)
             if kind in ("first", "last") and answer.value is not None
         }
         both = "first" in described and "last" in described
@@ -126,8 +134,12 @@ def assemble_batch(batch: pa.Table) -> pa.Table:
         errors = list(row["media_errors"])
         if row["cached"] is not None:
             captions.update(json.loads(row["cached"]))
-        answers = zip(row["caption_kinds"], row_answers(row, "caption"), strict=True)
-        for kind, answer in [*answers, *(("video", a) for a in row_answers(row, "video"))]:
+        answered = [
+            *(("text", a) for a in row_answers(row, "text")),
+            *zip(row["media_kinds"], row_answers(row, "media"), strict=True),
+            *(("video", a) for a in row_answers(row, "video")),
+        ]
+        for kind, answer in answered:
             if answer.error is not None:
                 errors.append(f"{kind}: {answer.error}")
             elif kind == "text":
@@ -143,8 +155,9 @@ def assemble_batch(batch: pa.Table) -> pa.Table:
                 "captioned": True,
                 "from_cache": row["cached"] is not None,
                 "card": item_card(row, captions),
-                "prompt_tokens": row["caption_prompt_tokens"] + row["video_prompt_tokens"],
-                "generated_tokens": row["caption_generated_tokens"] + row["video_generated_tokens"],
+                "prompt_tokens": sum(row[f"{step}_prompt_tokens"] for step in STEPS),
+                "generated_tokens": sum(row[f"{step}_generated_tokens"] for step in STEPS),
+                "llm_calls": tally(row, STEPS),
             }
         )
     return pa.Table.from_pylist(rows, schema=_ITEM_SCHEMA)
@@ -160,6 +173,7 @@ _ITEM_SCHEMA = pa.schema(
         ("card", pa.string()),
         ("prompt_tokens", pa.int64()),
         ("generated_tokens", pa.int64()),
+        ("llm_calls", pa.string()),  # {step: [requests, failed, retries]}
     ]
 )
 
@@ -170,7 +184,6 @@ def caption_items(
     """Caption (or take from the cache) the wanted items of ``items_path``; write every item's row."""
     import ray.data
 
-    role = config.llm.captioner
     cache_files = sorted(str(p) for p in cache.glob("*.parquet")) if cache.is_dir() else []
     cache_ref = ray.remote(_cached_captions).options(**LIGHT).remote(cache_files) if cache_files else None
     wanted = broadcast_table(wanted_path, ["item_id"]) if wanted_path is not None else None
@@ -180,31 +193,35 @@ def caption_items(
     scoped = ray.data.read_parquet(items_path).map_batches(
         in_scope_batch, fn_kwargs={"wanted": wanted, "keep": True}, **scope
     )
+    model_key = f"{config.llm.captioner.model_source}|{config.llm.summarizer.model_source}"
     planned = scoped.map_batches(
         plan_batch,
         fn_kwargs={
             "cache": cache_ref,
-            "model_source": role.model_source,
+            "model_key": model_key,
             "data_root": data_root,
             "frames_per_segment": config.profiling.video_frames_per_segment,
         },
         **scope,
     )
-    described = LLMStep("caption", role, config.seed)(planned)
-    synthesised = LLMStep("video", role, config.seed)(described.map_batches(video_batch, **scope))
+    summarized = LLMStep("text", config.llm.summarizer, config.seed)(planned)
+    described = LLMStep("media", config.llm.captioner, config.seed)(summarized)
+    synthesised = LLMStep("video", config.llm.summarizer, config.seed)(
+        described.map_batches(video_batch, **scope)
+    )
     captioned = synthesised.map_batches(assemble_batch, **scope)
     rest = ray.data.read_parquet(items_path).map_batches(
         in_scope_batch, fn_kwargs={"wanted": wanted, "keep": False}, **scope
     )
-    uncaptioned = rest.map_batches(uncaptioned_batch, fn_kwargs={"model_source": role.model_source}, **scope)
+    uncaptioned = rest.map_batches(uncaptioned_batch, fn_kwargs={"model_key": model_key}, **scope)
     captioned.union(uncaptioned).write_parquet(str((out / ITEMS).resolve()))
     finish = ray.remote(_summarise_and_cache).options(**LIGHT)
-    return ray.get(finish.remote(str((out / ITEMS).resolve()), str(cache.resolve())))
+    return ray.get(finish.remote(str((out / ITEMS).resolve()), str(cache.resolve()), config.llm))
 
 
-def _summarise_and_cache(items: str, cache: str) -> dict[str, Any]:
+def _summarise_and_cache(items: str, cache: str, llm: LLMConfig) -> dict[str, Any]:
     """Counts of the written items; their error-free new captions are appended to the cache."""
-    written = pq.read_table(items, columns=["captioned", "from_cache", "errors", "content_key"])
+    written = pq.read_table(items, columns=["captioned", "from_cache", "errors", "content_key", "llm_calls"])
     fresh = written.filter(
         pc.and_(
             pc.and_(written["captioned"], pc.invert(written["from_cache"])),
@@ -219,6 +236,7 @@ def _summarise_and_cache(items: str, cache: str) -> dict[str, Any]:
         "from_cache": int(pc.sum(written["from_cache"]).as_py() or 0),
         "newly_cached": fresh.num_rows,
         "items_with_errors": int(pc.sum(errors).as_py() or 0),
+        "llm_calls": summed_tallies(written["llm_calls"].to_pylist(), llm, STEP_ROLES),
     }
 
 
@@ -258,7 +276,7 @@ def captions_stage(pipeline: PipelineRun) -> StageResult:
         return caption_items(str(data_dir / "items.parquet"), str(data_dir), wanted, config, out, cache)
 
     section = {
-        "llm": config.llm.captioner,
+        "llm": [config.llm.captioner, config.llm.summarizer],
         "scope": config.profiling.caption_scope,
         "frames": config.profiling.video_frames_per_segment,
         "seed": config.seed,

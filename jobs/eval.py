@@ -21,13 +21,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.broadcast import mapping_of
-from jobs.llm_step import LIGHT, LLMStep, request_json, row_answers
+from jobs.llm_step import LIGHT, LLMStep, request_json, row_answers, summed_tallies, tally
 from jobs.pipeline import stage_main
 from jobs.profiles import cards_ref
 from jobs.refine import PUBLISHED
 from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
-from models.evaluation import metrics_with_ci, ranks_from_scores
+from models.evaluation import KS, metrics_with_ci, ranks_from_scores
+from models.llm.config import LLMConfig
 from models.llm.structured import LLMAnswer
 from models.profiling.ranking import positive_rank
 from models.profiling.refiner import rank_depth, rank_requests, ranked_columns
@@ -86,6 +87,7 @@ class TestRankers:
                 ranks.append(self._llm_rank(row, answers))
                 failed.append(any(a.error is not None for a in answers))
             columns[ranker], columns[f"failed_{ranker}"] = ranks, failed
+        columns["llm_calls"] = [tally(row, ["test"]) for row in rows]
         columns["embedding"] = self._embedding_ranks(rows).tolist()
         if self.cf is not None:
             columns["cf"] = self._cf_ranks(rows).tolist()
@@ -150,18 +152,25 @@ def _cf_tables(directory: str) -> tuple[pa.Array, np.ndarray, pa.Array, np.ndarr
     return users["user_id"].combine_chunks(), matrix(users), items["item_id"].combine_chunks(), matrix(items)
 
 
-def ranker_metrics(ranks_path: str, seed: int) -> dict[str, Any]:
-    """Each ranker's metrics with intervals and its failed LLM answers (read in a task: ints per user)."""
+def ranker_metrics(ranks_path: str, seed: int, depth: int, llm: LLMConfig) -> dict[str, Any]:
+    """Each ranker's metrics with intervals and failed LLM answers (read in a task: ints per user).
+
+    LLM rankers return their top ``depth``: only Recall/NDCG@k with k <= depth are reported for them.
+    """
     table = pq.read_table(ranks_path)
     rankers = [name for name in (*LLM_RANKERS, "cf", "embedding") if name in table.column_names]
     metrics = {}
     for name in rankers:
-        values = metrics_with_ci(table[name].to_numpy(), seed=seed)
+        ks = [k for k in KS if k <= depth] if name in LLM_RANKERS else list(KS)
+        values = metrics_with_ci(table[name].to_numpy(), ks=ks, seed=seed)
         failed = f"failed_{name}"
         if failed in table.column_names:
             values["failed"] = int(pc.sum(table[failed]).as_py() or 0)
         metrics[name] = values
-    return metrics
+    return {
+        "rankers": metrics,
+        "llm_calls": summed_tallies(table["llm_calls"].to_pylist(), llm, {"test": "ranker"}),
+    }
 
 
 def evaluate_stage(pipeline: PipelineRun) -> StageResult:
@@ -190,22 +199,25 @@ def evaluate_stage(pipeline: PipelineRun) -> StageResult:
             compute=ray.data.ActorPoolStrategy(size=1),
             num_cpus=1,
         ).write_parquet(str((out / RANKS).resolve()))
-        task = ray.remote(ranker_metrics).options(**LIGHT)
-        rankers = ray.get(task.remote(str((out / RANKS).resolve()), config.seed))
-        num_users = next(iter(rankers.values()))["num_users"] if rankers else 0
         candidates = config.profiling.num_negatives + 1
         depth = rank_depth(config.profiling, candidates)
+        task = ray.remote(ranker_metrics).options(**LIGHT)
+        computed = ray.get(task.remote(str((out / RANKS).resolve()), config.seed, depth, config.llm))
+        rankers = computed["rankers"]
+        num_users = next(iter(rankers.values()))["num_users"] if rankers else 0
         metrics = {
             "rankers": rankers,
+            "llm_calls": computed["llm_calls"],
             "num_users": num_users,
             "split": "test",
             "candidates": candidates,
             "llm_rank_depth": depth,
-            "note": f"LLM rankers return their top {depth}: a positive ranked below that counts as a miss; "
-            "a failed LLM answer counts as a miss too (failed = such users per ranker)",
+            "note": f"LLM rankers return their top {depth}, so their metrics stop at @{depth}; a positive "
+            "ranked below that, or a failed LLM answer (failed = such users per ranker), counts as a miss",
         }
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        return {name: {k: v for k, v in m.items() if k != "ci95"} for name, m in rankers.items()}
+        summary = {name: {k: v for k, v in m.items() if k != "ci95"} for name, m in rankers.items()}
+        return {**summary, "llm_calls": computed["llm_calls"]}
 
     section = {"ranker": config.llm.ranker, "profiling": config.profiling, "seed": config.seed}
     inputs = [refined.parent, captions] + ([cf.path] if cf is not None else [])

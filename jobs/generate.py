@@ -8,6 +8,7 @@ user's page is written by the actor; ``RUN/generate/posts.parquet/`` holds one s
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,34 +17,46 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.broadcast import mapping_of
-from jobs.llm_step import LIGHT
+from jobs.llm_step import LIGHT, summed_tallies
 from jobs.pipeline import stage_main
 from jobs.profiles import cards_ref
 from jobs.refine import PUBLISHED
 from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
 from models.generation.pages import write_index, write_post
-from models.generation.writer import PostWriter, UserBrief
+from models.generation.writer import WRITER_ROLE, Complete, PostWriter, UserBrief
+from models.llm.config import LLMConfig
+from runtime.chat import RoleClients, chat_client
 from runtime.cluster import connect
 
 if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
 
 POSTS = "posts.parquet"  # a folder of Parquet files
-WRITER_ROLES = ("profiler", "optimizer")
+WRITER_ROLES = (WRITER_ROLE,)
 
 
-def post_writer(config: TailorMindConfig) -> PostWriter:
-    """The writer with the configured diffusion, CLIP and embedding models and the LLM roles' clients."""
+def role_clients(config: TailorMindConfig, names: tuple[str, ...], api_keys: dict[str, str]) -> RoleClients:
+    """``complete(requests, role)`` over these roles' deployments or endpoints, counting the calls."""
+    clients = {name: chat_client(getattr(config.llm, name), api_keys.get(name)) for name in names}
+    return RoleClients(clients, config.seed)
+
+
+def endpoint_keys(config: TailorMindConfig, names: tuple[str, ...]) -> dict[str, str]:
+    """The driver's API keys of the HTTP roles among ``names`` (actors do not see its environment)."""
+    roles = {name: getattr(config.llm, name) for name in names}
+    return {name: os.environ.get(r.api_key_env, "") for name, r in roles.items() if r.backend == "http"}
+
+
+def post_writer(config: TailorMindConfig, complete: Complete) -> PostWriter:
+    """The writer with the configured diffusion, CLIP and embedding models, its LLM calls to ``complete``."""
     from models.embedding import TextEmbedder
     from models.generation.diffusion import ImageGenerator, VideoGenerator
     from models.scoring.clip_score import CLIPScorer
-    from runtime.chat import RoleClients, chat_client
 
     gen = config.generation
-    roles = {name: getattr(config.llm, name) for name in WRITER_ROLES}
     return PostWriter(
-        complete=RoleClients({name: chat_client(role) for name, role in roles.items()}, config.seed),
+        complete=complete,
         images=ImageGenerator.from_config(gen),
         scorer=CLIPScorer(gen.clip_model, device=gen.device),
         embedder=TextEmbedder(device=gen.device),
@@ -82,16 +95,19 @@ def user_brief(row: dict[str, Any], cards: dict[str, str]) -> UserBrief:
 class PostWriterActor:
     """Writes the posts of a batch of users and their pages under ``out``."""
 
-    def __init__(self, config: TailorMindConfig, cards: Any, out: str):
-        self.writer = post_writer(config)
+    def __init__(self, config: TailorMindConfig, cards: Any, out: str, api_keys: dict[str, str]):
+        self.llm = role_clients(config, WRITER_ROLES, api_keys)
+        self.writer = post_writer(config, self.llm)
         self.cards = mapping_of(cards, "item_id", "card")
         self.out = Path(out)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """One summary row per user: page, versions, best score, errors."""
         briefs = [user_brief(row, self.cards) for row in batch.to_pylist()]
-        rows = []
-        for post in self.writer.write(briefs):
+        rows: list[dict[str, Any]] = []
+        posts = self.writer.write(briefs)
+        calls = self.llm.take_calls()  # the batch's LLM calls, on its first row
+        for post in posts:
             page = write_post(self.out, post)
             best = post.versions[post.best].score if post.best >= 0 else None
             rows.append(
@@ -101,6 +117,7 @@ class PostWriterActor:
                     "versions": len(post.versions),
                     "best_score": best,
                     "errors": post.errors,
+                    "llm_calls": None if rows else calls,
                 }
             )
         return pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA)
@@ -113,11 +130,12 @@ SUMMARY_SCHEMA = pa.schema(
         ("versions", pa.int64()),
         ("best_score", pa.float64()),
         ("errors", pa.list_(pa.string())),
+        ("llm_calls", pa.string()),  # {role: [requests, failed, retries]} of the writer actor's batch
     ]
 )
 
 
-def index_and_summary(out: str) -> dict[str, Any]:
+def index_and_summary(out: str, llm: LLMConfig) -> dict[str, Any]:
     """The index page over every post and the stage's counts (in a task: one short row per user)."""
     table = pq.read_table(Path(out) / POSTS)
     rows = table.to_pylist()
@@ -129,6 +147,7 @@ def index_and_summary(out: str) -> dict[str, Any]:
         "with_fallbacks": sum(1 for row in rows if row["errors"]),
         "mean_versions": sum(row["versions"] for row in rows) / max(1, len(rows)),
         "mean_best_score": sum(scores) / max(1, len(rows)),
+        "llm_calls": summed_tallies([row["llm_calls"] for row in rows], llm, {}),
     }
 
 
@@ -149,13 +168,18 @@ def generate_stage(pipeline: PipelineRun) -> StageResult:
             users = users.limit(config.generation.max_users)
         users.map_batches(
             PostWriterActor,
-            fn_constructor_kwargs={"config": config, "cards": cards_ref(captions), "out": str(out.resolve())},
+            fn_constructor_kwargs={
+                "config": config,
+                "cards": cards_ref(captions),
+                "out": str(out.resolve()),
+                "api_keys": endpoint_keys(config, WRITER_ROLES),
+            },
             batch_format="pyarrow",
             batch_size=config.generation.batch_size,
             compute=ray.data.ActorPoolStrategy(size=config.generation.workers),
             **actor_resources(config),
         ).write_parquet(str((out / POSTS).resolve()))
-        return ray.get(ray.remote(index_and_summary).options(**LIGHT).remote(str(out.resolve())))
+        return ray.get(ray.remote(index_and_summary).options(**LIGHT).remote(str(out.resolve()), config.llm))
 
     section = {
         "generation": config.generation,

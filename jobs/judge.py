@@ -21,8 +21,16 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from jobs.broadcast import broadcast_table, mapping_of, table_of
-from jobs.generate import actor_resources, ensure_llm_roles, post_writer, user_brief
-from jobs.llm_step import LIGHT
+from jobs.generate import (
+    WRITER_ROLES,
+    actor_resources,
+    endpoint_keys,
+    ensure_llm_roles,
+    post_writer,
+    role_clients,
+    user_brief,
+)
+from jobs.llm_step import LIGHT, summed_tallies
 from jobs.pipeline import stage_main
 from jobs.profiles import cards_ref
 from jobs.refine import PUBLISHED
@@ -33,7 +41,7 @@ from models.evaluation import mean_with_ci
 from models.generation.writer import split_groups
 from models.judging.ablations import method_briefs, post_view
 from models.judging.coherence import coherence, visual_coherence
-from models.judging.judge import CatalogueFacts, PostView, judge_requests, judged_scores
+from models.judging.judge import CatalogueFacts, PostView, judge_requests, judged_scores, shows_images
 from models.llm.prompts import JUDGE_FACTS, JUDGE_QUALITY
 from models.media import MediaError, VideoClip, video_clip
 from runtime.cluster import connect
@@ -68,22 +76,23 @@ def item_media(
 class JudgeActor:
     """Writes every method's posts for a batch of users, then scores them and the ground truth blind."""
 
-    def __init__(self, config: TailorMindConfig, cards: Any, media: Any, data_root: str):
+    def __init__(
+        self, config: TailorMindConfig, cards: Any, media: Any, data_root: str, api_keys: dict[str, str]
+    ):
         from models.embedding import TextEmbedder
         from models.scoring.clip_score import CLIPScorer
-        from runtime.chat import chat_client
 
         self.config = config
         self.cards = mapping_of(cards, "item_id", "card")
         media_table = table_of(media)
         self.media = {row["item_id"]: row for row in media_table.to_pylist()}
         self.data_root = data_root
-        self.writer = post_writer(config)
+        self.llm = role_clients(config, (*WRITER_ROLES, *JUDGE_ROLES), api_keys)
+        self.writer = post_writer(config, self.llm)
         self.scorer = CLIPScorer(config.generation.clip_model, config.generation.device)
         self.catalogue = CatalogueFacts(
             list(self.cards.values()), TextEmbedder(device=config.generation.device), config.judge.fact_top_k
         )
-        self.judge = chat_client(config.llm.judge)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """One row per (method, user): the four metrics, judge errors, and the batch's judge counts."""
@@ -93,24 +102,30 @@ class JudgeActor:
         order = np.random.default_rng(self.config.seed).permutation(len(judged))  # blind, shuffled order
         shuffled = [judged[i] for i in order]
         facts = self.catalogue.facts([view.text for view in shuffled])
-        role = self.config.llm.judge
-        requests = judge_requests(shuffled, facts, role.max_images_per_prompt)
-        answers = self.judge.answer(requests, self.config.seed) if requests else {}
-        rows = []
+        max_images = self.config.llm.visual_judge.max_images_per_prompt
+        requests = judge_requests(shuffled, facts, max_images)
+        visual = [r for r in requests if shows_images(r)]
+        answers = {
+            **(self.llm([r for r in requests if not shows_images(r)], "judge") if requests else {}),
+            **(self.llm(visual, "visual_judge") if visual else {}),
+        }
+        calls = self.llm.take_calls()  # the batch's writer and judge calls, on its first row
+        rows: list[dict[str, Any]] = []
         for view, value in zip(views, values, strict=True):
-            visual = bool(view.images or view.videos) and role.max_images_per_prompt > 0
+            rated_visually = bool(view.images or view.videos) and max_images > 0
             keys = (f"{view.key}|quality", f"{view.key}|facts")
             asked = [answers[key] for key in keys if key in answers]
             errors = [answer.error for answer in asked if answer.error]
             rows.append(
                 {"method": view.method, "user_id": view.user_id, "coherence": value}
-                | judged_scores(view, answers, visual)
+                | judged_scores(view, answers, rated_visually)
                 | {
                     "judge_errors": "; ".join(errors) or None,
                     "judge_requests": len(asked),
                     "judge_failures": len(errors),
                     "judge_retries": sum(answer.attempts - 1 for answer in asked),
                     "failed_post": not view.text,
+                    "llm_calls": None if rows else calls,
                 }
             )
         return pa.Table.from_pylist(rows, schema=SCORE_SCHEMA)
@@ -176,8 +191,10 @@ SCORE_SCHEMA = pa.schema(
         ("judge_failures", pa.int64()),
         ("judge_retries", pa.int64()),
         ("failed_post", pa.bool_()),
+        ("llm_calls", pa.string()),  # {role: [requests, failed, retries]} of the judge actor's batch
     ]
 )
+JUDGE_ROLES = ("judge", "visual_judge")
 
 
 def judge_metrics(scores: str, config: TailorMindConfig) -> dict[str, Any]:
@@ -198,6 +215,8 @@ def judge_metrics(scores: str, config: TailorMindConfig) -> dict[str, Any]:
         "judge_retries": sum(row["judge_retries"] for row in rows),
         "failed_posts": sum(1 for row in rows if row["failed_post"]),
         "judge_model": config.llm.judge.model_source,
+        "visual_judge_model": config.llm.visual_judge.model_source,
+        "llm_calls": summed_tallies([row["llm_calls"] for row in rows], config.llm, {}),
         "prompts": [JUDGE_QUALITY.key, JUDGE_FACTS.key],
     }
 
@@ -214,7 +233,7 @@ def judge_stage(pipeline: PipelineRun) -> StageResult:
 
     def build(out: Path) -> dict[str, Any]:
         connect(config.ray, pipeline.runner.run_dir)
-        ensure_llm_roles(config, ("profiler", "optimizer", "judge"))
+        ensure_llm_roles(config, (*WRITER_ROLES, *JUDGE_ROLES))
         users = ray.data.read_parquet(str(refined.resolve()))
         if config.judge.max_users is not None:
             users = users.limit(config.judge.max_users)
@@ -224,6 +243,7 @@ def judge_stage(pipeline: PipelineRun) -> StageResult:
         users.map_batches(
             JudgeActor,
             fn_constructor_kwargs={
+                "api_keys": endpoint_keys(config, (*WRITER_ROLES, *JUDGE_ROLES)),
                 "config": config,
                 "cards": cards_ref(captions),
                 "media": media,

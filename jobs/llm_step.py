@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -61,6 +62,37 @@ def row_answers(row: dict[str, Any], step: str) -> list[LLMAnswer]:
             zip(row[f"{step}_answers"], row[f"{step}_errors"], row[f"{step}_attempts"], strict=True)
         )
     ]
+
+
+def tally(row: dict[str, Any], steps: Sequence[str], into: str | None = None) -> str:
+    """JSON of ``{step: [requests, failed, retries]}`` for a row's answered steps, added to ``into``."""
+    counts: dict[str, list[int]] = json.loads(into) if into else {}
+    for step in steps:
+        errors, attempts = row[f"{step}_errors"], row[f"{step}_attempts"]
+        before = counts.get(step, [0, 0, 0])
+        counts[step] = [
+            before[0] + len(errors),
+            before[1] + sum(error is not None for error in errors),
+            before[2] + sum(max(0, a - 1) for a in attempts),
+        ]
+    return json.dumps(counts)
+
+
+def summed_tallies(tallies: Sequence[str | None], llm: Any, roles: Mapping[str, str]) -> dict[str, Any]:
+    """Per step (or role) over rows: the role and its model, requests, failed answers and retries.
+
+    ``llm`` is the config's ``LLMConfig``; ``roles`` maps a step to its role (a role maps to itself).
+    """
+    total: dict[str, list[int]] = {}
+    for text in tallies:
+        for step, counts in (json.loads(text) if text else {}).items():
+            total[step] = [a + b for a, b in zip(total.get(step, [0, 0, 0]), counts, strict=True)]
+    summary = {}
+    for step, (n, failed, retries) in total.items():
+        role = roles.get(step, step)
+        model = getattr(llm, role).model_source if hasattr(llm, role) else None
+        summary[step] = {"role": role, "model": model, "requests": n, "failed": failed, "retries": retries}
+    return summary
 
 
 def with_answers(batch: pa.Table, step: str, answers: dict[str, LLMAnswer]) -> pa.Table:

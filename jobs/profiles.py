@@ -16,9 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.broadcast import broadcast_table, mapping_of
-from jobs.llm_step import LIGHT, LLMStep, request_json, row_answers
+from jobs.llm_step import LIGHT, LLMStep, request_json, row_answers, summed_tallies, tally
 from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult
+from models.llm.config import LLMConfig
 from models.llm.prompts import PROFILE, profile_text
 from models.profiling.initial import profile_request
 from runtime.cluster import connect
@@ -55,23 +56,27 @@ def profile_batch(batch: pa.Table, cards: Any, evidence_chars: int) -> pa.Table:
 
 def parse_batch(batch: pa.Table) -> pa.Table:
     """Each user's preferences (JSON), profile text and error (empty profile when the profiler failed)."""
-    preferences, texts, errors = [], [], []
+    preferences, texts, errors, calls = [], [], [], []
     for row in batch.select(["profile_answers", "profile_errors", "profile_attempts"]).to_pylist():
         answer = row_answers(row, "profile")[0]
         value = answer.value["preferences"] if answer.value else []
         preferences.append(json.dumps(value))
         texts.append(profile_text(value))
         errors.append(answer.error)
+        calls.append(tally(row, ["profile"]))
     table = batch.drop_columns(["profile_answers", "profile_errors", "profile_attempts"])
     table = table.append_column("preferences", pa.array(preferences, pa.string()))
     table = table.append_column("text", pa.array(texts, pa.string()))
-    return table.append_column("error", pa.array(errors, pa.string()))
+    table = table.append_column("error", pa.array(errors, pa.string()))
+    return table.append_column("llm_calls", pa.array(calls, pa.string()))
 
 
-def _summary(path: str) -> dict[str, int]:
+def _summary(path: str, llm: LLMConfig) -> dict[str, Any]:
     """Users profiled and failed (read in a task: one column per user)."""
-    errors = pq.read_table(path, columns=["error"])["error"]
-    return {"users": len(errors), "failed": len(errors) - errors.null_count}
+    table = pq.read_table(path, columns=["error", "llm_calls"])
+    errors = table["error"]
+    calls = summed_tallies(table["llm_calls"].to_pylist(), llm, {"profile": "profiler"})
+    return {"users": len(errors), "failed": len(errors) - errors.null_count, "llm_calls": calls}
 
 
 def profiles_stage(pipeline: PipelineRun) -> StageResult:
@@ -96,7 +101,8 @@ def profiles_stage(pipeline: PipelineRun) -> StageResult:
         answered.map_batches(parse_batch, batch_format="pyarrow", **LIGHT).write_parquet(
             str((out / PROFILES).resolve())
         )
-        summary = ray.get(ray.remote(_summary).options(**LIGHT).remote(str((out / PROFILES).resolve())))
+        task = ray.remote(_summary).options(**LIGHT)
+        summary = ray.get(task.remote(str((out / PROFILES).resolve()), config.llm))
         return {**summary, "prompt": PROFILE.key}
 
     section = {"profiler": config.llm.profiler, "evidence_chars": config.profiling.evidence_chars}

@@ -20,11 +20,12 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.broadcast import mapping_of
-from jobs.llm_step import LIGHT, LLMStep, request_json, row_answers, step_columns
+from jobs.llm_step import LIGHT, LLMStep, request_json, row_answers, step_columns, summed_tallies, tally
 from jobs.pipeline import stage_main
 from jobs.profiles import PROFILES, cards_ref
 from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
+from models.llm.config import LLMConfig
 from models.profiling.refiner import ProfileRefiner, refined_profile
 from runtime.cluster import connect
 
@@ -49,7 +50,7 @@ def start_batch(batch: pa.Table, cards: Any, config: TailorMindConfig) -> pa.Tab
     rows = []
     for row in batch.to_pylist():
         state = refiner.start(row["user_id"], json.loads(row["preferences"]), row["valid_candidates"])
-        state["prompt_tokens"], state["generated_tokens"] = [], []
+        state["prompt_tokens"], state["generated_tokens"], state["llm_calls"] = [], [], None
         rows.append({**row, **state})
     return _table(rows, batch.schema)
 
@@ -96,6 +97,7 @@ def finish_batch(batch: pa.Table, cards: Any, config: TailorMindConfig, round_in
         refiner.apply_update(row, row_answers(row, "update"), round_index)
         row["prompt_tokens"] = [*row["prompt_tokens"], sum(row[f"{s}_prompt_tokens"] for s in STEPS)]
         row["generated_tokens"] = [*row["generated_tokens"], sum(row[f"{s}_generated_tokens"] for s in STEPS)]
+        row["llm_calls"] = tally(row, STEPS, row.get("llm_calls"))
     step_names = {name for step in STEPS for name in step_columns(step)}
     schema = pa.schema([f for f in batch.schema if f.name not in step_names])
     return _table(rows, schema)
@@ -123,6 +125,7 @@ _STATE_TYPES = {
     "active": pa.bool_(),
     "prompt_tokens": pa.list_(pa.int64()),
     "generated_tokens": pa.list_(pa.int64()),
+    "llm_calls": pa.string(),  # {step: [requests, failed, retries]}, summed over rounds
 }
 
 
@@ -191,16 +194,19 @@ PUBLISHED_SCHEMA = pa.schema(
         ("history", pa.list_(pa.string())),  # the cohort's columns that eval, generate and judge read
         ("cf_items", pa.list_(pa.string())),
         ("test_candidates", pa.list_(pa.string())),
+        ("llm_calls", pa.string()),
     ]
 )
-_CARRIED = ("prompt_tokens", "generated_tokens", "history", "cf_items", "test_candidates")
+_CARRIED = ("prompt_tokens", "generated_tokens", "history", "cf_items", "test_candidates", "llm_calls")
+STEP_ROLES = {"rank": "ranker", "gradient": "optimizer", "update": "optimizer"}
 
 
-def summarise(published: str) -> dict[str, Any]:
+def summarise(published: str, llm: LLMConfig) -> dict[str, Any]:
     """Validation-rank summary of the published profiles (read in a task: one small column per user)."""
     import pyarrow.parquet as pq
 
-    ranks = pq.read_table(published, columns=["valid_ranks"])["valid_ranks"].to_pylist()
+    table = pq.read_table(published, columns=["valid_ranks", "llm_calls"])
+    ranks = table["valid_ranks"].to_pylist()
     ranked = [r for r in ranks if r]
     return {
         "users": len(ranks),
@@ -209,6 +215,7 @@ def summarise(published: str) -> dict[str, Any]:
         "selected_on": "validation: each user keeps the profile with the best validation rank, so "
         "mean_selected_valid_rank is optimistic; the eval stage measures on the test split",
         "stopped_at_rank_1": sum(1 for r in ranked if min(r) == 0),
+        "llm_calls": summed_tallies(table["llm_calls"].to_pylist(), llm, STEP_ROLES),
     }
 
 
@@ -231,7 +238,7 @@ def refine_stage(pipeline: PipelineRun) -> StageResult:
         finished.map_batches(publish_batch, batch_format="pyarrow", **LIGHT).write_parquet(
             str(published.resolve())
         )
-        summary = ray.get(ray.remote(summarise).options(**LIGHT).remote(str(published.resolve())))
+        summary = ray.get(ray.remote(summarise).options(**LIGHT).remote(str(published.resolve()), config.llm))
         return {**summary, "rounds": config.profiling.rounds, "rounds_run": len(rounds)}
 
     section = {

@@ -83,7 +83,9 @@ class ProfilingConfig(StrictModel):
         99, ge=1, description="sampled negatives beside each held-out positive (TailorBench: 99)"
     )
     rounds: int = Field(3, ge=0, description="N_max refinement rounds")
-    rank_top_k: int = Field(10, ge=1, description="indices the ranker returns")
+    rank_top_k: int = Field(
+        20, ge=1, description="indices the ranker returns; its Recall/NDCG are reported up to this depth"
+    )
     valid_negatives: Literal["fixed", "resample"] = Field(
         "fixed",
         description="validation negatives per refinement round: fixed (reshuffled each round, so ranks of "

@@ -66,6 +66,7 @@ class RunResults:
     posts: list[PostSummary] | None
     ranker_failures: dict[str, int] = field(default_factory=dict)  # failed LLM answers, counted as misses
     profiling_note: str = ""
+    llm_calls: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> step -> counts and model
 
 
 def read_run(run_dir: Path) -> RunResults:
@@ -87,7 +88,21 @@ def read_run(run_dir: Path) -> RunResults:
         judge=judge_intervals(judge) if judge else None,
         judge_facts={k: v for k, v in judge.items() if k != "methods"} if judge else {},
         posts=read_posts(generate) if generate.is_dir() else None,
+        llm_calls=read_llm_calls(run_dir),
     )
+
+
+LLM_STAGES = ("captions", "profiles", "refine", "eval", "generate", "judge")
+
+
+def read_llm_calls(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each LLM stage's calls per step (role, model, requests, failed, retries), from its stage marker."""
+    calls = {}
+    for stage in LLM_STAGES:
+        marker = _read_json(run_dir / stage / "_stage.json")
+        if marker and marker.get("summary", {}).get("llm_calls"):
+            calls[stage] = marker["summary"]["llm_calls"]
+    return calls
 
 
 def ranker_intervals(evaluation: dict[str, Any]) -> dict[str, dict[str, Interval]]:
@@ -122,12 +137,34 @@ def render_report(results: RunResults, title: str = "TailorMind run report") -> 
         ("Profiling: 1:99 reranking (test split)", profiling_section(results)),
         ("Judge", judge_section(results)),
         ("Generated posts", generation_section(results.posts)),
+        ("LLM calls", llm_calls_section(results.llm_calls)),
     ]
     body = "".join(f"<section><h2>{text(name)}</h2>{content}</section>" for name, content in sections)
     return (
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{text(title)}</title>"
         f"<style>{_STYLE}</style></head><body><h1>{text(title)}</h1>{body}</body></html>"
     )
+
+
+def llm_calls_section(calls: dict[str, dict[str, Any]]) -> str:
+    """The model behind each role, and per stage and step the requests, failed answers and retries."""
+    if not calls:
+        return NOT_RUN
+    rows = [
+        [
+            stage,
+            step,
+            c["role"],
+            c.get("model") or "",
+            str(c["requests"]),
+            str(c["failed"]),
+            str(c["retries"]),
+        ]
+        for stage, steps in calls.items()
+        for step, c in steps.items()
+    ]
+    note = "<p>failed = answers still unparsed or invalid after the role's retries.</p>"
+    return table(["stage", "step", "role", "model", "requests", "failed", "retries"], rows) + note
 
 
 def cf_section(cf: dict[str, Any] | None) -> str:

@@ -169,11 +169,27 @@ def chat_client(role: LLMRoleConfig, api_key: str | None = None) -> ChatClient:
 
 @dataclass
 class RoleClients:
-    """``complete(requests, role_name)`` over role clients: what ``PostWriter`` and the profile route call."""
+    """``complete(requests, role_name)`` over role clients: what ``PostWriter`` and the profile route call.
+
+    ``calls`` counts, per role, the requests, the answers still failed after retries, and the retries.
+    """
 
     clients: Mapping[str, ChatClient]
     seed: int = 0
+    calls: dict[str, list[int]] = field(default_factory=dict)
 
     def __call__(self, requests: list[dict[str, Any]], role_name: str) -> dict[str, LLMAnswer]:
         """Answers by row_key from the client of ``role_name``."""
-        return self.clients[role_name].answer(requests, self.seed)
+        answers = self.clients[role_name].answer(requests, self.seed)
+        before = self.calls.get(role_name, [0, 0, 0])
+        self.calls[role_name] = [
+            before[0] + len(requests),
+            before[1] + sum(a.error is not None for a in answers.values()),
+            before[2] + sum(a.attempts - 1 for a in answers.values()),
+        ]
+        return answers
+
+    def take_calls(self) -> str:
+        """The counts so far as JSON (``{role: [requests, failed, retries]}``), then zero."""
+        counts, self.calls = json.dumps(self.calls), {}
+        return counts

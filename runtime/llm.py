@@ -36,7 +36,16 @@ def llm_server_config(role: LLMRoleConfig, deployment_name: str) -> Any:
 
 
 # Role settings that shape requests, not the engine: roles differing only in these share a deployment.
-_NOT_ENGINE = ("temperature", "max_tokens", "max_retries", "batch_size", "batches_in_flight", "backend")
+_NOT_ENGINE = (
+    "temperature",
+    "top_p",
+    "repetition_penalty",
+    "max_tokens",
+    "max_retries",
+    "batch_size",
+    "batches_in_flight",
+    "backend",
+)
 
 
 def deployment_names(role: LLMRoleConfig) -> tuple[str, str]:

@@ -1,6 +1,6 @@
 """The TailorMind Serve application, built from a config: ``serve run serve.app:build_app config=FILE``.
 
-One LLM deployment per distinct model of the captioner, profiler and optimizer roles (ray.serve.llm, vLLM
+One LLM deployment per distinct model of the captioner, profiler and writer roles (ray.serve.llm, vLLM
 inside), a batched image diffusion deployment (and a video one when configured), a CLIP + MiniLM scorer, and
 an ingress that serves the OpenAI routes and the TailorMind API over them.
 """
@@ -44,7 +44,7 @@ def tailormind_app(config: TailorMindConfig) -> Application:
             "generation.num_videos=0."
         )
     llm_configs: dict[str, Any] = {}
-    for role in (config.llm.captioner, config.llm.profiler, config.llm.optimizer):
+    for role in (config.llm.captioner, config.llm.profiler, config.llm.writer):
         # Roles naming the same model share its deployment, with the engine settings of the first role.
         llm_configs.setdefault(role.served_model_id, llm_server_config(role, deployment_names(role)[1]))
     images = diffusion_deployment("diffusion", served.diffusion).bind(config.generation, "image")

@@ -76,7 +76,7 @@ class TailorMindIngress(OpenAiIngress):
         self.videos = RemoteDiffusion(videos) if videos is not None else None
         self.scorer = RemoteScorer(scorer)
         llm = self.config.llm
-        roles = {"captioner": llm.captioner, "profiler": llm.profiler, "optimizer": llm.optimizer}
+        roles = {"captioner": llm.captioner, "profiler": llm.profiler, "writer": llm.writer}
         self.llm = RoleClients(
             {name: ServeChat(llm_deployments[role.served_model_id], role) for name, role in roles.items()},
             self.config.seed,

@@ -54,22 +54,13 @@ def test_a_post_with_a_clip_writes_a_playable_webm(tmp_path):
 def test_writer_end_to_end_with_tiny_models(ray_cluster, tiny_models):
     config = load_config(
         None,
-        [
-            "llm.profiler.backend=serve",
-            "llm.optimizer.backend=serve",
-            "llm.profiler.max_tokens=400",
-            "llm.optimizer.max_tokens=400",
-            "llm.profiler.max_model_len=4096",
-            "llm.optimizer.max_model_len=4096",
-        ],
+        ["llm.writer.backend=serve", "llm.writer.max_tokens=400", "llm.writer.max_model_len=4096"],
     )
     from runtime.chat import RoleClients, ServeChat
     from runtime.llm import ensure_llm_deployment
 
-    roles = {name: getattr(config.llm, name) for name in ("profiler", "optimizer")}
-    for role in roles.values():
-        ensure_llm_deployment(role)
-    clients = RoleClients({name: ServeChat.for_role(role) for name, role in roles.items()})
+    ensure_llm_deployment(config.llm.writer)
+    clients = RoleClients({"writer": ServeChat.for_role(config.llm.writer)})
     calls = []
 
     def complete(requests, role):
@@ -96,7 +87,8 @@ def test_writer_end_to_end_with_tiny_models(ray_cluster, tiny_models):
     ]
     posts = writer.write(briefs)
     assert [p.user_id for p in posts] == ["a", "b"]
-    assert [role for role, _ in calls[:3]] == ["profiler", "profiler", "profiler"]  # styles, idea, post
+    assert [role for role, _ in calls[:3]] == ["writer", "writer", "writer"]  # styles, idea, post
+    assert clients.calls["writer"][0] == sum(count for _, count in calls)  # every request counted
     for post in posts:
         assert post.styles and post.idea and len(post.exemplars) == 2
         if post.best < 0:

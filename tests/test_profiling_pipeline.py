@@ -67,6 +67,7 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
     assert (tmp_path / "logs" / "ray").is_dir()  # engine, worker and Serve logs, off the console
     profiles = pq.read_table(tmp_path / "profiles" / "profile_v0.parquet").to_pylist()
     assert all(p["text"].startswith("1. ") for p in profiles if not p["error"])
+    assert any(not p["error"] for p in profiles)  # SmolLM2, the demo's real profiler, answered in the schema
     post = json.loads(next((tmp_path / "generate").glob("*/post.json")).read_text())
     assert post["versions"] and (tmp_path / "generate" / "index.html").is_file()
     best = post["versions"][post["best_version"]]
@@ -87,6 +88,7 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
     scores = pq.read_table(tmp_path / "judge" / "scores.parquet")
     assert scores.num_rows == 6 and judged["judge_requests"] == 12
     report = (tmp_path / "report.html").read_text()
+    assert "<td>profiles</td><td>profile</td><td>profiler</td><td>smollm2://135m-instruct</td>" in report
     assert report == (tmp_path / "report" / "report.html").read_text() and "data:image/png;base64," in report
     assert report.count("data:video/webm;base64,") == 2
     shown = page_media(browser, file_url(tmp_path / "report.html"))

@@ -45,6 +45,16 @@ def fake_run(run_dir):
     )
     write_post(run_dir / "generate", GeneratedPost("u1", [], "idea", [], [draft, best]))
     write_post(run_dir / "generate", GeneratedPost("u2", [], "idea", [], [], errors=["writer failed"]))
+    calls = {
+        "rank": {
+            "role": "ranker",
+            "model": "smollm2://135m-instruct",
+            "requests": 12,
+            "failed": 1,
+            "retries": 3,
+        }
+    }
+    write_json(run_dir / "refine" / "_stage.json", {"fingerprint": "f", "summary": {"llm_calls": calls}})
 
 
 def write_judge(run_dir):
@@ -75,6 +85,7 @@ def test_report_shows_every_table_escaped_text_and_embedded_images(tmp_path):
         f'<video src="data:video/webm;base64,{base64.b64encode(webm).decode()}" title="rain &lt;falls&gt;"'
         in page
     )
+    assert "<td>refine</td><td>rank</td><td>ranker</td><td>smollm2://135m-instruct</td><td>12</td>" in page
     assert "not run" not in page
 
 
@@ -82,7 +93,7 @@ def test_missing_stages_read_as_not_run(tmp_path):
     fake_run(tmp_path)
     (tmp_path / "other").mkdir()
     page = render_report(read_run(tmp_path / "other"))
-    assert page.count("not run") == 4
+    assert page.count("not run") == 5  # cf, profiling, judge, posts, LLM calls
     assert render_report(read_run(tmp_path)).count("not run") == 1
 
 

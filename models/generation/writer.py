@@ -23,6 +23,7 @@ from models.media import VideoClip
 from models.scoring.clip_score import CLIP_SCORE_WEIGHT
 
 Complete = Callable[[list[dict[str, Any]], str], dict[str, Any]]
+WRITER_ROLE = "writer"  # the LLM role of every writing step: styles, idea, drafts, revisions
 EXEMPLARS = 3
 
 
@@ -178,7 +179,7 @@ class PostWriter:
         template = style_template(names)
         catalogue = "\n".join(f"- {name}: {text}" for name, text in IDEA_TEMPLATES.items())
         requests = [_request(b.user_id, template, profile=b.profile, templates=catalogue) for b in briefs]
-        answers = self.complete(requests, "profiler")
+        answers = self.complete(requests, WRITER_ROLE)
         chosen = {}
         for b in briefs:
             chosen[b.user_id] = _value(answers, b.user_id, "styles") or _fallback(
@@ -193,7 +194,7 @@ class PostWriter:
         requests = [
             _request(b.user_id, IDEA, profile=b.profile, styles=", ".join(styles[b.user_id])) for b in briefs
         ]
-        answers = self.complete(requests, "profiler")
+        answers = self.complete(requests, WRITER_ROLE)
         return {
             b.user_id: _value(answers, b.user_id, "idea")
             or _fallback(answers, b.user_id, "idea", styles[b.user_id][0], fallbacks)
@@ -227,7 +228,7 @@ class PostWriter:
                 "feedback": feedback.get(b.user_id, ""),
             }
             requests.append(_request(b.user_id, template, **fields))
-        answers = self.complete(requests, "optimizer" if feedback else "profiler")
+        answers = self.complete(requests, WRITER_ROLE)
         drafts: dict[str, PostVersion | None] = {}
         for b in briefs:
             answer = answers.get(b.user_id)

@@ -81,6 +81,11 @@ def judge_requests(views: list[PostView], facts: list[list[str]], max_images: in
     return requests
 
 
+def shows_images(request: dict[str, Any]) -> bool:
+    """Whether a judge request carries images (a VLM must answer it)."""
+    return any(isinstance(message["content"], list) for message in request["messages"])
+
+
 def _attachments(view: PostView, max_images: int) -> tuple[list[str], str]:
     """Data URLs of the post's images, then its clips' frames, up to ``max_images``, and a note saying so."""
     frames = [(image, "image") for image in view.images] + [

@@ -46,6 +46,10 @@ class LLMRoleConfig(StrictModel):
     # sampling and robustness
     max_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    repetition_penalty: float = Field(
+        1.0, gt=0, description="> 1 discourages repeats (small models loop without it); 1 = off"
+    )
     max_retries: int = Field(1, ge=0, description="extra attempts for rows with errors or invalid JSON")
 
     @property
@@ -67,11 +71,29 @@ class RankerConfig(LLMRoleConfig):
     temperature: float = Field(0.0, ge=0)
 
 
-class LLMConfig(StrictModel):
-    """The LLM behind each role of the pipeline; a partial override keeps the role's own defaults."""
+class VisualJudgeConfig(CaptionerConfig):
+    """The judge of posts with images or clips: a VLM, greedy."""
 
-    captioner: CaptionerConfig = CaptionerConfig()
-    profiler: LLMRoleConfig = LLMRoleConfig()
-    ranker: RankerConfig = RankerConfig()
-    optimizer: LLMRoleConfig = LLMRoleConfig()
-    judge: RankerConfig = RankerConfig()
+    temperature: float = Field(0.0, ge=0)
+
+
+class LLMConfig(StrictModel):
+    """The LLM behind each role of the pipeline; a partial override keeps the role's own defaults.
+
+    Roles that must see images (``captioner``, ``visual_judge``) take a VLM; every other role reads text.
+    """
+
+    captioner: CaptionerConfig = Field(
+        CaptionerConfig(), description="describes item images and video frames (a VLM)"
+    )
+    summarizer: LLMRoleConfig = Field(
+        LLMRoleConfig(), description="summarises item texts, and a video from its two segment descriptions"
+    )
+    profiler: LLMRoleConfig = Field(LLMRoleConfig(), description="writes initial profiles (eq. 9)")
+    ranker: RankerConfig = Field(RankerConfig(), description="ranks candidates with a profile")
+    optimizer: LLMRoleConfig = Field(LLMRoleConfig(), description="textual gradients and profile updates")
+    writer: LLMRoleConfig = Field(LLMRoleConfig(), description="post styles, ideas, drafts and revisions")
+    judge: RankerConfig = Field(RankerConfig(), description="judges post texts and checks their facts")
+    visual_judge: VisualJudgeConfig = Field(
+        VisualJudgeConfig(), description="judges posts with images or clips (a VLM)"
+    )

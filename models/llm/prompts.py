@@ -45,11 +45,11 @@ def _object(**properties: Any) -> dict[str, Any]:
 
 CAPTION_TEXT = PromptTemplate(
     "caption_text",
-    1,
+    2,
     "You summarise content items for a recommender system. Answer in JSON.",
-    "Summarise what this item is about, its style and who would like it.\nTitle: {title}\nText: {text}\n"
-    "Tags: {tags}",
-    _object(summary=_TEXT),
+    "Title: {title}\nText: {text}\nTags: {tags}\n\nIn one sentence, say what this item is about, its style "
+    "and who would like it.",
+    _object(summary={"type": "string", "maxLength": 160}),
 )
 CAPTION_IMAGE = PromptTemplate(
     "caption_image",
@@ -77,17 +77,24 @@ CAPTION_VIDEO = PromptTemplate(
 _PREFERENCES = {
     "type": "array",
     "minItems": 1,
-    "maxItems": 5,
+    "maxItems": 4,
     "items": _object(
-        preference={"type": "string", "maxLength": 60}, reason={"type": "string", "maxLength": 120}
+        preference={"type": "string", "maxLength": 50}, reason={"type": "string", "maxLength": 100}
     ),
 }
+# A worked example keeps small models from echoing the instructions or repeating one word.
+_PREFERENCE_EXAMPLE = (
+    'Example answer: {{"preferences": [{{"preference": "space science fiction", "reason": "watched Alien and '
+    'Star Wars"}}, {{"preference": "light romantic comedies", "reason": "liked Notting Hill"}}]}}'
+)
 PROFILE = PromptTemplate(
     "profile",
-    1,
+    2,
     "You write a user's content preference profile from the items they engaged with. Answer in JSON.",
     "Items the user engaged with, most recent first:\n{history}\n\nItems a collaborative filter predicts "
-    "they will like:\n{recommended}\n\nList their preferences, most important first, each with a reason.",
+    "they will like:\n{recommended}\n\nList 2 to 4 of their preferences, most important first: each names a "
+    "genre, theme or style in a few words, and its reason names items from the lists.\n"
+    + _PREFERENCE_EXAMPLE,
     _object(preferences=_PREFERENCES),
 )
 
@@ -107,19 +114,20 @@ def rank_template(num_candidates: int, top_k: int) -> PromptTemplate:
 
 GRADIENT = PromptTemplate(
     "gradient",
-    1,
+    2,
     "You critique user profiles that failed to rank the item a user actually chose. Answer in JSON.",
     "Current profile:\n{profile}\n\n"
     "With this profile the item the user actually chose was ranked {outcome}.\n"
     "Items the profile ranked above it:\n{wrong}\n\nThe item the user chose:\n{truth}\n\n"
-    "Explain what the profile misses or overstates (the textual gradient).",
-    _object(gradient={"type": "string", "maxLength": 400}),
+    "In one or two sentences, say what the profile misses or overstates (the textual gradient).",
+    _object(gradient={"type": "string", "maxLength": 300}),
 )
 UPDATE = PromptTemplate(
     "update",
-    1,
+    2,
     "You revise user preference profiles following feedback. Answer in JSON.",
-    "Current profile:\n{profile}\n\nFeedback:\n{gradient}\n\nWrite the improved profile.",
+    "Current profile:\n{profile}\n\nFeedback:\n{gradient}\n\nWrite the improved profile: 2 to 4 "
+    "preferences, most important first, each with a reason.\n" + _PREFERENCE_EXAMPLE,
     _object(preferences=_PREFERENCES),
 )
 

@@ -10,6 +10,10 @@ from models.llm.config import LLMRoleConfig
 def sampling_params(role: LLMRoleConfig, seed: int) -> dict[str, Any]:
     """max_tokens, temperature and (where the engine supports it) the seed of a role's requests."""
     sampling: dict[str, Any] = {"max_tokens": role.max_tokens, "temperature": role.temperature}
+    if role.top_p < 1:
+        sampling["top_p"] = role.top_p
+    if role.repetition_penalty != 1:  # a vLLM extension of the OpenAI request; sent only when set
+        sampling["repetition_penalty"] = role.repetition_penalty
     # vLLM's CPU sampler fails on per-request seeds ("CPU Generator does not use offset") and kills the
     # engine, so seeds are sent only to GPU engines and HTTP endpoints.
     if role.accelerator_type is not None or role.backend == "http":

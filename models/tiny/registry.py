@@ -58,7 +58,14 @@ def build_tiny_models(
 
 
 def resolve_model_source(source: str, models_dir: Path | None = None) -> str:
-    """A ``tiny://NAME`` source becomes its built directory; any other source (hub id, path) is unchanged."""
+    """A ``tiny://NAME`` or ``smollm2://NAME`` source becomes its built directory (SmolLM2 is converted on
+    first use); any other source (hub id, path) is unchanged."""
+    from models import pretrained
+
+    if source.startswith(pretrained.SCHEME):
+        return str(
+            pretrained.build_smollm2(source[len(pretrained.SCHEME) :], models_dir or default_models_dir())[0]
+        )
     if not source.startswith(TINY_SCHEME):
         return source
     name = source[len(TINY_SCHEME) :]
