@@ -187,13 +187,17 @@ def caption_items(
     cache_files = sorted(str(p) for p in cache.glob("*.parquet")) if cache.is_dir() else []
     cache_ref = ray.remote(_cached_captions).options(**LIGHT).remote(cache_files) if cache_files else None
     wanted = broadcast_table(wanted_path, ["item_id"]) if wanted_path is not None else None
-    if config.profiling.caption_scope == "none":
-        wanted = ray.put(pa.table({"item_id": pa.array([], pa.string())}))
     scope = {"batch_format": "pyarrow", **LIGHT}
+    model_key = f"{config.llm.captioner.model_source}|{config.llm.summarizer.model_source}"
+    if config.profiling.caption_scope == "none":  # no LLM: every card from the item's own text
+        uncaptioned = ray.data.read_parquet(items_path).map_batches(
+            uncaptioned_batch, fn_kwargs={"model_key": model_key}, **scope
+        )
+        uncaptioned.write_parquet(str((out / ITEMS).resolve()))
+        return _summary(out, cache, config)
     scoped = ray.data.read_parquet(items_path).map_batches(
         in_scope_batch, fn_kwargs={"wanted": wanted, "keep": True}, **scope
     )
-    model_key = f"{config.llm.captioner.model_source}|{config.llm.summarizer.model_source}"
     planned = scoped.map_batches(
         plan_batch,
         fn_kwargs={
@@ -215,6 +219,13 @@ def caption_items(
     )
     uncaptioned = rest.map_batches(uncaptioned_batch, fn_kwargs={"model_key": model_key}, **scope)
     captioned.union(uncaptioned).write_parquet(str((out / ITEMS).resolve()))
+    return _summary(out, cache, config)
+
+
+def _summary(out: Path, cache: Path, config: TailorMindConfig) -> dict[str, Any]:
+    """The stage's counts, computed (and the cache extended) in a task."""
+    import ray
+
     finish = ray.remote(_summarise_and_cache).options(**LIGHT)
     return ray.get(finish.remote(str((out / ITEMS).resolve()), str(cache.resolve()), config.llm))
 

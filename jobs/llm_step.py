@@ -163,7 +163,6 @@ class LLMStep:
 
     def _processor_step(self, ds: Any) -> Any:
         """Rows tagged, requests exploded to one row each, answered (with retry passes), joined back."""
-        import ray.data
 
         rows = ds.map_batches(_tag_rows, batch_format="pyarrow", **LIGHT).materialize()
         todo = rows.map_batches(
@@ -182,19 +181,16 @@ class LLMStep:
             last = attempt == self.role.max_retries + 1
             finished.append(answered if last else answered.map_batches(_answered, **keep))
             todo = answered.map_batches(_unanswered, **keep).drop_columns(["text", "error", "attempts"])
-        outcomes = (
-            (finished[0].union(*finished[1:]) if len(finished) > 1 else finished[0]) if finished else None
-        )
+        join_answers = {"fn_kwargs": {"step": self.step}, "batch_format": "pyarrow", **LIGHT}
+        if not finished:  # no row asked anything
+            return rows.map_batches(_join_answers, **join_answers)
+        outcomes = finished[0].union(*finished[1:]) if len(finished) > 1 else finished[0]
         partitions = max(1, rows.num_blocks())  # the hash shuffles' width (Ray's default of 200 is for TBs)
-        grouped = (
-            outcomes.groupby(_ROW, num_partitions=partitions).map_groups(_collect, batch_format="pyarrow")
-            if outcomes is not None
-            else ray.data.from_arrow(_collected([]))
+        grouped = outcomes.groupby(_ROW, num_partitions=partitions).map_groups(
+            _collect, batch_format="pyarrow"
         )
         joined = rows.join(grouped, "left_outer", num_partitions=partitions, on=(_ROW,))
-        return joined.map_batches(
-            _join_answers, fn_kwargs={"step": self.step}, batch_format="pyarrow", **LIGHT
-        )
+        return joined.map_batches(_join_answers, **join_answers)
 
 
 def _answered(batch: pa.Table) -> pa.Table:
