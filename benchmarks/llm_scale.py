@@ -25,8 +25,8 @@ from typing import Any
 
 from benchmarks.common import RESULTS_DIR, BenchResult
 
-SIZES = (2_000, 20_000)
-QUICK_SIZES = (200, 2_000)
+SIZES = (300, 3_000)
+QUICK_SIZES = (50, 500)
 # Few, short candidates and small answers: the tiny model answers a few dozen prompts a second on 2 cores.
 SETTINGS = [
     "profiling.max_users=null",

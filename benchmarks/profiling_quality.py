@@ -26,9 +26,9 @@ from models.evaluation import KS, metrics_with_ci
 USERS, QUICK_USERS = 200, 24
 SMOLLM2 = "smollm2://135m-instruct"
 ROLE_SETTINGS = {
-    "profiler": "{temperature: 0.3, repetition_penalty: 1.3, max_tokens: 256, max_retries: 2}",
+    "profiler": "{temperature: 0.0, max_tokens: 256, max_retries: 2}",
     "ranker": "{max_tokens: 160, max_retries: 1}",
-    "optimizer": "{temperature: 0.3, repetition_penalty: 1.3, max_tokens: 256, max_retries: 2}",
+    "optimizer": "{temperature: 0.0, max_tokens: 256, max_retries: 2}",
 }
 ABLATIONS = {"no_cf_items": "cf_items", "no_history": "history"}
 
@@ -48,8 +48,8 @@ def overrides(users: int) -> list[str]:
         "ray.num_cpus=8",
     ]
     for role, extra in ROLE_SETTINGS.items():
-        base = f"model_source: '{SMOLLM2}', backend: serve, max_model_len: 4096, kv_cache_gb: 2.0"
-        base += ", batch_size: 32"
+        base = f"model_source: '{SMOLLM2}', backend: serve, dtype: float32, max_model_len: 4096"
+        base += ", kv_cache_gb: 2.0, batch_size: 32"
         settings.append(f"llm.{role}={{{base}, {extra[1:-1]}}}")
     return settings
 

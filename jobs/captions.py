@@ -69,7 +69,7 @@ def plan_batch(
         columns["text_requests"].append([request_json(r) for kind, r in requests if kind == "text"])
         columns["media_kinds"].append([kind for kind, _ in media])
         columns["media_requests"].append([request_json(request) for _, request in media])
-        columns["media_errors"].append(errors)
+        columns["unreadable_media"].append(errors)
     table = batch.select(["item_id", "title", "text", "tags"])
     for name, kind in _PLAN_TYPES.items():
         table = table.append_column(name, pa.array(columns[name], kind))
@@ -83,7 +83,7 @@ _PLAN_TYPES = {
     "text_requests": _STRINGS,  # the summarizer's
     "media_kinds": _STRINGS,  # image, first, last
     "media_requests": _STRINGS,  # the captioner's (a VLM)
-    "media_errors": _STRINGS,
+    "unreadable_media": _STRINGS,
 }
 STEPS = ("text", "media", "video")
 
@@ -131,7 +131,7 @@ def assemble_batch(batch: pa.Table) -> pa.Table:
     rows = []
     for row in batch.to_pylist():
         captions: dict[str, str | None] = dict.fromkeys(CAPTION_COLUMNS)
-        errors = list(row["media_errors"])
+        errors = list(row["unreadable_media"])
         if row["cached"] is not None:
             captions.update(json.loads(row["cached"]))
         answered = [

@@ -97,6 +97,7 @@ def summed_tallies(tallies: Sequence[str | None], llm: Any, roles: Mapping[str, 
 
 def with_answers(batch: pa.Table, step: str, answers: dict[str, LLMAnswer]) -> pa.Table:
     """``batch`` with its ``S_requests`` column replaced by the answers keyed ``"row/index"``."""
+    _check_names(batch, step)
     asked = batch[f"{step}_requests"].to_pylist()
     columns: dict[str, list[Any]] = {name: [] for name in step_columns(step)}
     for row, requests in enumerate(asked):
@@ -112,6 +113,15 @@ def with_answers(batch: pa.Table, step: str, answers: dict[str, LLMAnswer]) -> p
     for name, kind in step_columns(step).items():
         table = table.append_column(name, pa.array(columns[name], kind))
     return table
+
+
+def _check_names(batch: pa.Table, step: str) -> None:
+    """A step's output columns must not exist yet (a stage's own column named like them would be doubled)."""
+    taken = sorted(set(step_columns(step)) & set(batch.column_names))
+    if taken:
+        raise ValueError(
+            f"LLM step '{step}' would add columns that the rows already have: {', '.join(taken)}"
+        )
 
 
 def _client_step(batch: pa.Table, step: str, role_json: str, seed: int, api_key: str | None) -> pa.Table:
@@ -346,6 +356,7 @@ def _join_answers(batch: pa.Table, step: str) -> pa.Table:
         f"{step}_prompt_tokens": column(_PROMPT, 0),
         f"{step}_generated_tokens": column(_GENERATED, 0),
     }
+    _check_names(batch, step)
     helper = {"__answers", "__errors", "__attempts", _PROMPT, _GENERATED, _ROW, f"{step}_requests"}
     table = batch.drop_columns([c for c in batch.column_names if c in helper])
     for name, kind in step_columns(step).items():

@@ -68,7 +68,8 @@ def test_requests_read_media_and_report_bad_files(tmp_path, media_items):
 
 @pytest.mark.slow
 def test_captions_each_modality_once_and_caches(ray_cluster, tiny_models, tmp_path, media_items):
-    config = load_config(None, ["llm.captioner.backend=serve", "llm.captioner.max_tokens=160"])
+    roles = ["llm.captioner.backend=serve", "llm.captioner.max_tokens=160", "llm.summarizer.backend=serve"]
+    config = load_config(None, [*roles, "llm.summarizer.max_model_len=4096"])  # the session's chat engine
     items = tmp_path / "items.parquet"
     pq.write_table(pa.Table.from_pylist(media_items), items)
     wanted = tmp_path / "wanted.parquet"

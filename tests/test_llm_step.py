@@ -143,3 +143,11 @@ def test_chained_steps_share_one_serve_deployment(ray_cluster, tiny_models):
         assert all(len(a.value["top"]) == 3 for a in firsts)
         assert all(a.error is None for a in row_answers(row, "second"))
         assert row["first_prompt_tokens"] > 0 and row["first_generated_tokens"] > 0
+
+
+def test_a_step_refuses_rows_that_already_have_its_output_columns():
+    batch = pa.table(
+        {"s_requests": pa.array([[]], pa.list_(pa.string())), "s_errors": ["a stage's own column"]}
+    )
+    with pytest.raises(ValueError, match="already have: s_errors"):
+        with_answers(batch, "s", {})

@@ -45,11 +45,11 @@ def _object(**properties: Any) -> dict[str, Any]:
 
 CAPTION_TEXT = PromptTemplate(
     "caption_text",
-    2,
+    3,
     "You summarise content items for a recommender system. Answer in JSON.",
     "Title: {title}\nText: {text}\nTags: {tags}\n\nIn one sentence, say what this item is about, its style "
     "and who would like it.",
-    _object(summary={"type": "string", "maxLength": 160}),
+    _object(summary={"type": "string", "minLength": 10, "maxLength": 160}),
 )
 CAPTION_IMAGE = PromptTemplate(
     "caption_image",
@@ -79,22 +79,19 @@ _PREFERENCES = {
     "minItems": 1,
     "maxItems": 4,
     "items": _object(
-        preference={"type": "string", "maxLength": 50}, reason={"type": "string", "maxLength": 100}
+        preference={"type": "string", "minLength": 3, "maxLength": 50},
+        reason={"type": "string", "minLength": 3, "maxLength": 100},
     ),
 }
-# A worked example keeps small models from echoing the instructions or repeating one word.
-_PREFERENCE_EXAMPLE = (
-    'Example answer: {{"preferences": [{{"preference": "space science fiction", "reason": "watched Alien and '
-    'Star Wars"}}, {{"preference": "light romantic comedies", "reason": "liked Notting Hill"}}]}}'
-)
+# Measured with SmolLM2-135M: a worked example in the prompt gets copied verbatim (its genres, its titles),
+# and "list their preferences" gets the list headers echoed back; naming genres and themes does best.
 PROFILE = PromptTemplate(
     "profile",
-    2,
+    3,
     "You write a user's content preference profile from the items they engaged with. Answer in JSON.",
     "Items the user engaged with, most recent first:\n{history}\n\nItems a collaborative filter predicts "
-    "they will like:\n{recommended}\n\nList 2 to 4 of their preferences, most important first: each names a "
-    "genre, theme or style in a few words, and its reason names items from the lists.\n"
-    + _PREFERENCE_EXAMPLE,
+    "they will like:\n{recommended}\n\nList the user's 2 to 4 favourite genres or themes, most important "
+    "first. For each, the reason names one item above that shows it.",
     _object(preferences=_PREFERENCES),
 )
 
@@ -114,20 +111,20 @@ def rank_template(num_candidates: int, top_k: int) -> PromptTemplate:
 
 GRADIENT = PromptTemplate(
     "gradient",
-    2,
+    3,
     "You critique user profiles that failed to rank the item a user actually chose. Answer in JSON.",
     "Current profile:\n{profile}\n\n"
     "With this profile the item the user actually chose was ranked {outcome}.\n"
     "Items the profile ranked above it:\n{wrong}\n\nThe item the user chose:\n{truth}\n\n"
     "In one or two sentences, say what the profile misses or overstates (the textual gradient).",
-    _object(gradient={"type": "string", "maxLength": 300}),
+    _object(gradient={"type": "string", "minLength": 10, "maxLength": 300}),
 )
 UPDATE = PromptTemplate(
     "update",
-    2,
+    3,
     "You revise user preference profiles following feedback. Answer in JSON.",
-    "Current profile:\n{profile}\n\nFeedback:\n{gradient}\n\nWrite the improved profile: 2 to 4 "
-    "preferences, most important first, each with a reason.\n" + _PREFERENCE_EXAMPLE,
+    "Current profile:\n{profile}\n\nFeedback:\n{gradient}\n\nWrite the improved profile: the user's 2 to "
+    "4 favourite genres or themes, most important first, each with a reason.",
     _object(preferences=_PREFERENCES),
 )
 
