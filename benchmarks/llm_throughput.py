@@ -89,7 +89,7 @@ def sequential_transformers(requests: list[dict[str, Any]]) -> dict[str, float]:
     return _rates(len(requests), time.perf_counter() - start, prefill, generated)
 
 
-def bare_engine(requests: list[dict[str, Any]]) -> dict[str, float]:
+def bare_engine(requests: list[dict[str, Any]]) -> dict[str, Any]:
     """(b) ``vllm.LLM.chat`` over every prompt in one call, JSON-schema output (engine start not timed)."""
     from vllm import LLM, SamplingParams
     from vllm.sampling_params import StructuredOutputsParams

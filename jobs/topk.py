@@ -102,7 +102,8 @@ def score(run_dir: Path, out: Path, k: int, actors: int, config: TailorMindConfi
         if actors > usable:
             log.warning("score-topk: %d actors need more CPUs than the cluster has; using %d", actors, usable)
             actors = usable
-    seen = ray.put(seen_items(trained_on(run_dir)))
+    # built by a task: the driver never holds the interactions (the actors read it from the object store)
+    seen = ray.remote(seen_items).options(num_cpus=1).remote(trained_on(run_dir))
     users = ray.data.read_parquet(str((run_dir / "cf" / "embeddings" / "users.parquet").resolve()))
     scored = users.map_batches(
         TopKScorer,
