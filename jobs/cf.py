@@ -2,13 +2,16 @@
 
 Every worker holds the whole graph and a disjoint shard of each epoch's BPR triples; one propagation per
 optimiser step. Rank 0 evaluates validation Recall@20 after each epoch, which drives early stopping and the
-best checkpoint; the test split is read only once, by the driver, after training.
+best checkpoint; the test split is read only once, by the driver, after training. A dataset without
+validation rows holds out each user's latest train interaction instead (``models.cf.inputs``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
 import os
 import shutil
 import sys
@@ -41,6 +44,7 @@ from runtime.cluster import connect
 if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
 
+log = logging.getLogger("tailormind.cf")
 VALIDATION_METRIC = "recall@20"
 _STATE_FILE = "state.pt"
 
@@ -136,12 +140,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         checkpoint = None
         if rank == 0:
             model.eval()
-            with torch.no_grad():
-                user_final, item_final = core(graph)
-                valid = full_ranking_metrics(user_final, item_final, inputs.train, *inputs.valid)
-            metrics["valid_" + VALIDATION_METRIC] = valid[VALIDATION_METRIC]
-            if valid[VALIDATION_METRIC] > best:
-                best, stale = valid[VALIDATION_METRIC], 0
+            score = float("nan")
+            if len(inputs.valid[0]):
+                with torch.no_grad():
+                    user_final, item_final = core(graph)
+                    score = full_ranking_metrics(user_final, item_final, inputs.train, *inputs.valid)[
+                        VALIDATION_METRIC
+                    ]
+            metrics["valid_" + VALIDATION_METRIC] = score
+            if math.isnan(score) or score > best:  # without validation users the last epoch is the best
+                best, stale = (best if math.isnan(score) else score), 0
                 best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
             else:
                 stale += 1
@@ -160,7 +168,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             checkpoint = ray.train.Checkpoint.from_directory(directory)
             print(  # one progress line per epoch in the job's log
                 f"cf epoch {epoch}/{cf.epochs}: loss {metrics['loss']:.4f}, valid {VALIDATION_METRIC} "
-                f"{valid[VALIDATION_METRIC]:.4f} (best {best:.4f}), {metrics['epoch_seconds']:.1f} s",
+                f"{score:.4f} (best {best:.4f}), {metrics['epoch_seconds']:.1f} s",
                 flush=True,
             )
         stop = torch.tensor([float(stale >= cf.patience)], device=device)
@@ -203,11 +211,19 @@ def train(inputs_path: str, out: Path, config: TailorMindConfig) -> dict[str, An
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
     )
+    inputs = cf_inputs(load_dataset(inputs_path), seed=config.seed)
+    if inputs.validation != "given":
+        log.warning(
+            "cf: the dataset has no validation rows; early stopping uses each user's latest train "
+            "interaction instead (%d users), which is left out of training",
+            len(inputs.valid[0]),
+        )
+    if not len(inputs.valid[0]):
+        log.warning("cf: no user has a validation item; training all %d epochs, keeping the last", cf.epochs)
     result = trainer.fit()
     train_seconds = time.perf_counter() - started
     state = _load_state(result.checkpoint)
     assert state is not None, "training reported no checkpoint"
-    inputs = cf_inputs(load_dataset(inputs_path), seed=config.seed)
     graph = build_hypergraph(inputs.train, inputs.item_index, inputs.tag_index, inputs.num_tags, cf.use_tags)
     model = HypergraphCF(graph.num_users, graph.num_tags, graph.num_items, cf.dim, cf.layers)
     model.load_state_dict(state["best_model"])
@@ -216,7 +232,9 @@ def train(inputs_path: str, out: Path, config: TailorMindConfig) -> dict[str, An
     metrics: dict[str, Any] = {
         **evaluate(user_emb, item_emb, inputs),
         "epochs": int(state["epoch"]),
-        "best_valid_recall@20": float(state["best"]),
+        "best_valid_recall@20": float(state["best"]) if state["best"] >= 0 else None,
+        "validation": inputs.validation,
+        "validation_users": len(inputs.valid[0]),
         "fault_injected": (storage / "fault-injected").exists(),
         "train_seconds": round(train_seconds, 3),
         "last_epoch_seconds": result.metrics.get("epoch_seconds"),

@@ -75,3 +75,42 @@ def test_standalone_train_then_score_topk_with_the_cli(ray_cluster, planted, tmp
     topk = pq.read_table(run / "topk")
     assert topk.num_rows == json.loads((run / "cf" / "metrics.json").read_text())["num_users"]
     assert {len(ids) for ids in topk["item_ids"].to_pylist()} == {5}
+
+
+def _without_validation(source, target):
+    """A copy of a dataset whose validation rows became train rows (LightGCN's train and test files)."""
+    import dataclasses
+
+    import pyarrow.compute as pc
+
+    from models.data import load_dataset
+    from models.data.loader import write_dataset
+
+    dataset = load_dataset(source)
+    table = dataset.interactions
+    split = pc.if_else(pc.equal(table["split"], "valid"), "train", table["split"])
+    table = table.set_column(table.schema.get_field_index("split"), "split", split)
+    write_dataset(dataclasses.replace(dataset, interactions=table), target)
+    return target
+
+
+def test_without_validation_rows_each_users_latest_train_interaction_validates(planted, tmp_path):
+    from models.cf.inputs import cf_inputs
+    from models.data import load_dataset
+
+    given = cf_inputs(load_dataset(planted), seed=0)
+    held = cf_inputs(load_dataset(_without_validation(planted, tmp_path / "ds")), seed=0)
+    assert given.validation == "given" and held.validation == "held_out_last_train"
+    # the former validation item is back in train and the latest train interaction took its place
+    assert held.train.nnz == given.train.nnz
+    users, items = held.valid
+    assert len(users) == given.num_users and not held.train[users, items].any()
+    np.testing.assert_array_equal(held.test[1], given.test[1])
+
+
+@pytest.mark.slow
+def test_training_without_validation_rows_early_stops_on_held_out_train(ray_cluster, planted, tmp_path):
+    data = _without_validation(planted, tmp_path / "ds")
+    metrics = train(str(data), tmp_path / "cf", _config(epochs=3, patience=1))
+    assert metrics["validation"] == "held_out_last_train" and metrics["validation_users"] == 500
+    assert 0 < metrics["best_valid_recall@20"] <= 1 and np.isfinite(metrics["recall@20"])

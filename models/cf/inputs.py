@@ -24,6 +24,7 @@ class CFInputs:
     valid: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
     test_candidates: tuple[np.ndarray, np.ndarray]
+    validation: str = "given"
 
     @property
     def num_users(self) -> int:
@@ -42,8 +43,15 @@ class CFInputs:
 
 
 def cf_inputs(dataset: TailorBenchDataset, seed: int, num_negatives: int = 99) -> CFInputs:
-    """Encode a dataset for CF: the train split only feeds the graph; valid/test are held out."""
+    """Encode a dataset for CF: the train split only feeds the graph; valid/test are held out.
+
+    A dataset without validation rows (train and test files only, as in LightGCN's format) gets one: each
+    user's latest train interaction, for users with at least two; ``validation`` says which happened.
+    """
     encoded = encode_interactions(dataset)
+    validation = "given"
+    if not encoded.mask(("valid",)).any():
+        encoded, validation = encoded.with_last_train_as_valid(), "held_out_last_train"
     tag_names, item_index, tag_index = encode_item_tags(dataset.items)
     sample = sample_candidates(encoded, "test", num_negatives=num_negatives, seed=seed, salt="cf")
     return CFInputs(
@@ -56,4 +64,5 @@ def cf_inputs(dataset: TailorBenchDataset, seed: int, num_negatives: int = 99) -
         valid=encoded.last_per_user("valid"),
         test=encoded.last_per_user("test"),
         test_candidates=(sample.users, sample.candidates),
+        validation=validation,
     )

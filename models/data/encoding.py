@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -55,6 +55,18 @@ class EncodedInteractions:
         users = self.user[order]
         last = np.r_[users[1:] != users[:-1], True] if len(users) else np.array([], dtype=bool)
         return users[last], self.item[order][last]
+
+    def with_last_train_as_valid(self) -> EncodedInteractions:
+        """A copy with each user's latest train interaction as validation, for users with two or more."""
+        train = self.split == SPLIT_CODES["train"]
+        counts = np.bincount(self.user[train], minlength=self.num_users)
+        rows = np.flatnonzero(train & (counts[self.user] >= 2))
+        order = rows[np.lexsort((self.timestamp[rows], self.user[rows]))]
+        users = self.user[order]
+        last = order[np.r_[users[1:] != users[:-1], True]] if len(users) else order
+        split = self.split.copy()
+        split[last] = SPLIT_CODES["valid"]
+        return replace(self, split=split)
 
 
 def encode_interactions(dataset: TailorBenchDataset) -> EncodedInteractions:
