@@ -99,7 +99,8 @@ def bare_engine(requests: list[dict[str, Any]]) -> dict[str, Any]:
 
     role = _role("vllm")
     kwargs = {k: v for k, v in engine_kwargs(role).items() if k != "distributed_executor_backend"}
-    llm = LLM(model=resolve_model_source(MODEL), **kwargs)
+    # the offline LLM keeps no stats by default; the prefix-cache counters need them
+    llm = LLM(model=resolve_model_source(MODEL), disable_log_stats=False, **kwargs)
     params = SamplingParams(
         max_tokens=MAX_TOKENS,
         temperature=0.0,
