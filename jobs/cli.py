@@ -9,6 +9,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from types import ModuleType
+from typing import TextIO
 
 from models.config import TailorMindConfig, load_config
 from models.errors import TailorMindError
@@ -51,11 +52,24 @@ def _usage() -> str:
     return "usage: tailormind COMMAND [options]\n\ncommands:\n" + "\n".join(lines) + "\n"
 
 
+class StderrHandler(logging.StreamHandler):
+    """A stream handler on whatever ``sys.stderr`` is when a record is emitted (pytest swaps it per test)."""
+
+    @property
+    def stream(self) -> TextIO:
+        """The current standard error."""
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: TextIO) -> None:
+        pass
+
+
 def console_logging() -> None:
     """Our messages on stderr, one line each, in a format Ray's own logging setup cannot replace."""
     logger = logging.getLogger("tailormind")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

@@ -161,7 +161,13 @@ class DeploymentConfig(StrictModel):
     replicas: int = Field(1, ge=1, description="replicas (the autoscaling minimum when max_replicas is set)")
     max_replicas: int | None = Field(None, ge=1, description="autoscale up to this many; None = fixed")
     target_ongoing_requests: float = Field(2.0, gt=0, description="autoscaling target per replica")
-    max_ongoing_requests: int = Field(16, ge=1)
+    max_ongoing_requests: int = Field(16, ge=1, description="requests one replica works on at once")
+    max_queued_requests: int = Field(
+        -1,
+        ge=-1,
+        description="requests that may wait for a replica; past it 503 + Retry-After; -1 = no bound",
+    )
+    retry_after_s: float = Field(10.0, ge=0, description="the Retry-After of a shed request's 503")
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0, description="GPU (fraction) per replica")
 
@@ -198,6 +204,9 @@ class ServeConfig(StrictModel):
     )
     fetch_timeout_s: float = Field(10.0, gt=0, le=120, description="socket timeout of each image fetch")
     max_body_mb: float = Field(8.0, gt=0, description="larger request bodies get 413")
+    request_timeout_s: float | None = Field(
+        300.0, gt=0, description="a request not answered in this time gets 408; None = no limit"
+    )
     ingress: DeploymentConfig = DeploymentConfig(num_cpus=0.25, max_ongoing_requests=32)
     diffusion: DiffusionDeploymentConfig = DiffusionDeploymentConfig()
     video: DiffusionDeploymentConfig | None = Field(

@@ -18,7 +18,7 @@ from typing import Any
 from ray import serve
 from ray.serve.deployment import Application, Deployment
 
-from models.config import DiffusionDeploymentConfig, TailorMindConfig, load_config
+from models.config import DiffusionDeploymentConfig, ServeConfig, TailorMindConfig, load_config
 from models.errors import TailorMindError
 from runtime.cluster import connect
 from runtime.llm import deployment_names, llm_server_config
@@ -87,11 +87,16 @@ def diffusion_deployment(name: str, config: DiffusionDeploymentConfig) -> Deploy
     )
 
 
+def http_options(served: ServeConfig) -> dict[str, Any]:
+    """Serve's HTTP proxy options: where it listens and how long a request may take (then 408)."""
+    return {"host": served.host, "port": served.port, "request_timeout_s": served.request_timeout_s}
+
+
 def serve_until_stopped(config: TailorMindConfig) -> None:
     """Start the application on the configured host and port and keep it up until SIGINT or SIGTERM."""
     connect(config.ray)
     served = config.serve
-    serve.start(http_options={"host": served.host, "port": served.port})
+    serve.start(http_options=http_options(served))
     serve.run(tailormind_app(config), name=APP_NAME, route_prefix="/")
     print(
         f"TailorMind serves http://{served.host}:{served.port}: GET /healthz, POST /v1/profile, "

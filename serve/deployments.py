@@ -17,9 +17,11 @@ from models.scoring.clip_score import CLIPScorer
 
 
 def deployment_options(config: DeploymentConfig) -> dict[str, Any]:
-    """``serve.deployment`` options: autoscaling between the replica bounds (equal = fixed), resources."""
+    """``serve.deployment`` options: replica bounds (equal = fixed), resources, load shedding."""
     return {
         "max_ongoing_requests": config.max_ongoing_requests,
+        "max_queued_requests": config.max_queued_requests,
+        "backpressure_config": {"status_code": 503, "retry_after_s": config.retry_after_s},
         "ray_actor_options": {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
         "autoscaling_config": {
             "min_replicas": config.replicas,

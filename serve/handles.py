@@ -7,12 +7,31 @@ run the same ``models/`` code.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 from PIL import Image
-from ray.serve.handle import DeploymentHandle
+from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
+
+# A replica that died under a call: Serve brings up another, and a repeatable call can simply be made again.
+REPLICA_LOST = (RayActorError, ActorUnavailableError)
+
+
+def repeatable_result(call: Callable[[], DeploymentResponse], attempts: int = 3, wait_s: float = 2.0) -> Any:
+    """The result of a deployment call that is safe to repeat, made again when its replica died under it."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call().result()
+        except REPLICA_LOST:
+            if attempt == attempts:
+                raise
+            time.sleep(wait_s * attempt)
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -22,9 +41,15 @@ class RemoteDiffusion:
     handle: DeploymentHandle
 
     def generate(self, prompts: list[str], seeds: list[int]) -> list[Any]:
-        """One image or clip per (prompt, seed)."""
+        """One image or clip per (prompt, seed); a render lost with its replica is redone (same seed)."""
         responses = [self.handle.generate.remote(p, s) for p, s in zip(prompts, seeds, strict=True)]
-        return [response.result() for response in responses]
+        results = []
+        for response, prompt, seed in zip(responses, prompts, seeds, strict=True):
+            try:
+                results.append(response.result())
+            except REPLICA_LOST:
+                results.append(repeatable_result(partial(self.handle.generate.remote, prompt, seed)))
+        return results
 
 
 @dataclass
@@ -35,8 +60,8 @@ class RemoteScorer:
 
     def score(self, images: list[Image.Image], texts: list[str]) -> np.ndarray:
         """CLIPScore per (image, text) pair."""
-        return self.handle.score.remote(images, texts).result()
+        return repeatable_result(lambda: self.handle.score.remote(images, texts))
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit-norm text embeddings [N, d]."""
-        return self.handle.embed.remote(texts).result()
+        return repeatable_result(lambda: self.handle.embed.remote(texts))

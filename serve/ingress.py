@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPException
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import OpenAiIngress
 
@@ -241,10 +244,24 @@ def http_app(ingress: TailorMindIngress) -> FastAPI:
     """The FastAPI app of one ingress replica: guard, error bodies, OpenAI and TailorMind routes."""
     app = FastAPI(title="TailorMind", docs_url=None, redoc_url=None)
     app.middleware("http")(request_guard(ingress.token_sha256, int(ingress.config.serve.max_body_mb * 2**20)))
+    retry_after_s = ingress.config.serve.ingress.retry_after_s
 
     @app.exception_handler(OpenAIHTTPException)
     async def openai_error(_: Request, exc: OpenAIHTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+    @app.exception_handler(BackPressureError)
+    @app.exception_handler(DeploymentUnavailableError)
+    @app.exception_handler(RayActorError)
+    async def model_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning(
+            "request %s %s: a model deployment is unavailable: %s", request.method, request.url.path, exc
+        )
+        return JSONResponse(
+            {"detail": f"a model deployment is busy or restarting ({type(exc).__name__}); retry later"},
+            status_code=503,
+            headers={"Retry-After": str(math.ceil(retry_after_s))},
+        )
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -50,12 +50,13 @@ def ray_cluster():
     import ray
     from ray import serve
 
-    from models.config import RayConfig
+    from models.config import RayConfig, ServeConfig
     from runtime.cluster import connect
+    from serve.app import http_options
 
     connect(RayConfig(num_cpus=TEST_CLUSTER_CPUS))
     # Serve's HTTP port is fixed when Serve first starts; start it here so no test depends on port 8000.
-    serve.start(http_options={"host": "127.0.0.1", "port": SERVE_PORT})
+    serve.start(http_options=http_options(ServeConfig(port=SERVE_PORT)))
     yield ray
     serve.shutdown()
     ray.shutdown()

@@ -15,7 +15,7 @@ from tests.browser import file_url, page_media
 from tests.conftest import REPO_ROOT
 
 RANKERS = {"profile_initial", "profile_refined", "cf", "embedding"}
-TINY_CHAT = ("model_source=tiny://chat", "dtype=bfloat16")
+TINY_CHAT = ("model_source=tiny://chat", "dtype=float32")
 
 
 @pytest.mark.slow
@@ -38,6 +38,8 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
         "profiling.max_users=2",
         "--set",
         "profiling.rounds=1",
+        "--set",
+        "profiling.num_negatives=19",  # 20 candidates: SmolLM2 ranks them in seconds, 100 take minutes
         "--set",
         "judge.max_users=1",
         "--set",
@@ -67,7 +69,7 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
     assert len(refined) == 2 and all(1 <= len(r["valid_ranks"]) <= 2 for r in refined)
     captions = pq.read_table(tmp_path / "captions" / "items.parquet")
     captioned = captions.filter(captions["captioned"])
-    assert captioned.num_rows > 100  # history + 2 x 100 candidates + CF items of 2 users
+    assert captioned.num_rows > 40  # history + 2 x 20 candidates + CF items of 2 users
     assert captions.num_rows == 9742 and all(captions["card"].to_pylist())  # every item has a card
     assert (tmp_path / "logs" / "ray").is_dir()  # engine, worker and Serve logs, off the console
     profiles = pq.read_table(tmp_path / "profiles" / "profile_v0.parquet").to_pylist()

@@ -304,3 +304,78 @@ def test_pipeline_llm_roles_reach_the_app_over_http(server):
         (answer,) = row_answers(row, "profile")
         assert answer.error is None and answer.value["preferences"], answer
         assert row["profile_prompt_tokens"] > 0  # the endpoint's usage is counted
+
+
+def _timed_call(url: str, body: object) -> tuple[int, float, str | None]:
+    """(status, seconds, Retry-After header) of one authorised POST."""
+    import time
+
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+        method="POST",
+    )
+    start = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            response.read()
+            return response.status, time.perf_counter() - start, None
+    except urllib.error.HTTPError as error:
+        error.read()
+        return error.code, time.perf_counter() - start, error.headers.get("Retry-After")
+
+
+@pytest.mark.slow
+def test_a_burst_past_capacity_is_shed_with_503_and_retry_after(server):
+    """48 concurrent /v1/generate against the shipped limits: 200 or a quick 503, never a hang or a 500."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from models.config import load_config
+
+    shipped = load_config(REPO_ROOT / "configs" / "serve-demo.yaml", []).serve
+    body = {"profile": "loves heist thrillers", "num_images": 1, "reflection_rounds": 0, "seed": 3}
+    with ThreadPoolExecutor(48) as pool:
+        outcomes = list(pool.map(lambda _: _timed_call(f"{server}/v1/generate", body), range(48)))
+    served = [seconds for status, seconds, _ in outcomes if status == 200]
+    shed = [(seconds, retry) for status, seconds, retry in outcomes if status == 503]
+    assert len(served) + len(shed) == 48, sorted({status for status, _, _ in outcomes})
+    capacity = shipped.ingress.max_ongoing_requests + shipped.ingress.max_queued_requests
+    assert 1 <= len(served) <= capacity + 4  # a few more may slip in as the first answers free a slot
+    assert all(retry == str(int(shipped.ingress.retry_after_s)) for _, retry in shed)
+    assert max(seconds for seconds, _ in shed) < 5  # shed at once, not after waiting
+    assert max(served) < shipped.request_timeout_s
+    assert _timed_call(f"{server}/v1/generate", body)[0] == 200  # and the app answers normally afterwards
+
+
+@pytest.mark.slow
+def test_a_replica_killed_under_load_is_replaced_and_the_app_recovers(server):
+    """SIGKILL the scorer replica while posts are being made: 200 or 503, /healthz degraded, then healthy."""
+    import signal
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray.util.state import list_actors
+
+    body = {"profile": "loves heist thrillers", "num_images": 1, "reflection_rounds": 0, "seed": 5}
+    (scorer,) = list_actors(
+        filters=[("class_name", "=", "ServeReplica:tailormind:scorer"), ("state", "=", "ALIVE")]
+    )
+    seen: list[bool] = []
+    with ThreadPoolExecutor(2) as pool:
+        pending = [pool.submit(_timed_call, f"{server}/v1/generate", body | {"seed": i}) for i in range(2)]
+        time.sleep(1.0)
+        os.kill(scorer.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not (False in seen and seen[-1]):
+            status, health = _call(f"{server}/healthz", token=None)
+            seen.append(status == 200 and health["ready"])
+            time.sleep(0.5)
+        outcomes = [future.result() for future in pending]
+    assert False in seen and seen[-1], seen  # degraded while the replica was replaced, then healthy again
+    assert all(status in (200, 503) for status, _, _ in outcomes), outcomes
+    assert _timed_call(f"{server}/v1/generate", body)[0] == 200
+    (replacement,) = list_actors(
+        filters=[("class_name", "=", "ServeReplica:tailormind:scorer"), ("state", "=", "ALIVE")]
+    )
+    assert replacement.pid != scorer.pid
