@@ -355,17 +355,13 @@ def test_a_replica_killed_under_load_is_replaced_and_the_app_recovers(server):
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from ray.util.state import list_actors
-
     body = {"profile": "loves heist thrillers", "num_images": 1, "reflection_rounds": 0, "seed": 5}
-    (scorer,) = list_actors(
-        filters=[("class_name", "=", "ServeReplica:tailormind:scorer"), ("state", "=", "ALIVE")]
-    )
+    scorer = _replica_pid("scorer")
     seen: list[bool] = []
     with ThreadPoolExecutor(2) as pool:
         pending = [pool.submit(_timed_call, f"{server}/v1/generate", body | {"seed": i}) for i in range(2)]
         time.sleep(1.0)
-        os.kill(scorer.pid, signal.SIGKILL)
+        os.kill(scorer, signal.SIGKILL)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not (False in seen and seen[-1]):
             status, health = _call(f"{server}/healthz", token=None)
@@ -375,7 +371,16 @@ def test_a_replica_killed_under_load_is_replaced_and_the_app_recovers(server):
     assert False in seen and seen[-1], seen  # degraded while the replica was replaced, then healthy again
     assert all(status in (200, 503) for status, _, _ in outcomes), outcomes
     assert _timed_call(f"{server}/v1/generate", body)[0] == 200
-    (replacement,) = list_actors(
-        filters=[("class_name", "=", "ServeReplica:tailormind:scorer"), ("state", "=", "ALIVE")]
-    )
-    assert replacement.pid != scorer.pid
+    assert _replica_pid("scorer") != scorer
+
+
+def _replica_pid(deployment: str) -> int:
+    """The process of the app's one replica of ``deployment`` (Ray names replica processes by deployment)."""
+    import re
+
+    import psutil
+
+    title = re.compile(rf"ray::ServeReplica:tailormind:{deployment}(\.|\s|$)")
+    names = {p.pid: " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])}
+    (pid,) = [pid for pid, name in names.items() if title.match(name)]
+    return pid
