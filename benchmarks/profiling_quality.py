@@ -90,6 +90,7 @@ def ablation_ranks(run_dir: Path, config: Any) -> dict[str, pa.Table]:
 
 
 def _emptied(batch: pa.Table, column: str) -> pa.Table:
+    batch = batch.select(["user_id", "history", "cf_items", "test_candidates"])
     index = batch.schema.get_field_index(column)
     return batch.set_column(
         index, column, pa.array([[] for _ in range(batch.num_rows)], pa.list_(pa.string()))
