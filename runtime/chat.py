@@ -88,9 +88,16 @@ def _serve_outcome(stream: Any) -> Outcome:
     return Outcome(None, "empty response stream")
 
 
+SHED_RETRIES = 3  # times a request shed with 429/503 + Retry-After is sent again, after the wait it names
+
+
 @dataclass
 class HttpChat:
-    """An OpenAI-compatible ``/v1`` endpoint, up to ``role.batch_size`` requests in flight per call."""
+    """An OpenAI-compatible ``/v1`` endpoint, up to ``role.batch_size`` requests in flight per call.
+
+    A request the server sheds (429 or 503 with ``Retry-After``) is sent again after the wait it names, up to
+    ``SHED_RETRIES`` times, without spending one of the role's retries.
+    """
 
     role: LLMRoleConfig
     api_key: str | None = None  # None: read from the environment variable ``role.api_key_env`` here
@@ -122,16 +129,22 @@ class HttpChat:
                 },
                 **sampling_params(self.role, seed + number - 1),
             )
-            self._wait_for_slot()
             data = json.dumps(body).encode()
-            try:
-                call = urllib.request.Request(url, data=data, headers=headers, method="POST")
-                with urllib.request.urlopen(call, timeout=self.timeout_s) as response:
-                    payload = json.loads(response.read())
-            except urllib.error.HTTPError as exc:
-                return Outcome(None, f"HTTP {exc.code}: {exc.read()[:200]!r}")
-            except (OSError, ValueError) as exc:
-                return Outcome(None, f"{type(exc).__name__}: {exc}"[:300])
+            for shed in range(SHED_RETRIES + 1):
+                self._wait_for_slot()
+                try:
+                    call = urllib.request.Request(url, data=data, headers=headers, method="POST")
+                    with urllib.request.urlopen(call, timeout=self.timeout_s) as response:
+                        payload = json.loads(response.read())
+                    break
+                except urllib.error.HTTPError as exc:
+                    wait = exc.headers.get("Retry-After", "")
+                    if exc.code in (429, 503) and wait.isdigit() and shed < SHED_RETRIES:
+                        time.sleep(min(int(wait), 60))  # the server shed the request: come back when it says
+                        continue
+                    return Outcome(None, f"HTTP {exc.code}: {exc.read()[:200]!r}")
+                except (OSError, ValueError) as exc:
+                    return Outcome(None, f"{type(exc).__name__}: {exc}"[:300])
             choices = payload.get("choices") or []
             if not choices:
                 return Outcome(None, f"a response without choices: {str(payload)[:200]}")

@@ -1,5 +1,7 @@
 import base64
 import io
+import json
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -151,3 +153,52 @@ def test_a_step_refuses_rows_that_already_have_its_output_columns():
     )
     with pytest.raises(ValueError, match="already have: s_errors"):
         with_answers(batch, "s", {})
+
+
+def test_http_client_comes_back_after_a_shed_request_without_spending_a_retry():
+    """A 503 with Retry-After is waited out and sent again; a 503 without one is a failed attempt."""
+    import http.server
+    import threading
+
+    from runtime.chat import HttpChat
+
+    calls: list[float] = []
+
+    class Endpoint(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            calls.append(time.monotonic())
+            if len(calls) == 1:
+                self.send_response(503)
+                self.send_header("Retry-After", "1")
+                self.end_headers()
+                return
+            answer = {"choices": [{"message": {"content": json.dumps({"ok": "yes"})}}], "usage": {}}
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        role = LLMRoleConfig(
+            model_source="tiny://chat",
+            backend="http",
+            base_url=f"http://127.0.0.1:{server.server_port}/v1",
+            max_retries=0,
+        )
+        request = {
+            "row_key": "a",
+            "messages": [{"role": "user", "content": "hi"}],
+            "schema": {"type": "object"},
+        }
+        answer = HttpChat(role, api_key="").answer([request], seed=0)["a"]
+    finally:
+        server.shutdown()
+    assert answer.value == {"ok": "yes"} and answer.error is None
+    assert len(calls) == 2 and calls[1] - calls[0] >= 0.9  # waited as told, no role retry spent
