@@ -23,7 +23,7 @@ from benchmarks.cf_quality import MOVIELENS
 from benchmarks.common import RESULTS_DIR, BenchResult
 from models.evaluation import KS, metrics_with_ci
 
-USERS, QUICK_USERS = 200, 24
+USERS, QUICK_USERS = 200, 8  # a ranking prompt (100 candidates) takes ~17 s of SmolLM2 on 2 cores
 SMOLLM2 = "smollm2://135m-instruct"
 ROLE_SETTINGS = {
     "profiler": "{temperature: 0.0, max_tokens: 256, max_retries: 2}",
