@@ -24,6 +24,7 @@ from jobs.refine import PUBLISHED
 from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
 from models.generation.pages import write_index, write_post
+from models.generation.safety import JUDGE_ROLE, SafetyGate
 from models.generation.writer import WRITER_ROLE, Complete, PostWriter, UserBrief
 from models.llm.config import LLMConfig
 from runtime.chat import RoleClients, chat_client
@@ -33,7 +34,11 @@ if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
 
 POSTS = "posts.parquet"  # a folder of Parquet files
-WRITER_ROLES = (WRITER_ROLE,)
+
+
+def writer_roles(config: TailorMindConfig) -> tuple[str, ...]:
+    """The LLM roles a post needs: the writer, and the judge when the safety gate checks the policy."""
+    return (WRITER_ROLE, JUDGE_ROLE) if config.generation.safety.policy_check else (WRITER_ROLE,)
 
 
 def role_clients(config: TailorMindConfig, names: tuple[str, ...], api_keys: dict[str, str]) -> RoleClients:
@@ -49,12 +54,20 @@ def endpoint_keys(config: TailorMindConfig, names: tuple[str, ...]) -> dict[str,
 
 
 def post_writer(config: TailorMindConfig, complete: Complete) -> PostWriter:
-    """The writer with the configured diffusion, CLIP and embedding models, its LLM calls to ``complete``."""
+    """The writer with the configured diffusion, CLIP, embedding and safety models, its LLM calls to
+    ``complete``."""
     from models.embedding import TextEmbedder
     from models.generation.diffusion import ImageGenerator, VideoGenerator
     from models.scoring.clip_score import CLIPScorer
+    from models.scoring.safety_checker import ImageSafetyChecker
 
     gen = config.generation
+    safety = gen.safety
+    checker = (
+        ImageSafetyChecker(safety.image_checker, device=gen.device, sensitivity=safety.image_sensitivity)
+        if safety.image_checker is not None
+        else None
+    )
     return PostWriter(
         complete=complete,
         images=ImageGenerator.from_config(gen),
@@ -66,6 +79,8 @@ def post_writer(config: TailorMindConfig, complete: Complete) -> PostWriter:
         videos=VideoGenerator.from_config(gen) if gen.num_videos else None,
         num_videos=gen.num_videos,
         video_score_frames=gen.video.score_frames,
+        safety=SafetyGate.from_config(safety, complete, checker, gen.video.score_frames),
+        safety_rewrites=safety.rewrites,
     )
 
 
@@ -96,7 +111,7 @@ class PostWriterActor:
     """Writes the posts of a batch of users and their pages under ``out``."""
 
     def __init__(self, config: TailorMindConfig, cards: Any, out: str, api_keys: dict[str, str]):
-        self.llm = role_clients(config, WRITER_ROLES, api_keys)
+        self.llm = role_clients(config, writer_roles(config), api_keys)
         self.writer = post_writer(config, self.llm)
         self.cards = mapping_of(cards, "item_id", "card")
         self.out = Path(out)
@@ -117,6 +132,8 @@ class PostWriterActor:
                     "versions": len(post.versions),
                     "best_score": best,
                     "errors": post.errors,
+                    "refusal": post.refusal,
+                    "safety_flags": post.flags,
                     "llm_calls": None if rows else calls,
                 }
             )
@@ -130,6 +147,8 @@ SUMMARY_SCHEMA = pa.schema(
         ("versions", pa.int64()),
         ("best_score", pa.float64()),
         ("errors", pa.list_(pa.string())),
+        ("refusal", pa.string()),  # why the safety gate refused every version, else null
+        ("safety_flags", pa.int64()),  # flags raised over all versions
         ("llm_calls", pa.string()),  # {role: [requests, failed, retries]} of the writer actor's batch
     ]
 )
@@ -143,7 +162,9 @@ def index_and_summary(out: str, llm: LLMConfig) -> dict[str, Any]:
     scores = [row["best_score"] for row in rows if row["best_score"] is not None]
     return {
         "users": len(rows),
-        "failed": sum(1 for row in rows if row["best_score"] is None),
+        "failed": sum(1 for row in rows if row["best_score"] is None and row["refusal"] is None),
+        "refused_by_safety": sum(1 for row in rows if row["refusal"] is not None),
+        "safety_flags": sum(row["safety_flags"] for row in rows),
         "with_fallbacks": sum(1 for row in rows if row["errors"]),
         "mean_versions": sum(row["versions"] for row in rows) / max(1, len(rows)),
         "mean_best_score": sum(scores) / max(1, len(rows)),
@@ -162,7 +183,7 @@ def generate_stage(pipeline: PipelineRun) -> StageResult:
 
     def build(out: Path) -> dict[str, Any]:
         connect(config.ray, pipeline.runner.run_dir)
-        ensure_llm_roles(config, WRITER_ROLES)
+        ensure_llm_roles(config, writer_roles(config))
         users = ray.data.read_parquet(str(refined.resolve()))
         if config.generation.max_users is not None:
             users = users.limit(config.generation.max_users)
@@ -172,7 +193,7 @@ def generate_stage(pipeline: PipelineRun) -> StageResult:
                 "config": config,
                 "cards": cards_ref(captions),
                 "out": str(out.resolve()),
-                "api_keys": endpoint_keys(config, WRITER_ROLES),
+                "api_keys": endpoint_keys(config, writer_roles(config)),
             },
             batch_format="pyarrow",
             batch_size=config.generation.batch_size,
@@ -183,7 +204,7 @@ def generate_stage(pipeline: PipelineRun) -> StageResult:
 
     section = {
         "generation": config.generation,
-        "llm": [getattr(config.llm, name) for name in WRITER_ROLES],
+        "llm": [getattr(config.llm, name) for name in writer_roles(config)],
         "seed": config.seed,
     }
     return pipeline.runner.run("generate", build, config=section, inputs=[refined.parent, captions])

@@ -22,13 +22,13 @@ from PIL import Image
 
 from jobs.broadcast import broadcast_table, mapping_of, table_of
 from jobs.generate import (
-    WRITER_ROLES,
     actor_resources,
     endpoint_keys,
     ensure_llm_roles,
     post_writer,
     role_clients,
     user_brief,
+    writer_roles,
 )
 from jobs.llm_step import LIGHT, summed_tallies
 from jobs.pipeline import stage_main
@@ -87,7 +87,7 @@ class JudgeActor:
         media_table = table_of(media)
         self.media = {row["item_id"]: row for row in media_table.to_pylist()}
         self.data_root = data_root
-        self.llm = role_clients(config, (*WRITER_ROLES, *JUDGE_ROLES), api_keys)
+        self.llm = role_clients(config, judge_stage_roles(config), api_keys)
         self.writer = post_writer(config, self.llm)
         self.scorer = CLIPScorer(config.generation.clip_model, config.generation.device)
         self.catalogue = CatalogueFacts(
@@ -197,6 +197,11 @@ SCORE_SCHEMA = pa.schema(
 JUDGE_ROLES = ("judge", "visual_judge")
 
 
+def judge_stage_roles(config: TailorMindConfig) -> tuple[str, ...]:
+    """The roles of the judge stage: the writer's (its posts) and the judges'."""
+    return tuple(dict.fromkeys((*writer_roles(config), *JUDGE_ROLES)))
+
+
 def judge_metrics(scores: str, config: TailorMindConfig) -> dict[str, Any]:
     """Per method and metric: mean, 95% interval and n; judge failures and retries (in a task)."""
     rows = pq.read_table(scores).to_pylist()
@@ -233,7 +238,7 @@ def judge_stage(pipeline: PipelineRun) -> StageResult:
 
     def build(out: Path) -> dict[str, Any]:
         connect(config.ray, pipeline.runner.run_dir)
-        ensure_llm_roles(config, (*WRITER_ROLES, *JUDGE_ROLES))
+        ensure_llm_roles(config, judge_stage_roles(config))
         users = ray.data.read_parquet(str(refined.resolve()))
         if config.judge.max_users is not None:
             users = users.limit(config.judge.max_users)
@@ -243,7 +248,7 @@ def judge_stage(pipeline: PipelineRun) -> StageResult:
         users.map_batches(
             JudgeActor,
             fn_constructor_kwargs={
-                "api_keys": endpoint_keys(config, (*WRITER_ROLES, *JUDGE_ROLES)),
+                "api_keys": endpoint_keys(config, judge_stage_roles(config)),
                 "config": config,
                 "cards": cards_ref(captions),
                 "media": media,

@@ -115,6 +115,40 @@ class VideoConfig(StrictModel):
     score_frames: int = Field(4, ge=1, le=32, description="evenly spaced frames CLIPScore rates per clip")
 
 
+class SafetyConfig(StrictModel):
+    """The gate every post passes before anyone sees it: blocked terms, a written policy, an image checker."""
+
+    blocked_terms: list[str] = Field(
+        [], description="words or phrases a post must never contain (whole words, any case)"
+    )
+    policy_check: bool = Field(True, description="the judge role rates each post's text against the policy")
+    policy: str = Field(
+        "No sexual content, no graphic violence or gore, no hate or harassment of people or groups, no "
+        "self-harm, no illegal drugs or weapons, no personal data of real private people.",
+        min_length=1,
+        description="the written policy the judge role applies",
+    )
+    image_checker: str | None = Field(
+        "tiny://safety",
+        description="diffusers StableDiffusionSafetyChecker source "
+        "(CompVis/stable-diffusion-safety-checker); None checks no images or clips",
+    )
+    image_sensitivity: float = Field(
+        0.0,
+        ge=-1,
+        le=2,
+        description="added to each concept score: higher flags more (diffusers' adjustment)",
+    )
+    rewrites: int = Field(2, ge=0, le=5, description="revisions a flagged post gets before it is refused")
+
+    @field_validator("blocked_terms")
+    @classmethod
+    def _terms_have_words(cls, terms: list[str]) -> list[str]:
+        if any(not term.strip() for term in terms):
+            raise ValueError("blocked_terms must not hold empty or blank terms")
+        return terms
+
+
 class GenerationConfig(StrictModel):
     """Posts: how many users, images and videos, the diffusion and scoring models, reflection rounds."""
 
@@ -135,6 +169,7 @@ class GenerationConfig(StrictModel):
     device: str = Field("cpu", description="device of the diffusion and scoring models")
     dtype: str = Field("float32", description="diffusion dtype (float16 on GPU)")
     video: VideoConfig = VideoConfig()
+    safety: SafetyConfig = SafetyConfig()
 
 
 JudgeMethod = Literal["ground_truth", "full", "no_profile", "no_rag", "no_reflection", "no_refinement"]

@@ -52,6 +52,12 @@ class PostSummary:
     images: list[tuple[bytes, str]]
     errors: list[str]
     videos: list[tuple[bytes, str]] = field(default_factory=list)
+    refusal: str | None = None  # why the safety gate refused every version
+
+    @property
+    def safety_flags(self) -> int:
+        """Safety flags raised over all versions."""
+        return sum(len(v.get("safety", {}).get("flags", [])) for v in self.versions)
 
 
 @dataclass(frozen=True)
@@ -209,7 +215,7 @@ def generation_section(posts: list[PostSummary] | None) -> str:
     if not posts:
         return "<p><em>no posts</em></p>"
     rows = [_post_row(post) for post in posts]
-    header = ["user", "title", "versions", "best combined", "CLIPScore", "relevance"]
+    header = ["user", "title", "versions", "best combined", "CLIPScore", "relevance", "safety flags"]
     plot = png_image(versions_plot(posts), "combined score of each version, per user")
     return table(header, rows) + plot + "".join(post_article(post) for post in posts)
 
@@ -218,7 +224,8 @@ def post_article(post: PostSummary) -> str:
     """One user's best post: title, body, tags, images, clips and every version's scores."""
     heading = f"<h3>User {text(post.user_id)}</h3>"
     if post.best < 0:
-        return f"<article>{heading}<p>No post: {text('; '.join(post.errors))}</p></article>"
+        reason = post.refusal or "; ".join(post.errors)
+        return f"<article>{heading}<p>No post: {text(reason)}</p></article>"
     best = post.versions[post.best]
     tags = " ".join(f"#{text(tag)}" for tag in best.get("tags", []))
     media = [(png_image(png, prompt), prompt) for png, prompt in post.images] + [
@@ -325,8 +332,10 @@ def _judge_note(facts: dict[str, Any]) -> str:
 
 
 def _post_row(post: PostSummary) -> list[str]:
+    flags = str(post.safety_flags)
     if post.best < 0:
-        return [post.user_id, "(no post)", str(len(post.versions)), "–", "–", "–"]
+        title = "(refused by the safety gate)" if post.refusal else "(no post)"
+        return [post.user_id, title, str(len(post.versions)), "–", "–", "–", flags]
     best = post.versions[post.best]
     scores = best["scores"]
     clip = scores["clip"]  # one CLIPScore per image and per clip
@@ -338,13 +347,18 @@ def _post_row(post: PostSummary) -> list[str]:
         number(scores["combined"]),
         number(mean_clip),
         number(scores["relevance"]),
+        flags,
     ]
 
 
 def _scores_line(version: dict[str, Any]) -> str:
     scores = version["scores"]
     clip = ", ".join(number(c) for c in scores["clip"]) or "–"
-    return f"combined {number(scores['combined'])}, CLIPScore {clip}, relevance {number(scores['relevance'])}"
+    line = f"combined {number(scores['combined'])}, CLIPScore {clip}, relevance {number(scores['relevance'])}"
+    if version.get("withheld"):
+        reasons = "; ".join(flag["reason"] for flag in version["safety"]["flags"])
+        line += f" (withheld by the safety gate: {reasons})"
+    return line
 
 
 def _read_post(path: Path) -> PostSummary:
@@ -354,7 +368,9 @@ def _read_post(path: Path) -> PostSummary:
     # models.generation.pages saves the best version's media beside post.json
     images = _read_media(path.parent, image_file, version.get("image_prompts", []))
     videos = _read_media(path.parent, video_file, version.get("video_prompts", []))
-    return PostSummary(post["user_id"], post["versions"], best, images, post.get("errors", []), videos)
+    return PostSummary(
+        post["user_id"], post["versions"], best, images, post.get("errors", []), videos, post.get("refusal")
+    )
 
 
 def _read_media(folder: Path, name: Callable[[int], str], prompts: list[str]) -> list[tuple[bytes, str]]:

@@ -23,7 +23,7 @@ from models.errors import TailorMindError
 from runtime.cluster import connect
 from runtime.llm import deployment_names, llm_server_config
 from serve.deployments import DiffusionDeployment, ScorerDeployment, deployment_options
-from serve.ingress import TailorMindIngress, token_digest
+from serve.ingress import TailorMindIngress, llm_roles, token_digest
 
 log = logging.getLogger("tailormind.serve")
 APP_NAME = "tailormind"
@@ -44,7 +44,7 @@ def tailormind_app(config: TailorMindConfig) -> Application:
             "generation.num_videos=0."
         )
     llm_configs: dict[str, Any] = {}
-    for role in (config.llm.captioner, config.llm.profiler, config.llm.writer):
+    for role in (getattr(config.llm, name) for name in llm_roles(config)):
         # Roles naming the same model share its deployment, with the engine settings of the first role.
         llm_configs.setdefault(role.served_model_id, llm_server_config(role, deployment_names(role)[1]))
     images = diffusion_deployment("diffusion", served.diffusion).bind(config.generation, "image")

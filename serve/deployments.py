@@ -14,6 +14,7 @@ from models.embedding import TextEmbedder
 from models.generation.diffusion import ImageGenerator, VideoGenerator
 from models.media import VideoClip
 from models.scoring.clip_score import CLIPScorer
+from models.scoring.safety_checker import ImageSafetyChecker
 
 
 def deployment_options(config: DeploymentConfig) -> dict[str, Any]:
@@ -50,11 +51,18 @@ class DiffusionDeployment:
 
 
 class ScorerDeployment:
-    """CLIPScore of image-text pairs and MiniLM text embeddings, for cohesion reflection."""
+    """CLIPScore of image-text pairs and MiniLM text embeddings for cohesion reflection, and the image
+    safety checker of the safety gate (when configured)."""
 
     def __init__(self, generation: GenerationConfig):
         self.clip = CLIPScorer(generation.clip_model, device=generation.device)
         self.embedder = TextEmbedder(device=generation.device)
+        safety = generation.safety
+        self.checker = (
+            ImageSafetyChecker(safety.image_checker, generation.device, safety.image_sensitivity)
+            if safety.image_checker is not None
+            else None
+        )
 
     def score(self, images: list[Image.Image], texts: list[str]) -> np.ndarray:
         """CLIPScore per (image, text) pair."""
@@ -63,3 +71,9 @@ class ScorerDeployment:
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit-norm text embeddings [N, d]."""
         return self.embedder.embed(texts)
+
+    def unsafe(self, images: list[Image.Image]) -> np.ndarray:
+        """One flag per image from the safety checker (this deployment is built with one when it is asked)."""
+        if self.checker is None:
+            raise RuntimeError("this scorer has no image safety checker (generation.safety.image_checker)")
+        return self.checker.unsafe(images)

@@ -54,7 +54,7 @@ class RemoteDiffusion:
 
 @dataclass
 class RemoteScorer:
-    """CLIPScore and text embeddings on the scorer deployment."""
+    """CLIPScore, text embeddings and image safety flags on the scorer deployment."""
 
     handle: DeploymentHandle
 
@@ -65,3 +65,7 @@ class RemoteScorer:
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit-norm text embeddings [N, d]."""
         return repeatable_result(lambda: self.handle.embed.remote(texts))
+
+    def unsafe(self, images: list[Image.Image]) -> np.ndarray:
+        """One flag per image from the scorer's image safety checker."""
+        return repeatable_result(lambda: self.handle.unsafe.remote(images))

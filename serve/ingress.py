@@ -28,7 +28,8 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import OpenAiIngress
 
 from models.config import TailorMindConfig
-from models.generation.writer import PostVersion, PostWriter, UserBrief
+from models.generation.safety import JUDGE_ROLE, SafetyGate
+from models.generation.writer import GeneratedPost, PostVersion, PostWriter, UserBrief
 from models.llm.prompts import CAPTION_IMAGE, profile_text
 from models.media import MediaError, MediaSources, png_data_url, request_image_data_url, webm_bytes
 from models.profiling.evidence import item_card
@@ -46,6 +47,8 @@ from serve.schemas import (
     Profile,
     ProfileRequest,
     ProfileResponse,
+    SafetyFlagged,
+    SafetyReport,
 )
 
 log = logging.getLogger("tailormind.serve")
@@ -79,7 +82,7 @@ class TailorMindIngress(OpenAiIngress):
         self.videos = RemoteDiffusion(videos) if videos is not None else None
         self.scorer = RemoteScorer(scorer)
         llm = self.config.llm
-        roles = {"captioner": llm.captioner, "profiler": llm.profiler, "writer": llm.writer}
+        roles = {name: getattr(llm, name) for name in llm_roles(self.config)}
         self.llm = RoleClients(
             {name: ServeChat(llm_deployments[role.served_model_id], role) for name, role in roles.items()},
             self.config.seed,
@@ -163,6 +166,7 @@ class TailorMindIngress(OpenAiIngress):
             )
         cards = self._cards(body.history)
         profile = body.profile if body.profile is not None else self._profile(cards).text
+        safety = generation.safety
         writer = PostWriter(
             complete=self.llm,
             images=self.images,
@@ -176,8 +180,13 @@ class TailorMindIngress(OpenAiIngress):
             videos=self.videos,
             num_videos=num_videos,
             video_score_frames=generation.video.score_frames,
+            safety=SafetyGate.from_config(safety, self.llm, self.scorer, generation.video.score_frames),
+            safety_rewrites=safety.rewrites,
         )
         post = writer.write([UserBrief(REQUEST_KEY, profile, cards, cards)])[0]
+        if post.refusal is not None:
+            log.warning("a post was refused by the safety gate: %s", post.refusal)
+            raise HTTPException(422, f"no post passed the safety gate: {post.refusal}")
         if post.best < 0:
             raise HTTPException(503, "; ".join(post.errors))
         best = post.versions[post.best]
@@ -203,7 +212,25 @@ class TailorMindIngress(OpenAiIngress):
             styles=post.styles,
             idea=post.idea,
             exemplars=post.exemplars,
+            safety=_safety_report(post),
         )
+
+
+def llm_roles(config: TailorMindConfig) -> tuple[str, ...]:
+    """The LLM roles the API uses: captions, profiles, posts, and the safety gate's judge when it is on."""
+    judge = (JUDGE_ROLE,) if config.generation.safety.policy_check else ()
+    return ("captioner", "profiler", "writer", *judge)
+
+
+def _safety_report(post: GeneratedPost) -> SafetyReport:
+    best = post.versions[post.best].safety
+    flagged = [
+        SafetyFlagged(version=index, check=flag.check, reason=flag.reason)
+        for index, version in enumerate(post.versions)
+        if version.safety is not None
+        for flag in version.safety.flags
+    ]
+    return SafetyReport(checked=best.checked if best is not None else [], flagged=flagged)
 
 
 def _scores(version: PostVersion) -> PostScores:

@@ -126,6 +126,21 @@ class PostScores(BaseModel):
     combined: float
 
 
+class SafetyFlagged(BaseModel):
+    """A flag the safety gate raised on one version (that version was rewritten or re-rendered)."""
+
+    version: int
+    check: str
+    reason: str
+
+
+class SafetyReport(BaseModel):
+    """What the safety gate checked on the returned version, and what it flagged on earlier versions."""
+
+    checked: list[str]
+    flagged: list[SafetyFlagged]
+
+
 class GenerateResponse(BaseModel):
     """Response of /v1/generate: the best version, its scores, and how the post came about."""
 
@@ -137,3 +152,4 @@ class GenerateResponse(BaseModel):
     styles: list[str]
     idea: str
     exemplars: list[str]
+    safety: SafetyReport

@@ -80,6 +80,9 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
     best = post["versions"][post["best_version"]]
     assert len(best["image_prompts"]) == 1 and len(best["video_prompts"]) == 1  # the demo: 1 image, 1 clip
     assert len(best["scores"]["clip"]) == 2
+    assert best["safety"]["checked"] == ["terms", "image", "video"]  # the demo's gate passed it
+    generated = json.loads((tmp_path / "generate" / "_stage.json").read_text())["summary"]
+    assert generated["refused_by_safety"] == 0 and generated["safety_flags"] >= 0
     # every post page the index links shows its image and plays its clip in a real browser
     links = page_media(browser, file_url(tmp_path / "generate" / "index.html")).links
     pages = [page_media(browser, link) for link in links]

@@ -149,9 +149,9 @@ def test_request_bodies_bound_the_images_of_a_whole_request():
     assert len(ProfileRequest.model_validate({"history": items[:4]}).history) == 4
 
 
-@pytest.fixture(scope="module")
-def server(ray_cluster, tiny_models, serve_port, media, image_site):
-    """The demo Serve application with a bearer token, a media root, a URL root and a small body limit."""
+def deploy(media: dict[str, Path], image_site: str, *overrides: str) -> None:
+    """Deploy (or update in place) the demo app with a bearer token, a media root, a URL root, a small body
+    limit and ``overrides``; Serve restarts only the deployments whose arguments changed."""
     from ray import serve
 
     from models.config import load_config
@@ -165,11 +165,24 @@ def server(ray_cluster, tiny_models, serve_port, media, image_site):
             f"serve.media_roots=[{media['root']}]",
             f"serve.url_roots=[{image_site}/allowed/]",
             "serve.max_body_mb=0.05",
+            *overrides,
         ],
     )
     serve.run(tailormind_app(config), name=APP_NAME, route_prefix="/")
-    yield f"http://127.0.0.1:{serve_port}"
-    serve.delete(APP_NAME)
+
+
+@pytest.fixture(scope="module")
+def server(ray_cluster, tiny_models, serve_port, media, image_site):
+    """The demo Serve application (see ``deploy``); deleted again if it fails to start or after the module."""
+    from ray import serve
+
+    from serve.app import APP_NAME
+
+    try:
+        deploy(media, image_site)
+        yield f"http://127.0.0.1:{serve_port}"
+    finally:  # a failed start must not leave replicas holding the cluster's CPUs for later tests
+        serve.delete(APP_NAME)
 
 
 def _call(url: str, body: object | None = None, token: str | None = TOKEN, raw: bytes | None = None):
@@ -223,6 +236,7 @@ def test_profile_and_generate_with_images_and_clips(server, image_site, tmp_path
     assert 1 <= body["versions"] <= 2 and len(body["version_scores"]) == body["versions"]
     assert 0 <= body["scores"]["clip"] <= 2.5 and -1 <= body["scores"]["relevance"] <= 1
     assert body["scores"]["combined"] == max(v["combined"] for v in body["version_scores"])
+    assert body["safety"] == {"checked": ["terms", "image", "video"], "flagged": []}  # serve-demo's gate
 
     assert body["post"]["videos"] == []  # the demo asks for no clip unless the request does
 
@@ -237,6 +251,22 @@ def test_profile_and_generate_with_images_and_clips(server, image_site, tmp_path
     capture = cv2.VideoCapture(str(path))
     assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 9 and capture.read()[1].shape == (64, 64, 3)
     assert len(given["version_scores"]) == 1 and 0 <= given["scores"]["clip"] <= 2.5
+
+
+@pytest.mark.slow
+def test_a_post_the_safety_gate_flags_every_time_is_refused_with_422(server, media, image_site):
+    # The image checker at its highest sensitivity flags every image: the post is re-rendered once
+    # (serve-demo's rewrites: 1), then refused. Only the ingress, scorer and diffusion replicas restart.
+    deploy(media, image_site, "generation.safety.image_sensitivity=2.0")
+    try:
+        status, body = _call(
+            f"{server}/v1/generate", {"profile": "loves heist thrillers", "reflection_rounds": 0}
+        )
+    finally:
+        deploy(media, image_site)
+    assert status == 422, body
+    assert body["detail"].startswith("no post passed the safety gate: every version (2) was flagged")
+    assert "image: the image safety checker flagged an image (slot 0)" in body["detail"]
 
 
 @pytest.mark.slow

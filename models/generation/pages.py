@@ -22,6 +22,7 @@ def write_post(out: Path, post: GeneratedPost) -> Path:
         "best_version": post.best,
         "versions": [v.to_dict() for v in post.versions],
         "errors": post.errors,
+        "refusal": post.refusal,
     }
     (folder / "post.json").write_text(json.dumps(payload, indent=2))
     figures = []
@@ -39,7 +40,8 @@ def write_post(out: Path, post: GeneratedPost) -> Path:
         version = f"version {post.best + 1}/{len(post.versions)}"
         score = f"CLIPScore {best.clip} · relevance {best.relevance:.3f} · {version}"
     else:
-        title, body, tags, score = "No post", html.escape("; ".join(post.errors)), "", ""
+        reason = post.refusal or "; ".join(post.errors)
+        title, body, tags, score = "No post", html.escape(reason), "", ""
     page = folder / "index.html"
     page.write_text(
         f"<!doctype html><meta charset='utf-8'><title>{title}</title><h1>{title}</h1><p>{body}</p>"

@@ -18,6 +18,7 @@ from PIL import Image
 
 from models.embedding import Embedder
 from models.generation.ideas import IDEA_TEMPLATES
+from models.generation.safety import SafetyGate, SafetyVerdict
 from models.llm.prompts import IDEA, post_template, style_template
 from models.media import VideoClip
 from models.scoring.clip_score import CLIP_SCORE_WEIGHT
@@ -76,6 +77,12 @@ class PostVersion:
     relevance: float = 0.0
     video_prompts: list[str] = field(default_factory=list)
     videos: list[VideoClip] = field(default_factory=list, repr=False)
+    safety: SafetyVerdict | None = None  # None: no safety gate ran
+
+    @property
+    def safe(self) -> bool:
+        """False only when the safety gate flagged this version."""
+        return self.safety is None or self.safety.safe
 
     def media(self, kind: str) -> tuple[list[str], list[Any]]:
         """(prompts, rendered media) of one kind, ``"image"`` or ``"video"``."""
@@ -88,14 +95,20 @@ class PostVersion:
         return clip + self.relevance
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields and scores (images are written separately)."""
+        """JSON-ready fields and scores (images are written separately); a flagged version's content is
+        withheld, only its safety verdict is kept."""
+        scores = {"clip": self.clip, "relevance": self.relevance, "combined": self.score}
+        safety = {"safety": self.safety.to_dict()} if self.safety is not None else {}
+        if not self.safe:
+            return {"withheld": True, "scores": scores, **safety}
         return {
             "title": self.title,
             "body": self.body,
             "tags": self.tags,
             "image_prompts": self.image_prompts,
             "video_prompts": self.video_prompts,
-            "scores": {"clip": self.clip, "relevance": self.relevance, "combined": self.score},
+            "scores": scores,
+            **safety,
         }
 
 
@@ -112,8 +125,23 @@ class GeneratedPost:
 
     @property
     def best(self) -> int:
-        """Index of the best-scoring version."""
-        return int(np.argmax([v.score for v in self.versions])) if self.versions else -1
+        """Index of the best-scoring version the safety gate passed (-1 when there is none)."""
+        safe = [i for i, v in enumerate(self.versions) if v.safe]
+        return max(safe, key=lambda i: self.versions[i].score) if safe else -1
+
+    @property
+    def refusal(self) -> str | None:
+        """Why the post is refused when every version was flagged by the safety gate, else None."""
+        if not self.versions or self.best >= 0:
+            return None
+        flags = self.versions[-1].safety.flags if self.versions[-1].safety is not None else []
+        reasons = "; ".join(f"{flag.check}: {flag.reason}" for flag in flags)
+        return f"every version ({len(self.versions)}) was flagged by the safety gate; the last: {reasons}"
+
+    @property
+    def flags(self) -> int:
+        """Safety flags raised over all versions."""
+        return sum(len(v.safety.flags) for v in self.versions if v.safety is not None)
 
 
 @dataclass
@@ -130,6 +158,8 @@ class PostWriter:
     videos: VideoModel | None = None
     num_videos: int = 0
     video_score_frames: int = 4  # evenly spaced frames of a clip that CLIPScore rates
+    safety: SafetyGate | None = None  # None: posts are not checked
+    safety_rewrites: int = 2  # revisions a flagged post gets before it is refused
 
     def __post_init__(self) -> None:
         if self.num_videos and self.videos is None:
@@ -150,27 +180,37 @@ class PostWriter:
         drafts = self._drafts(briefs, posts, feedback={})
         history = self._history_vectors(briefs)
         active = {user_id for user_id, draft in drafts.items() if draft is not None}
-        rounds = {
+        reflections = {
             b.user_id: self.reflection_rounds if b.reflection_rounds is None else b.reflection_rounds
             for b in briefs
         }
+        rewrites = {b.user_id: self.safety_rewrites for b in briefs}
         previous: dict[str, PostVersion] = {}
-        for round_index in range(max(rounds.values(), default=0) + 1):
+        round_index = 0
+        while active:
             current: dict[str, PostVersion] = {u: d for u in active if (d := drafts.get(u)) is not None}
             self._render(current, previous, round_index)
             self._score(current, history)
-            improved = set()
+            if self.safety is not None:
+                for user_id, verdict in self.safety.check(current).items():
+                    current[user_id].safety = verdict
+            active = set()
             for user_id, version in current.items():
-                best_before = max((v.score for v in posts[user_id].versions), default=-np.inf)
-                posts[user_id].versions.append(version)
-                if version.score > best_before:
-                    improved.add(user_id)
-            active = {user_id for user_id in improved if round_index < rounds[user_id]}
+                post = posts[user_id]
+                best_before = post.versions[post.best].score if post.best >= 0 else -np.inf
+                post.versions.append(version)
+                if not version.safe and rewrites[user_id] > 0:  # rewrite (and re-render) what was flagged
+                    rewrites[user_id] -= 1
+                    active.add(user_id)
+                elif version.safe and version.score > best_before and reflections[user_id] > 0:
+                    reflections[user_id] -= 1
+                    active.add(user_id)
             if not active:
                 break
             previous = {u: current[u] for u in active}
             feedback = {u: _feedback(current[u]) for u in active}
             drafts = self._drafts([b for b in briefs if b.user_id in active], posts, feedback)
+            round_index += 1
         return [posts[b.user_id] for b in briefs]
 
     def _styles(self, briefs: list[UserBrief], fallbacks: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -268,9 +308,12 @@ class PostWriter:
         todo: list[tuple[str, int, str]] = []
         for user_id, version in current.items():
             prompts, media = version.media(kind)
-            before_prompts, before_media = previous[user_id].media(kind) if user_id in previous else ([], [])
+            before = previous.get(user_id)
+            before_prompts, before_media = before.media(kind) if before is not None else ([], [])
+            flagged = before.safety.flagged_media.get(kind, []) if before and before.safety else []
             for index, prompt in enumerate(prompts):
-                if index < len(before_prompts) and before_prompts[index] == prompt:
+                unchanged = index < len(before_prompts) and before_prompts[index] == prompt
+                if unchanged and index not in flagged:
                     media.append(before_media[index])
                 else:
                     media.append(None)
@@ -348,6 +391,13 @@ def _fallback(
 
 
 def _feedback(version: PostVersion) -> str:
+    if not version.safe:
+        assert version.safety is not None
+        reasons = "; ".join(flag.reason for flag in version.safety.flags)
+        return (
+            f"Previous version (title: {version.title!r}) was stopped by the safety review: {reasons}. "
+            "Rewrite it so that it is safe for every reader, keeping it personal and on topic.\n\n"
+        )
     clip = ", ".join(f"{c:.2f}" for c in version.clip) or "none"
     visuals = "image-text" if not version.videos else "image/video-text"
     return (

@@ -215,6 +215,19 @@ JUDGE_FACTS = PromptTemplate(
     ),
 )
 
+SAFETY = PromptTemplate(
+    "safety",
+    1,
+    "You review social media posts before they are published, against a written content policy. "
+    "Answer in JSON.",
+    "Policy: {policy}\n\nPost (title, body, tags, prompts of its images and clips):\n{post}\n\n"
+    "Does the post break the policy? verdict: 'unsafe' if it does, 'safe' if not. reason: which rule it "
+    "breaks and where, or an empty string when safe.",
+    _object(
+        verdict={"type": "string", "enum": ["safe", "unsafe"]}, reason={"type": "string", "maxLength": 160}
+    ),
+)
+
 
 def profile_text(preferences: list[dict[str, str]]) -> str:
     """A profile's preferences as numbered lines (what rankers and generators read)."""

@@ -226,25 +226,49 @@ def build_text_to_video(out: Path) -> None:
 
 def build_clip(out: Path) -> None:
     """Tiny CLIP (text and vision towers, 32-dim projection) with its processor, for CLIPScore."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
 
     tokenizer = build_clip_tokenizer(out)
     config = CLIPConfig(
-        text_config=_clip_text_config(tokenizer),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-        ),
-        projection_dim=32,
+        text_config=_clip_text_config(tokenizer), vision_config=_CLIP_VISION, projection_dim=32
     )
     torch.manual_seed(0)
     CLIPModel(config).save_pretrained(out)
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out)
+    CLIPProcessor(image_processor=_clip_image_processor(), tokenizer=tokenizer).save_pretrained(out)
+
+
+def build_safety_checker(out: Path) -> None:
+    """Tiny Stable Diffusion safety checker (CLIP vision tower, 17 + 3 random concepts) with its processor.
+
+    Thresholds of 1 flag nothing at the default sensitivity (a cosine never exceeds 1), so a post passes
+    unless a test raises ``image_sensitivity``, as the real checker passes ordinary images.
+    """
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig
+
+    torch.manual_seed(0)
+    checker = StableDiffusionSafetyChecker(CLIPConfig(vision_config=_CLIP_VISION, projection_dim=32))
+    with torch.no_grad():
+        checker.concept_embeds.normal_()
+        checker.special_care_embeds.normal_()
+    checker.save_pretrained(out)
+    _clip_image_processor().save_pretrained(out)
+
+
+_CLIP_VISION = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    image_size=32,
+    patch_size=8,
+)
+
+
+def _clip_image_processor() -> Any:
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
 
 
 # name -> builder; ``tiny://<name>`` in a config resolves to the built directory.
@@ -254,4 +278,5 @@ TINY_MODELS = {
     "sd": build_stable_diffusion,
     "clip": build_clip,
     "video": build_text_to_video,
+    "safety": build_safety_checker,
 }
