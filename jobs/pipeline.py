@@ -31,6 +31,7 @@ STAGES: dict[str, str] = {
     "cf": "jobs.cf:cf_stage",
     "topk": "jobs.topk:topk_stage",
     "cohort": "jobs.cohort:cohort_stage",
+    "feedback": "jobs.feedback:feedback_stage",
     "captions": "jobs.captions:captions_stage",
     "profiles": "jobs.profiles:profiles_stage",
     "refine": "jobs.refine:refine_stage",

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from jobs.broadcast import mapping_of
+from jobs.broadcast import broadcast_table, mapping_of
+from jobs.feedback import EVIDENCE
 from jobs.llm_step import LIGHT, LLMStep, request_json, row_answers, step_columns, summed_tallies, tally
 from jobs.pipeline import stage_main
 from jobs.profiles import PROFILES, cards_ref
@@ -42,15 +43,17 @@ def _refiner(cards: Any, config: TailorMindConfig) -> ProfileRefiner:
     return ProfileRefiner(config.profiling, lookup, config.seed, catalogue)
 
 
-def start_batch(batch: pa.Table, cards: Any, config: TailorMindConfig) -> pa.Table:
-    """Initial profiles (with the cohort's columns) as refinement states."""
+def start_batch(batch: pa.Table, cards: Any, feedback: Any, config: TailorMindConfig) -> pa.Table:
+    """Initial profiles (with the cohort's columns) as refinement states, with each user's feedback."""
     import json
 
     refiner = _refiner(cards, config)
+    evidence = mapping_of(feedback, "user_id", "feedback")
     rows = []
     for row in batch.to_pylist():
         state = refiner.start(row["user_id"], json.loads(row["preferences"]), row["valid_candidates"])
         state["prompt_tokens"], state["generated_tokens"], state["llm_calls"] = [], [], None
+        state["feedback"] = evidence.get(row["user_id"], "")
         rows.append({**row, **state})
     return _table(rows, batch.schema)
 
@@ -126,10 +129,13 @@ _STATE_TYPES = {
     "prompt_tokens": pa.list_(pa.int64()),
     "generated_tokens": pa.list_(pa.int64()),
     "llm_calls": pa.string(),  # {step: [requests, failed, retries]}, summed over rounds
+    "feedback": pa.string(),  # what the user did with earlier posts (the feedback stage's evidence)
 }
 
 
-def refine_rounds(profiles: Path, cards: Any, config: TailorMindConfig, work: Path) -> list[Path]:
+def refine_rounds(
+    profiles: Path, cards: Any, feedback: Any, config: TailorMindConfig, work: Path
+) -> list[Path]:
     """Run (or resume) the rounds into ``work/round_<r>/``; returns the finished round folders."""
     import ray.data
 
@@ -139,7 +145,10 @@ def refine_rounds(profiles: Path, cards: Any, config: TailorMindConfig, work: Pa
             continue  # finished before a restart
         if round_index == 0:
             state = ray.data.read_parquet(str(profiles.resolve())).map_batches(
-                start_batch, fn_kwargs={"cards": cards, "config": config}, batch_format="pyarrow", **LIGHT
+                start_batch,
+                fn_kwargs={"cards": cards, "feedback": feedback, "config": config},
+                batch_format="pyarrow",
+                **LIGHT,
             )
         else:
             state = ray.data.read_parquet(str(rounds[round_index - 1].resolve())).map_batches(
@@ -227,10 +236,12 @@ def refine_stage(pipeline: PipelineRun) -> StageResult:
     config = pipeline.config
     profiles = pipeline.results["profiles"].path / PROFILES
     captions = pipeline.results["captions"].path
+    evidence = pipeline.results["feedback"].path / EVIDENCE
 
     def build(out: Path) -> dict[str, Any]:
         connect(config.ray, pipeline.runner.run_dir)
-        rounds = refine_rounds(profiles, cards_ref(captions), config, out)
+        feedback = broadcast_table(str(evidence.resolve()), ["user_id", "feedback"])
+        rounds = refine_rounds(profiles, cards_ref(captions), feedback, config, out)
         published = out / PUBLISHED
         if published.exists():  # left by a run killed while publishing
             shutil.rmtree(published)
@@ -246,7 +257,7 @@ def refine_stage(pipeline: PipelineRun) -> StageResult:
         "profiling": config.profiling,
         "seed": config.seed,
     }
-    inputs = [pipeline.results[name].path for name in ("profiles", "captions")]
+    inputs = [pipeline.results[name].path for name in ("profiles", "captions", "feedback")]
     return pipeline.runner.run("refine", build, config=section, inputs=inputs, resumable=True)
 
 

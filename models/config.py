@@ -255,6 +255,26 @@ class ServeConfig(StrictModel):
         return [url_root(root) for root in roots]
 
 
+class FeedbackConfig(StrictModel):
+    """Where generated posts and people's feedback on them are kept, and how refinement reads them."""
+
+    uri: str | None = Field(
+        None,
+        description="feedback store (a folder or a pyarrow.fs URI such as s3://bucket/feedback); None keeps "
+        "no feedback: /v1/feedback answers 404 and refinement sees none",
+    )
+    max_events: int = Field(8, ge=1, le=50, description="latest events per user shown to the gradient step")
+    edit_chars: int = Field(200, ge=20, le=2000, description="characters of an edit's removed and added text")
+
+    @field_validator("uri")
+    @classmethod
+    def _absolute(cls, uri: str | None) -> str | None:
+        """A plain path is made absolute, so every replica and worker finds the same folder."""
+        if uri is None or "://" in uri:
+            return uri
+        return str(Path(uri).expanduser().resolve())
+
+
 class TailorMindConfig(StrictModel):
     """The whole configuration: one section per stage, every field with a default."""
 
@@ -267,6 +287,7 @@ class TailorMindConfig(StrictModel):
     judge: JudgeConfig = JudgeConfig()
     llm: LLMConfig = LLMConfig()
     serve: ServeConfig = ServeConfig()
+    feedback: FeedbackConfig = FeedbackConfig()
 
 
 def config_digest(section: BaseModel | dict[str, Any] | None) -> str:

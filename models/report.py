@@ -73,6 +73,7 @@ class RunResults:
     ranker_failures: dict[str, int] = field(default_factory=dict)  # failed LLM answers, counted as misses
     profiling_note: str = ""
     llm_calls: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> step -> counts and model
+    feedback: dict[str, Any] | None = None  # the feedback stage's metrics
 
 
 def read_run(run_dir: Path) -> RunResults:
@@ -95,6 +96,7 @@ def read_run(run_dir: Path) -> RunResults:
         judge_facts={k: v for k, v in judge.items() if k != "methods"} if judge else {},
         posts=read_posts(generate) if generate.is_dir() else None,
         llm_calls=read_llm_calls(run_dir),
+        feedback=_read_json(run_dir / "feedback" / "metrics.json"),
     )
 
 
@@ -143,6 +145,7 @@ def render_report(results: RunResults, title: str = "TailorMind run report") -> 
         ("Profiling: 1:99 reranking (test split)", profiling_section(results)),
         ("Judge", judge_section(results)),
         ("Generated posts", generation_section(results.posts)),
+        ("Feedback on posts", feedback_section(results.feedback)),
         ("LLM calls", llm_calls_section(results.llm_calls)),
     ]
     body = "".join(f"<section><h2>{text(name)}</h2>{content}</section>" for name, content in sections)
@@ -218,6 +221,22 @@ def generation_section(posts: list[PostSummary] | None) -> str:
     header = ["user", "title", "versions", "best combined", "CLIPScore", "relevance", "safety flags"]
     plot = png_image(versions_plot(posts), "combined score of each version, per user")
     return table(header, rows) + plot + "".join(post_article(post) for post in posts)
+
+
+def feedback_section(feedback: dict[str, Any] | None) -> str:
+    """Kept, edited and discarded posts per profile version (the last action on each post counts)."""
+    if feedback is None:
+        return NOT_RUN
+    versions = feedback["by_profile_version"]
+    if not versions:
+        return "<p><em>no feedback events in the store (feedback.uri)</em></p>"
+    rows = []
+    for version, counts in versions.items():
+        total = sum(counts.values())
+        rates = [number(counts[action] / total) for action in ("keep", "edit", "discard")]
+        rows.append([version, str(total), *rates])
+    header = ["profile version", "posts with feedback", "keep rate", "edit rate", "discard rate"]
+    return table(header, rows) + f"<p>{feedback['events']} events in the store.</p>"
 
 
 def post_article(post: PostSummary) -> str:

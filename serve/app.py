@@ -100,7 +100,7 @@ def serve_until_stopped(config: TailorMindConfig) -> None:
     serve.run(tailormind_app(config), name=APP_NAME, route_prefix="/")
     print(
         f"TailorMind serves http://{served.host}:{served.port}: GET /healthz, POST /v1/profile, "
-        "POST /v1/generate, /v1/chat/completions, /v1/models. Ctrl-C stops it.",
+        "POST /v1/generate, POST /v1/feedback, /v1/chat/completions, /v1/models. Ctrl-C stops it.",
         flush=True,
     )
     received: list[int] = []  # appending is signal-safe; setting a threading.Event can deadlock

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 MAX_HISTORY = 50
 MAX_TEXT_CHARS = 4000
@@ -12,6 +14,7 @@ MAX_POST_IMAGES = 4
 MAX_POST_VIDEOS = 2
 MAX_REFLECTION_ROUNDS = 3
 MAX_URI_CHARS = 2_000_000  # a data: URI of a few-megapixel PNG
+MAX_ID_CHARS = 200
 
 
 class Strict(BaseModel):
@@ -57,6 +60,9 @@ class GenerateRequest(Strict):
     num_videos: int | None = Field(None, ge=0, le=MAX_POST_VIDEOS)
     reflection_rounds: int | None = Field(None, ge=0, le=MAX_REFLECTION_ROUNDS)
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    user_id: str | None = Field(
+        None, min_length=1, max_length=MAX_ID_CHARS, description="who the post is for (feedback names them)"
+    )
 
     @model_validator(mode="after")
     def _has_subject(self) -> GenerateRequest:
@@ -144,6 +150,7 @@ class SafetyReport(BaseModel):
 class GenerateResponse(BaseModel):
     """Response of /v1/generate: the best version, its scores, and how the post came about."""
 
+    post_id: str  # what /v1/feedback names the post by
     post: Post
     scores: PostScores
     versions: int
@@ -153,3 +160,31 @@ class GenerateResponse(BaseModel):
     idea: str
     exemplars: list[str]
     safety: SafetyReport
+
+
+class FeedbackRequest(Strict):
+    """POST /v1/feedback: what a user did with a generated post."""
+
+    event_id: str = Field(
+        min_length=1, max_length=MAX_ID_CHARS, description="the client's id: a retry repeats it"
+    )
+    user_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    post_id: str = Field(pattern=r"^[0-9a-f]{32}$", description="the post_id /v1/generate returned")
+    action: Literal["keep", "edit", "discard"]
+    edited_text: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
+    timestamp: AwareDatetime
+
+    @model_validator(mode="after")
+    def _edit_has_text(self) -> FeedbackRequest:
+        if (self.action == "edit") != (self.edited_text is not None):
+            raise ValueError(
+                "edited_text is required with action 'edit' and not allowed with keep or discard"
+            )
+        return self
+
+
+class FeedbackResponse(BaseModel):
+    """Response of /v1/feedback: sent only once the event is persisted."""
+
+    event_id: str
+    stored: bool  # False: this event id was stored before (a retry), and is kept once

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from jobs.broadcast import mapping_of
+from jobs.feedback import EVIDENCE_SCHEMA
 from jobs.refine import start_batch
 from models.config import load_config
 from models.data import encode_interactions, load_dataset
@@ -56,7 +57,7 @@ def test_refinement_prompts_never_contain_test_items(tmp_path, permutations, neg
     refiner = ProfileRefiner(config.profiling, mapping_of(cards, "item_id", "card"), 0, catalogue=item_ids)
     initial = json.dumps([{"preference": "films", "reason": "watched many"}])
     profiles = table.append_column("preferences", pa.array([initial] * table.num_rows))
-    rows = start_batch(profiles, cards, config).to_pylist()  # the batch job's round-0 states
+    rows = start_batch(profiles, cards, EVIDENCE_SCHEMA.empty_table(), config).to_pylist()  # round-0 states
     sent: list[tuple[str, str, str]] = []
     refiner.refine(rows, recording_llm(sent), seen={u["user_id"]: u["seen_items"] for u in cohort})
 

@@ -55,6 +55,8 @@ def fake_run(run_dir):
         }
     }
     write_json(run_dir / "refine" / "_stage.json", {"fingerprint": "f", "summary": {"llm_calls": calls}})
+    counts = {"keep": 3, "edit": 0, "discard": 1}
+    write_json(run_dir / "feedback" / "metrics.json", {"events": 5, "by_profile_version": {"ab12": counts}})
 
 
 def write_judge(run_dir):
@@ -75,6 +77,7 @@ def test_report_shows_every_table_escaped_text_and_embedded_images(tmp_path):
     assert "4 users judged." in page
     assert "<td>u1</td>" in page and "<td>1.000</td>" in page  # best combined score of u1's 2 versions
     assert "No post: writer failed" in page
+    assert "<td>ab12</td><td>4</td><td>0.750</td><td>0.000</td><td>0.250</td>" in page  # feedback rates
     assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; Night city" in page
     assert "line &lt;2&gt;" in page and 'alt="neon &lt;street&gt;"' in page
     png = (tmp_path / "generate" / "u1" / "image0.png").read_bytes()
@@ -93,7 +96,7 @@ def test_missing_stages_read_as_not_run(tmp_path):
     fake_run(tmp_path)
     (tmp_path / "other").mkdir()
     page = render_report(read_run(tmp_path / "other"))
-    assert page.count("not run") == 5  # cf, profiling, judge, posts, LLM calls
+    assert page.count("not run") == 6  # cf, profiling, judge, posts, feedback, LLM calls
     assert render_report(read_run(tmp_path)).count("not run") == 1
 
 

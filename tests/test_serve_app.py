@@ -151,7 +151,8 @@ def test_request_bodies_bound_the_images_of_a_whole_request():
 
 def deploy(media: dict[str, Path], image_site: str, *overrides: str) -> None:
     """Deploy (or update in place) the demo app with a bearer token, a media root, a URL root, a small body
-    limit and ``overrides``; Serve restarts only the deployments whose arguments changed."""
+    limit, a feedback store beside the media and ``overrides``; Serve restarts only the deployments whose
+    arguments changed."""
     from ray import serve
 
     from models.config import load_config
@@ -165,6 +166,7 @@ def deploy(media: dict[str, Path], image_site: str, *overrides: str) -> None:
             f"serve.media_roots=[{media['root']}]",
             f"serve.url_roots=[{image_site}/allowed/]",
             "serve.max_body_mb=0.05",
+            f"feedback.uri={media['root'].parent / 'feedback'}",
             *overrides,
         ],
     )
@@ -354,6 +356,63 @@ def _timed_call(url: str, body: object) -> tuple[int, float, str | None]:
     except urllib.error.HTTPError as error:
         error.read()
         return error.code, time.perf_counter() - start, error.headers.get("Retry-After")
+
+
+@pytest.mark.slow
+def test_feedback_is_persisted_once_per_event_and_survives_an_ingress_kill(server, media):
+    import signal
+    import time
+
+    from models.feedback.store import FeedbackStore
+
+    store = FeedbackStore(str(media["root"].parent / "feedback"))
+    request = {"profile": "loves heist thrillers", "num_images": 0, "reflection_rounds": 0, "user_id": "ann"}
+    status, generated = _call(f"{server}/v1/generate", request)
+    assert status == 200, generated
+    post_id = generated["post_id"]
+    recorded = store.find_post(post_id)
+    assert (recorded["user_id"], recorded["title"]) == ("ann", generated["post"]["title"])
+    event = {
+        "event_id": "ev-1",
+        "user_id": "ann",
+        "post_id": post_id,
+        "action": "edit",
+        "edited_text": "My own words about heists.",
+        "timestamp": "2026-11-30T12:00:00+01:00",
+    }
+    assert _call(f"{server}/v1/feedback", event) == (200, {"event_id": "ev-1", "stored": True})
+    assert len(store.event_files()) == 1  # persisted before the answer came
+
+    ingress = _replica_pid("TailorMindIngress")
+    os.kill(ingress, signal.SIGKILL)  # between requests: the acknowledged event must survive it
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            if _call(f"{server}/healthz", token=None)[0] == 200:
+                break
+        except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
+            pass
+        time.sleep(1.0)
+    assert _replica_pid("TailorMindIngress") != ingress
+    assert _call(f"{server}/v1/feedback", event) == (200, {"event_id": "ev-1", "stored": False})  # kept once
+    assert len(store.event_files()) == 1
+
+    bad = [
+        ({**event, "action": "discard", "edited_text": None}, 409),  # the id names another event
+        ({**event, "event_id": "ev-2", "post_id": "0" * 32}, 404),  # no such post
+        ({**event, "event_id": "ev-3", "user_id": "bob"}, 422),  # not this user's post
+        ({**event, "event_id": "ev-4", "action": "love"}, 422),
+        ({**event, "event_id": "ev-5", "action": "keep"}, 422),  # keep with an edit
+        ({**event, "event_id": "ev-6", "edited_text": None}, 422),  # an edit without text
+        ({**event, "event_id": "ev-7", "edited_text": "x" * 4001}, 422),
+        ({**event, "event_id": "ev-8", "timestamp": "2026-11-30T12:00:00"}, 422),  # no time zone
+        ({**event, "event_id": "ev-9", "post_id": "../../etc/passwd"}, 422),
+    ]
+    for body, expected in bad:
+        status, answer = _call(f"{server}/v1/feedback", body)
+        assert status == expected and answer["detail"], (body, answer)
+    assert _call(f"{server}/v1/feedback", {**event, "event_id": "ev-10"}, token=None)[0] == 401
+    assert len(store.event_files()) == 1  # nothing half-written by the refused events
 
 
 @pytest.mark.slow

@@ -111,11 +111,12 @@ def rank_template(num_candidates: int, top_k: int) -> PromptTemplate:
 
 GRADIENT = PromptTemplate(
     "gradient",
-    3,
+    4,
     "You critique user profiles that failed to rank the item a user actually chose. Answer in JSON.",
     "Current profile:\n{profile}\n\n"
     "With this profile the item the user actually chose was ranked {outcome}.\n"
     "Items the profile ranked above it:\n{wrong}\n\nThe item the user chose:\n{truth}\n\n"
+    "What the user did with posts written for them:\n{feedback}\n\n"
     "In one or two sentences, say what the profile misses or overstates (the textual gradient).",
     _object(gradient={"type": "string", "minLength": 10, "maxLength": 300}),
 )

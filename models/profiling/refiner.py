@@ -164,6 +164,7 @@ class ProfileRefiner:
             "outcome": outcome,
             "wrong": numbered_list(wrong, 10**9, self.settings.candidate_chars),
             "truth": self.cards[candidates[0]][: self.settings.candidate_chars * 2],
+            "feedback": row.get("feedback") or "(no feedback yet)",
         }
         return [{"row_key": row["user_id"], "messages": GRADIENT.messages(fields), "schema": GRADIENT.schema}]
 

@@ -1,0 +1,55 @@
+"""Feedback events as evidence for the textual gradient: kept posts for, discarded posts against, edits as
+what the user changed."""
+
+from __future__ import annotations
+
+import difflib
+from collections import Counter
+from typing import Any
+
+ACTIONS = ("keep", "edit", "discard")
+
+
+def edit_difference(generated: str, edited: str, max_chars: int) -> str:
+    """What an edit removed from and added to a post, word by word, each side cut to ``max_chars``."""
+    before, after = generated.split(), edited.split()
+    removed: list[str] = []
+    added: list[str] = []
+    matcher = difflib.SequenceMatcher(a=before, b=after, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag in ("replace", "delete"):
+            removed.append(" ".join(before[i1:i2]))
+        if tag in ("replace", "insert"):
+            added.append(" ".join(after[j1:j2]))
+    cut = " … ".join(removed)[:max_chars] or "nothing"
+    put = " … ".join(added)[:max_chars] or "nothing"
+    return f"removed: {cut}; added: {put}"
+
+
+def user_evidence(events: list[dict[str, Any]], max_events: int, edit_chars: int) -> str:
+    """One user's latest events (one per post: the last action wins) as lines for the gradient prompt."""
+    latest: dict[str, dict[str, Any]] = {}
+    for event in sorted(events, key=lambda e: (e["timestamp"], e["event_id"])):
+        latest[event["post_id"]] = event
+    lines = []
+    for event in sorted(latest.values(), key=lambda e: (e["timestamp"], e["event_id"]))[-max_events:]:
+        title = event["post_title"]
+        if event["action"] == "keep":
+            lines.append(f"- kept the post '{title}' (evidence for the profile)")
+        elif event["action"] == "discard":
+            lines.append(f"- discarded the post '{title}' (evidence against the profile)")
+        else:
+            difference = edit_difference(event["post_body"], event["edited_text"] or "", edit_chars)
+            lines.append(f"- edited the post '{title}': {difference}")
+    return "\n".join(lines)
+
+
+def action_counts(events: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per profile version, how many posts were kept, edited and discarded (the last action per post)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for event in sorted(events, key=lambda e: (e["timestamp"], e["event_id"])):
+        latest[event["post_id"]] = event
+    counts: dict[str, Counter[str]] = {}
+    for event in latest.values():
+        counts.setdefault(event["profile_version"], Counter())[event["action"]] += 1
+    return {version: {action: counter[action] for action in ACTIONS} for version, counter in counts.items()}

@@ -1,0 +1,136 @@
+"""The feedback store: an append-only log of generated posts and of what people did with them.
+
+Parquet files under a ``pyarrow.fs`` URI (a local folder here, object storage in production) that Ray Data
+reads: ``posts/<post_id>.parquet`` (one generated post) and ``events/<event key>.parquet`` (one feedback
+event). Every file is written whole under a temporary name and then moved into place, so a reader never
+sees half a file, and names are unique per post and per event id, so Serve replicas never write the same
+file unless a client repeats an event, which then lands in the same place once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+POSTS, EVENTS = "posts", "events"
+Stored = Literal["stored", "duplicate", "conflict"]
+
+POST_SCHEMA = pa.schema(
+    [
+        ("post_id", pa.string()),
+        ("user_id", pa.string()),  # empty when the request named no user
+        ("profile_version", pa.string()),  # a digest of the profile text the post was written for
+        ("profile", pa.string()),
+        ("idea", pa.string()),
+        ("title", pa.string()),
+        ("body", pa.string()),
+        ("tags", pa.list_(pa.string())),
+        ("image_prompts", pa.list_(pa.string())),
+        ("video_prompts", pa.list_(pa.string())),
+        ("scores", pa.string()),  # JSON: clip, relevance, combined
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+EVENT_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("user_id", pa.string()),
+        ("post_id", pa.string()),
+        ("action", pa.string()),  # keep, edit or discard
+        ("edited_text", pa.string()),  # the user's version of the post (edit only)
+        ("timestamp", pa.timestamp("us", tz="UTC")),  # when the user acted (from the client)
+        ("received_at", pa.timestamp("us", tz="UTC")),
+        ("profile_version", pa.string()),  # copied from the post, so readers need no join
+        ("post_title", pa.string()),
+        ("post_body", pa.string()),
+    ]
+)
+# The fields that make two events with one id the same event (a client retry) rather than a conflict.
+_IDENTITY = ("event_id", "user_id", "post_id", "action", "edited_text", "timestamp")
+
+
+def profile_version(profile: str) -> str:
+    """A short digest that names one profile text."""
+    return hashlib.sha256(profile.encode()).hexdigest()[:12]
+
+
+def new_post_id() -> str:
+    """A fresh, unguessable post id (32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+class FeedbackStore:
+    """Posts and feedback events under ``uri`` (anything ``pyarrow.fs.FileSystem.from_uri`` opens)."""
+
+    def __init__(self, uri: str):
+        self.fs, root = pafs.FileSystem.from_uri(uri)
+        self.root = root.rstrip("/")
+        for folder in (POSTS, EVENTS):
+            self.fs.create_dir(f"{self.root}/{folder}", recursive=True)
+
+    def record_post(self, post: dict[str, Any]) -> None:
+        """Persist one generated post (``POST_SCHEMA`` fields; ``created_at`` is set here)."""
+        row = {**post, "created_at": datetime.now(UTC)}
+        self._write(self._post_path(post["post_id"]), pa.Table.from_pylist([row], schema=POST_SCHEMA))
+
+    def find_post(self, post_id: str) -> dict[str, Any] | None:
+        """The recorded post ``post_id``, or None when no post has that id."""
+        path = self._post_path(post_id)
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        return pq.read_table(path, filesystem=self.fs).to_pylist()[0]
+
+    def record_event(self, event: dict[str, Any], post: dict[str, Any]) -> Stored:
+        """Persist one event about ``post`` unless its id is stored already: ``"stored"``, ``"duplicate"``
+        (the same event again) or ``"conflict"`` (the id was used for a different event)."""
+        path = self._event_path(event["event_id"])
+        if self.fs.get_file_info(path).type == pafs.FileType.File:
+            stored = pq.read_table(path, filesystem=self.fs).to_pylist()[0]
+            same = all(stored[name] == event[name] for name in _IDENTITY)
+            return "duplicate" if same else "conflict"
+        row = {
+            **event,
+            "received_at": datetime.now(UTC),
+            "profile_version": post["profile_version"],
+            "post_title": post["title"],
+            "post_body": post["body"],
+        }
+        self._write(path, pa.Table.from_pylist([row], schema=EVENT_SCHEMA))
+        return "stored"
+
+    def event_files(self) -> list[str]:
+        """The paths of every stored event (never a file still being written)."""
+        return [path for path, _ in self._event_listing()]
+
+    def listing_digest(self) -> str:
+        """A digest of the event files present (names and sizes): it changes when an event arrives."""
+        return hashlib.sha256(json.dumps(self._event_listing()).encode()).hexdigest()[:16]
+
+    def _event_listing(self) -> list[tuple[str, int]]:
+        selector = pafs.FileSelector(f"{self.root}/{EVENTS}", allow_not_found=True)
+        return sorted(
+            (info.path, info.size or 0)
+            for info in self.fs.get_file_info(selector)
+            if info.type == pafs.FileType.File and info.base_name.endswith(".parquet")
+        )
+
+    def _post_path(self, post_id: str) -> str:
+        return f"{self.root}/{POSTS}/{post_id}.parquet"
+
+    def _event_path(self, event_id: str) -> str:
+        # Hashed: a client's event id may hold any character, a file name may not.
+        return f"{self.root}/{EVENTS}/{hashlib.sha256(event_id.encode()).hexdigest()[:32]}.parquet"
+
+    def _write(self, path: str, table: pa.Table) -> None:
+        """Write ``table`` whole under a temporary name beside ``path``, then move it into place."""
+        folder, _, name = path.rpartition("/")
+        tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+        pq.write_table(table, tmp, filesystem=self.fs)
+        self.fs.move(tmp, path)
