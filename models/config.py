@@ -162,6 +162,9 @@ class GenerationConfig(StrictModel):
     image_steps: int = Field(25, ge=1, le=100)
     image_size: int = Field(512, ge=32, le=2048)
     guidance_scale: float = Field(7.5, ge=0)
+    reference_strength: float = Field(
+        0.6, gt=0, le=1, description="image to image from a reference: 1 ignores it, lower keeps more of it"
+    )
     clip_model: str = Field(
         "tiny://clip",
         description="transformers CLIP source (openai/clip-vit-base-patch32) or open_clip:ARCH@PRETRAINED",

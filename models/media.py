@@ -138,7 +138,13 @@ class MediaSources:
 
 
 def request_image_data_url(uri: str, sources: MediaSources, max_side: int = 448) -> str:
-    """An image a request names, as a small PNG data URL: a data: URI, a file or a URL inside ``sources``.
+    """An image a request names (see ``request_image``), as a small PNG data URL."""
+    return png_data_url(request_image(uri, sources, max_side), max_side)
+
+
+def request_image(uri: str, sources: MediaSources, max_side: int = 448) -> Image.Image:
+    """An image a request names, as RGB with its longest side at most ``max_side``: a data: URI, a file
+    or a URL inside ``sources``.
 
     Nothing else is read: a path that leaves every folder (``..``, symlinks) is refused, and so is a URL
     outside the URL roots, including one that a redirect leads to.
@@ -160,7 +166,9 @@ def request_image_data_url(uri: str, sources: MediaSources, max_side: int = 448)
         with Image.open(source) as image:
             if image.width * image.height > MAX_REQUEST_PIXELS:
                 raise MediaError(f"image of {image.width}x{image.height} pixels is too large")
-            return png_data_url(image, max_side)
+            rgb = image.convert("RGB")
+            rgb.thumbnail((max_side, max_side))
+            return rgb
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError):
         raise MediaError(f"{uri[:80]!r} is not a readable image") from None
 

@@ -41,13 +41,23 @@ class DiffusionDeployment:
 
     def reconfigure(self, batching: dict[str, Any]) -> None:
         """Apply ``{"max_batch_size": int, "batch_wait_timeout_s": float}`` (the deployment's user_config)."""
-        self.generate.set_max_batch_size(int(batching["max_batch_size"]))
-        self.generate.set_batch_wait_timeout_s(float(batching["batch_wait_timeout_s"]))
+        for method in (self.generate, self.generate_from):
+            method.set_max_batch_size(int(batching["max_batch_size"]))
+            method.set_batch_wait_timeout_s(float(batching["batch_wait_timeout_s"]))
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
     async def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image] | list[VideoClip]:
         """One image or clip per (prompt, seed); each call brings one pair, a batch renders them at once."""
         return await asyncio.to_thread(self.generator.generate, prompts, seeds)
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
+    async def generate_from(
+        self, prompts: list[str], seeds: list[int], references: list[Image.Image]
+    ) -> list[Image.Image]:
+        """Image to image: one image per (prompt, seed, reference), batched like ``generate``."""
+        if not isinstance(self.generator, ImageGenerator):
+            raise TypeError("reference images condition images only, not video clips")
+        return await asyncio.to_thread(self.generator.generate, prompts, seeds, list(references))
 
 
 class ScorerDeployment:

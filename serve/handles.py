@@ -40,15 +40,26 @@ class RemoteDiffusion:
 
     handle: DeploymentHandle
 
-    def generate(self, prompts: list[str], seeds: list[int]) -> list[Any]:
-        """One image or clip per (prompt, seed); a render lost with its replica is redone (same seed)."""
-        responses = [self.handle.generate.remote(p, s) for p, s in zip(prompts, seeds, strict=True)]
+    def generate(
+        self, prompts: list[str], seeds: list[int], references: list[Image.Image | None] | None = None
+    ) -> list[Any]:
+        """One image or clip per (prompt, seed), an image drawn from its reference where one is given; a
+        render lost with its replica is redone (same seed)."""
+        calls = [
+            partial(self.handle.generate.remote, prompt, seed)
+            if reference is None
+            else partial(self.handle.generate_from.remote, prompt, seed, reference)
+            for prompt, seed, reference in zip(
+                prompts, seeds, references or [None] * len(prompts), strict=True
+            )
+        ]
+        responses = [call() for call in calls]
         results = []
-        for response, prompt, seed in zip(responses, prompts, seeds, strict=True):
+        for response, call in zip(responses, calls, strict=True):
             try:
                 results.append(response.result())
             except REPLICA_LOST:
-                results.append(repeatable_result(partial(self.handle.generate.remote, prompt, seed)))
+                results.append(repeatable_result(call))
         return results
 
 

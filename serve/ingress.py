@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
+from PIL import Image
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPException
@@ -33,7 +34,14 @@ from models.feedback.store import FeedbackStore, new_post_id, profile_version
 from models.generation.safety import JUDGE_ROLE, SafetyGate
 from models.generation.writer import GeneratedPost, PostVersion, PostWriter, UserBrief
 from models.llm.prompts import CAPTION_IMAGE, profile_text
-from models.media import MediaError, MediaSources, png_data_url, request_image_data_url, webm_bytes
+from models.media import (
+    MediaError,
+    MediaSources,
+    png_data_url,
+    request_image,
+    request_image_data_url,
+    webm_bytes,
+)
 from models.profiling.evidence import item_card
 from models.profiling.initial import profile_request
 from runtime.chat import RoleClients, ServeChat
@@ -172,6 +180,17 @@ class TailorMindIngress(OpenAiIngress):
             for index, item in enumerate(history)
         ]
 
+    def _reference_images(self, uris: list[str]) -> list[Image.Image]:
+        """The request's reference images, read only from allowed places (422 naming the one refused)."""
+        size = self.config.generation.image_size
+        images = []
+        for index, uri in enumerate(uris):
+            try:
+                images.append(request_image(uri, self.media, max_side=size))
+            except MediaError as exc:
+                raise HTTPException(422, f"reference_image_uris[{index}]: {exc}") from None
+        return images
+
     def _profile(self, cards: list[str]) -> Profile:
         budget = self.config.profiling.evidence_chars
         answer = self.llm([profile_request(REQUEST_KEY, cards, [], budget)], "profiler")[REQUEST_KEY]
@@ -189,6 +208,7 @@ class TailorMindIngress(OpenAiIngress):
             raise HTTPException(
                 422, "this server has no video model (serve.video is not configured): ask for num_videos 0"
             )
+        references = self._reference_images(body.reference_image_uris)
         cards = self._cards(body.history)
         profile = body.profile if body.profile is not None else self._profile(cards).text
         safety = generation.safety
@@ -208,7 +228,7 @@ class TailorMindIngress(OpenAiIngress):
             safety=SafetyGate.from_config(safety, self.llm, self.scorer, generation.video.score_frames),
             safety_rewrites=safety.rewrites,
         )
-        post = writer.write([UserBrief(REQUEST_KEY, profile, cards, cards)])[0]
+        post = writer.write([UserBrief(REQUEST_KEY, profile, cards, cards, reference_images=references)])[0]
         if post.refusal is not None:
             log.warning("a post was refused by the safety gate: %s", post.refusal)
             raise HTTPException(422, f"no post passed the safety gate: {post.refusal}")

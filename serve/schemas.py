@@ -10,6 +10,7 @@ MAX_HISTORY = 50
 MAX_TEXT_CHARS = 4000
 MAX_IMAGES_PER_ITEM = 2
 MAX_IMAGES_PER_REQUEST = 8
+MAX_REFERENCE_IMAGES = 2
 MAX_POST_IMAGES = 4
 MAX_POST_VIDEOS = 2
 MAX_REFLECTION_ROUNDS = 3
@@ -63,17 +64,24 @@ class GenerateRequest(Strict):
     user_id: str | None = Field(
         None, min_length=1, max_length=MAX_ID_CHARS, description="who the post is for (feedback names them)"
     )
+    reference_image_uris: list[str] = Field(
+        [],
+        max_length=MAX_REFERENCE_IMAGES,
+        description="images the post's images are drawn from (the same rules as history image_uris)",
+    )
 
     @model_validator(mode="after")
     def _has_subject(self) -> GenerateRequest:
         if not self.history and self.profile is None:
             raise ValueError("give a profile, a history, or both")
-        _check_image_count(self.history)
+        if any(len(uri) > MAX_URI_CHARS for uri in self.reference_image_uris):
+            raise ValueError(f"reference_image_uris must be at most {MAX_URI_CHARS} characters each")
+        _check_image_count(self.history, len(self.reference_image_uris))
         return self
 
 
-def _check_image_count(history: list[HistoryItem]) -> None:
-    count = sum(len(item.image_uris) for item in history)
+def _check_image_count(history: list[HistoryItem], references: int = 0) -> None:
+    count = sum(len(item.image_uris) for item in history) + references
     if count > MAX_IMAGES_PER_REQUEST:
         raise ValueError(f"at most {MAX_IMAGES_PER_REQUEST} images per request, got {count}")
 

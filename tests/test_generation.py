@@ -29,6 +29,21 @@ def test_post_pages_and_scores(tmp_path):
     assert 'href="u_1/index.html"' in write_index(tmp_path, {"u/1": page}).read_text()
 
 
+def test_reference_images_condition_the_images_drawn_from_them(tiny_models):
+    generator = ImageGenerator("tiny://sd", steps=4, height=32, width=32)
+    red, blue = Image.new("RGB", (40, 30), (255, 0, 0)), Image.new("RGB", (30, 40), (0, 0, 255))
+    plain, from_red, from_blue = (
+        np.asarray(generator.generate(["a cinema at night"], [3], references)[0], dtype=float)
+        for references in (None, [red], [blue])
+    )
+    assert from_red.shape == plain.shape == (32, 32, 3)
+    assert np.abs(from_red - plain).mean() > 10  # drawn from the reference, not from noise
+    assert np.abs(from_red - from_blue).mean() > 1  # and another reference gives another image
+    mixed = generator.generate(["a cinema at night"] * 2, [3, 3], [None, red])  # one batch, both kinds
+    assert np.abs(np.asarray(mixed[0], dtype=float) - plain).max() <= 2
+    assert np.abs(np.asarray(mixed[1], dtype=float) - from_red).max() <= 2
+
+
 def test_scores_of_flattened_frames_split_back_per_image_and_clip():
     parts = split_groups(np.arange(5.0), [["image"], ["f1", "f2", "f3"], ["image"]])
     assert [part.tolist() for part in parts] == [[0.0], [1.0, 2.0, 3.0], [4.0]]

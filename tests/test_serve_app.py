@@ -228,7 +228,9 @@ def test_profile_and_generate_with_images_and_clips(server, image_site, tmp_path
     assert status == 200, body
     assert body["profile"]["preferences"] and body["profile"]["text"]
 
+    references = ["poster.png"]  # the post's images are drawn from it (image to image)
     request = {"history": history, "num_images": 2, "reflection_rounds": 1, "seed": 7}
+    request["reference_image_uris"] = references
     status, body = _call(f"{server}/v1/generate", request)
     assert status == 200, body
     images = body["post"]["images"]
@@ -294,6 +296,15 @@ def test_bad_and_hostile_requests_get_4xx_with_a_reason(server, media, image_sit
         ("/v1/profile", item_with_image(f"{image_site}/private/secret.png"), TOKEN, 422),
         ("/v1/profile", item_with_image(f"{image_site}/allowed/hop-out"), TOKEN, 422),
         ("/v1/profile", {"history": [{"title": "a" * 200, "text": "b" * 3999}] * 20}, TOKEN, 413),
+        ("/v1/generate", {"profile": "x", "reference_image_uris": [str(media["secret"])]}, TOKEN, 422),
+        ("/v1/generate", {"profile": "x", "reference_image_uris": ["escape.png"]}, TOKEN, 422),
+        (
+            "/v1/generate",
+            {"profile": "x", "reference_image_uris": [f"{image_site}/allowed/hop-out"]},
+            TOKEN,
+            422,
+        ),
+        ("/v1/generate", {"profile": "x", "reference_image_uris": ["poster.png"] * 3}, TOKEN, 422),
         ("/v1/chat/completions", {"model": "no-such-model", "messages": []}, TOKEN, 404),
     ]
     for path, body, token, expected in cases:

@@ -54,7 +54,11 @@ class DiffusionGenerator:
 
 
 class ImageGenerator(DiffusionGenerator):
-    """Text to image with a Stable Diffusion family pipeline (SD, SDXL, FLUX)."""
+    """Text to image with a Stable Diffusion family pipeline (SD, SDXL, FLUX); image to image from a
+    reference with the same weights (``reference_strength``: how far the image may move from it)."""
+
+    reference_strength = 0.6
+    _from_reference: Any = None
 
     @staticmethod
     def _load(path: str, dtype: torch.dtype) -> Any:
@@ -66,7 +70,7 @@ class ImageGenerator(DiffusionGenerator):
     @classmethod
     def from_config(cls, generation: GenerationConfig) -> ImageGenerator:
         """The generator a config's ``generation`` section names (model, device, dtype, steps, size)."""
-        return cls(
+        generator = cls(
             generation.image_model,
             device=generation.device,
             dtype=generation.dtype,
@@ -75,10 +79,48 @@ class ImageGenerator(DiffusionGenerator):
             width=generation.image_size,
             guidance_scale=generation.guidance_scale,
         )
+        generator.reference_strength = generation.reference_strength
+        return generator
 
-    def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
-        """One image per (prompt, seed); batch neighbours change an image only by float rounding."""
-        return list(self._sample(prompts, seeds).images)
+    def generate(
+        self, prompts: list[str], seeds: list[int], references: list[Image.Image | None] | None = None
+    ) -> list[Image.Image]:
+        """One image per (prompt, seed), drawn from its reference image where one is given; batch
+        neighbours change an image only by float rounding."""
+        guides = references or [None] * len(prompts)
+        images: list[Image.Image | None] = [None] * len(prompts)
+        plain = [i for i, guide in enumerate(guides) if guide is None]
+        guided = [i for i, guide in enumerate(guides) if guide is not None]
+        if plain:
+            drawn = self._sample([prompts[i] for i in plain], [seeds[i] for i in plain]).images
+            for index, image in zip(plain, drawn, strict=True):
+                images[index] = image
+        if guided:
+            drawn = self._sample_from(
+                [prompts[i] for i in guided], [seeds[i] for i in guided], [guides[i] for i in guided]
+            )
+            for index, image in zip(guided, drawn, strict=True):
+                images[index] = image
+        return [image for image in images if image is not None]
+
+    def _sample_from(self, prompts: list[str], seeds: list[int], references: list[Any]) -> list[Image.Image]:
+        """Image to image: one pipeline call over every (prompt, seed, reference), sharing the weights."""
+        from diffusers import AutoPipelineForImage2Image
+
+        if self._from_reference is None:
+            self._from_reference = AutoPipelineForImage2Image.from_pipe(self.pipeline)
+            self._from_reference.set_progress_bar_config(disable=True)
+        size = (self.width, self.height)
+        return list(
+            self._from_reference(
+                prompts,
+                image=[reference.convert("RGB").resize(size) for reference in references],
+                strength=self.reference_strength,
+                num_inference_steps=self.steps,
+                guidance_scale=self.guidance_scale,
+                generator=[torch.Generator(self.device).manual_seed(seed) for seed in seeds],
+            ).images
+        )
 
 
 class VideoGenerator(DiffusionGenerator):

@@ -29,10 +29,13 @@ EXEMPLARS = 3
 
 
 class ImageModel(Protocol):
-    """Text to image (``ImageGenerator`` in process, a Serve deployment handle behind an adapter)."""
+    """Text to image, or image to image from references (``ImageGenerator`` in process, a Serve deployment
+    handle behind an adapter)."""
 
-    def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
-        """One image per (prompt, seed)."""
+    def generate(
+        self, prompts: list[str], seeds: list[int], references: list[Image.Image | None] | None = None
+    ) -> list[Image.Image]:
+        """One image per (prompt, seed), drawn from its reference where one is given."""
         ...
 
 
@@ -62,6 +65,7 @@ class UserBrief:
     exemplar_cards: list[str]
     use_exemplars: bool = True  # False: no RAG style references (an ablation)
     reflection_rounds: int | None = None  # None: the writer's setting
+    reference_images: list[Image.Image] = field(default_factory=list)  # image i is drawn from reference i % n
 
 
 @dataclass
@@ -189,7 +193,7 @@ class PostWriter:
         round_index = 0
         while active:
             current: dict[str, PostVersion] = {u: d for u in active if (d := drafts.get(u)) is not None}
-            self._render(current, previous, round_index)
+            self._render(current, previous, round_index, {b.user_id: b.reference_images for b in briefs})
             self._score(current, history)
             if self.safety is not None:
                 for user_id, verdict in self.safety.check(current).items():
@@ -289,22 +293,27 @@ class PostWriter:
         return drafts
 
     def _render(
-        self, current: dict[str, PostVersion], previous: dict[str, PostVersion], round_index: int
+        self,
+        current: dict[str, PostVersion],
+        previous: dict[str, PostVersion],
+        round_index: int,
+        references: dict[str, list[Image.Image]],
     ) -> None:
         """Render every new image prompt in one diffusion batch, then every new video prompt in another."""
-        self._render_kind("image", self.images, current, previous, round_index)
+        self._render_kind("image", current, previous, round_index, references)
         if self.videos is not None:
-            self._render_kind("video", self.videos, current, previous, round_index)
+            self._render_kind("video", current, previous, round_index, {})
 
     def _render_kind(
         self,
         kind: str,
-        model: ImageModel | VideoModel,
         current: dict[str, PostVersion],
         previous: dict[str, PostVersion],
         round_index: int,
+        references: dict[str, list[Image.Image]],
     ) -> None:
-        """Render the changed prompts of one kind in one batch; unchanged prompts reuse their media."""
+        """Render the changed prompts of one kind in one batch (images from the user's references where
+        given); unchanged prompts reuse their media."""
         todo: list[tuple[str, int, str]] = []
         for user_id, version in current.items():
             prompts, media = version.media(kind)
@@ -321,10 +330,21 @@ class PostWriter:
         if not todo:
             return
         seeds = [_media_seed(self.seed, round_index, index) for _, index, _ in todo]
-        rendered: list[Any] = model.generate([prompt for _, _, prompt in todo], seeds)
+        prompts = [prompt for _, _, prompt in todo]
+        guides = [_reference(references.get(user_id, []), index) for user_id, index, _ in todo]
+        rendered: list[Any] = (
+            self.images.generate(prompts, seeds, guides)
+            if kind == "image"
+            else self._video_model().generate(prompts, seeds)
+        )
         for (user_id, index, _), item in zip(todo, rendered, strict=True):
             _, media = current[user_id].media(kind)
             media[index] = item
+
+    def _video_model(self) -> VideoModel:
+        if self.videos is None:
+            raise ValueError("the writer has no video model")
+        return self.videos
 
     def _score(self, current: dict[str, PostVersion], history: dict[str, np.ndarray | None]) -> None:
         """CLIPScore of each image, and of each clip's sampled frames, against its prompt and the title.
@@ -369,6 +389,11 @@ def split_groups(values: np.ndarray, groups: list[list[Any]]) -> list[np.ndarray
 def _media_seed(seed: int, round_index: int, slot: int) -> int:
     """The diffusion seed of one image or video slot in one round: per user, independent of the batch."""
     return seed + 1000 * round_index + slot
+
+
+def _reference(images: list[Image.Image], slot: int) -> Image.Image | None:
+    """The reference image slot ``slot`` is drawn from (they take turns), or None without references."""
+    return images[slot % len(images)] if images else None
 
 
 def _request(key: str, template: Any, **fields: Any) -> dict[str, Any]:
