@@ -62,6 +62,19 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.fixture
+def llm_apps_released(ray_cluster):
+    """Deletes the pipeline LLM apps a test started: engines no later test shares free their memory (each
+    holds 2-4 GB here, and the Serve app's tests need room for their own)."""
+    from ray import serve
+
+    before = set(serve.status().applications)
+    yield
+    for name in set(serve.status().applications) - before:
+        if name.startswith("tailormind-llm-"):
+            serve.delete(name)
+
+
 @pytest.fixture(scope="session")
 def serve_port(ray_cluster) -> int:
     """The HTTP port of the test cluster's Serve proxy."""

@@ -22,7 +22,7 @@ TINY_CHAT = ("model_source=tiny://chat", "dtype=float32")
 @pytest.mark.browser
 @pytest.mark.timeout(1500)  # every stage of the demo, with its engines (the suite's default is 900 s)
 def test_demo_pipeline_runs_every_stage_then_resumes(
-    ray_cluster, tiny_models, movielens_src, tmp_path, capsys, browser
+    ray_cluster, llm_apps_released, tiny_models, movielens_src, tmp_path, capsys, browser
 ):
     args = [
         "run",
