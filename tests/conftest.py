@@ -29,9 +29,11 @@ def movielens_src() -> Path:
 
 
 # Logical CPUs of the test cluster: most actors of an LLM pipeline (chat template, tokenizer, Serve
-# handles) wait on the engine, so a 2-core machine needs more scheduling slots than cores; the session
-# keeps three engines and the Serve app's replicas up while Ray Data passes still need room to start.
-TEST_CLUSTER_CPUS = 12
+# handles) wait on the engine, so a 2-core machine needs more scheduling slots than cores. Each engine's
+# placement group holds 2 (its bundle and its Serve replica); the session keeps the shared engines and
+# the Serve app's replicas up while Ray Data passes still need room to start (with 12, a CI run's Serve
+# app waited forever for its scorer and ingress).
+TEST_CLUSTER_CPUS = 16
 
 
 def free_port() -> int:
