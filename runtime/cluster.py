@@ -52,8 +52,8 @@ def connect(config: RayConfig, run_dir: Path | None = None) -> None:
                     num_gpus=config.num_gpus,
                     object_store_memory=int(gb * 2**30) if gb else None,
                     include_dashboard=False,
-                    # Ray keeps up to num_cpus idle workers; with more logical CPUs than cores (the demos) that
-                    # is several idle processes of ~0.8 GB each that imported torch: keep one per core.
+                    # Ray keeps up to num_cpus idle workers; with more logical CPUs than cores (the demos),
+                    # that is several idle processes of ~0.8 GB that imported torch: keep one per core.
                     _system_config={"num_workers_soft_limit": os.cpu_count() or 1},
                 )
             finally:

@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import math
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from ray.serve.llm.ingress import OpenAiIngress
 from models.config import TailorMindConfig
 from models.feedback.store import FeedbackStore, new_post_id, profile_version
 from models.generation.safety import JUDGE_ROLE, SafetyGate
-from models.generation.writer import GeneratedPost, PostVersion, PostWriter, UserBrief
+from models.generation.writer import GeneratedPost, GenerationStopped, PostVersion, PostWriter, UserBrief
 from models.llm.prompts import CAPTION_IMAGE, profile_text
 from models.media import (
     MediaError,
@@ -127,8 +128,18 @@ class TailorMindIngress(OpenAiIngress):
         return ProfileResponse(profile=await asyncio.to_thread(self._profile, cards))
 
     async def generate(self, body: GenerateRequest) -> GenerateResponse:
-        """A post with images (and clips) for a profile or a history, after cohesion reflection."""
-        return await asyncio.to_thread(self._generate, body)
+        """A post with images (and clips) for a profile or a history, after cohesion reflection.
+
+        When the client disconnects or the request times out, Serve cancels this coroutine; the worker
+        thread then stops before its next step, so no further LLM, diffusion or scoring call is made.
+        """
+        stop = threading.Event()
+        try:
+            return await asyncio.to_thread(self._generate, body, stop)
+        except asyncio.CancelledError:
+            stop.set()
+            log.warning("/v1/generate cancelled (the client went away or the request timed out): stopping")
+            raise
 
     async def feedback(self, body: FeedbackRequest) -> FeedbackResponse:
         """Persist what a user did with a post (once per event id); answered only once it is stored."""
@@ -201,7 +212,7 @@ class TailorMindIngress(OpenAiIngress):
         preferences = answer.value["preferences"]
         return Profile(preferences=preferences, text=profile_text(preferences))
 
-    def _generate(self, body: GenerateRequest) -> GenerateResponse:
+    def _generate(self, body: GenerateRequest, stop: threading.Event) -> GenerateResponse:
         generation = self.config.generation
         num_videos = generation.num_videos if body.num_videos is None else body.num_videos
         if num_videos and self.videos is None:
@@ -227,8 +238,14 @@ class TailorMindIngress(OpenAiIngress):
             video_score_frames=generation.video.score_frames,
             safety=SafetyGate.from_config(safety, self.llm, self.scorer, generation.video.score_frames),
             safety_rewrites=safety.rewrites,
+            stopped=stop.is_set,
         )
-        post = writer.write([UserBrief(REQUEST_KEY, profile, cards, cards, reference_images=references)])[0]
+        brief = UserBrief(REQUEST_KEY, profile, cards, cards, reference_images=references)
+        try:
+            post = writer.write([brief])[0]
+        except GenerationStopped as stopped:
+            log.warning("/v1/generate %s: its client is gone", stopped)
+            raise HTTPException(499, f"generation {stopped}") from None
         if post.refusal is not None:
             log.warning("a post was refused by the safety gate: %s", post.refusal)
             raise HTTPException(422, f"no post passed the safety gate: {post.refusal}")

@@ -10,8 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.broadcast import mapping_of
-from jobs.feedback import EVIDENCE, EVIDENCE_SCHEMA
+from jobs.feedback import EVIDENCE, EVIDENCE_SCHEMA, feedback_stage
+from jobs.pipeline import PipelineRun
 from jobs.refine import start_batch
+from jobs.stage_runner import StageRunner
 from models.config import load_config
 from models.data import encode_interactions, load_dataset
 from models.feedback.evidence import action_counts, edit_difference, user_evidence
@@ -129,17 +131,16 @@ def test_a_users_feedback_reaches_their_gradient_prompt_and_no_one_elses(tmp_pat
 
 @pytest.mark.slow
 def test_the_feedback_stage_groups_the_stores_events_per_user(ray_cluster, tmp_path):
-    from jobs.pipeline import run_pipeline
+    def run_stage():
+        return feedback_stage(PipelineRun(StageRunner(tmp_path / "run"), config))
 
     store = FeedbackStore(str(tmp_path / "fb"))
     posts = [_post(user, f"post of {user}", "body text") for user in ("u1", "u1", "u2")]
     for n, post in enumerate(posts):
         store.record_post(post)
         store.record_event(_event(f"e{n}", post, "keep" if n else "discard", n), post)
-    config = load_config(
-        None, ["data.synth.users=40", "data.synth.items=60", f"feedback.uri={tmp_path / 'fb'}"]
-    )
-    run = run_pipeline(tmp_path / "run", config, until="feedback").results["feedback"]
+    config = load_config(None, [f"feedback.uri={tmp_path / 'fb'}"])
+    run = run_stage()
     rows = {r["user_id"]: r for r in pq.read_table(run.path / EVIDENCE).to_pylist()}
     assert set(rows) == {"u1", "u2"} and rows["u1"]["events"] == 2
     assert rows["u1"]["feedback"].splitlines() == [
@@ -150,7 +151,6 @@ def test_the_feedback_stage_groups_the_stores_events_per_user(ray_cluster, tmp_p
     assert metrics["events"] == 3 and metrics["by_profile_version"] == {
         posts[0]["profile_version"]: {"keep": 2, "edit": 0, "discard": 1}
     }
-    again = run_pipeline(tmp_path / "run", config, until="feedback").results["feedback"]
-    assert again.skipped  # no new event: up to date
+    assert run_stage().skipped  # no new event: up to date
     store.record_event(_event("e9", posts[2], "discard", 9), posts[2])
-    assert not run_pipeline(tmp_path / "run", config, until="feedback").results["feedback"].skipped
+    assert not run_stage().skipped

@@ -13,7 +13,7 @@ from models.errors import TailorMindError
 from models.generation.diffusion import ImageGenerator
 from models.generation.pages import write_post
 from models.generation.safety import SafetyGate, blocked_term_pattern, blocked_terms_in
-from models.generation.writer import PostWriter, UserBrief
+from models.generation.writer import GenerationStopped, PostWriter, UserBrief
 from models.llm.structured import LLMAnswer
 from models.scoring.clip_score import CLIPScorer
 from models.scoring.safety_checker import ImageSafetyChecker
@@ -143,3 +143,13 @@ def test_flagged_images_are_rendered_again_with_new_seeds(tiny_models):
     assert [v.safety.flagged_media for v in post.versions] == [{"image": [0]}, {}]
     (first,), (second,) = images.calls  # the unchanged prompt was not reused: its image was flagged
     assert first[0] == second[0] and first[1] != second[1] and post.best == 1
+
+
+def test_a_stopped_writer_makes_no_further_call(tiny_models):
+    llm = ScriptedLLM([_draft("a night out")], verdicts=[])
+    images = RecordingImages()
+    writer = _writer(llm, images, gate=None)
+    writer.stopped = lambda: len(llm.requests) >= 2  # the client leaves once the idea is there
+    with pytest.raises(GenerationStopped, match="stopped before the first draft"):
+        writer.write([BRIEF])
+    assert [role for role, _ in llm.requests] == ["writer", "writer"] and images.calls == []

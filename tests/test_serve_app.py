@@ -187,7 +187,13 @@ def server(ray_cluster, tiny_models, serve_port, media, image_site):
         serve.delete(APP_NAME)
 
 
-def _call(url: str, body: object | None = None, token: str | None = TOKEN, raw: bytes | None = None):
+def _call(
+    url: str,
+    body: object | None = None,
+    token: str | None = TOKEN,
+    raw: bytes | None = None,
+    timeout_s: float = 300,
+):
     """(status, parsed JSON body) of one request; never raises on HTTP errors."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     headers = {"Content-Type": "application/json"}
@@ -195,7 +201,7 @@ def _call(url: str, body: object | None = None, token: str | None = TOKEN, raw: 
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
     try:
-        with urllib.request.urlopen(request, timeout=300) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
@@ -424,6 +430,28 @@ def test_feedback_is_persisted_once_per_event_and_survives_an_ingress_kill(serve
         assert status == expected and answer["detail"], (body, answer)
     assert _call(f"{server}/v1/feedback", {**event, "event_id": "ev-10"}, token=None)[0] == 401
     assert len(store.event_files()) == 1  # nothing half-written by the refused events
+
+
+@pytest.mark.slow
+def test_a_client_that_disconnects_stops_its_post(server):
+    """The work of a client that went away stops before its next step (no orphaned renders or calls)."""
+    import socket
+    import time
+
+    from runtime.cluster import session_log_dir
+
+    ingress = _replica_pid("TailorMindIngress")
+    body = {"profile": "loves heist thrillers", "num_images": 4, "reflection_rounds": 3, "seed": 11}
+    with pytest.raises((TimeoutError, socket.timeout, urllib.error.URLError)):
+        _call(f"{server}/v1/generate", body, timeout_s=3)  # gone after 3 s, long before the post is done
+    logs = session_log_dir()
+    assert logs is not None
+    deadline, said = time.monotonic() + 120, ""
+    while time.monotonic() < deadline and "its client is gone" not in said:
+        said = "".join(path.read_text(errors="replace") for path in logs.glob(f"worker-*-{ingress}.err"))
+        time.sleep(1.0)
+    assert "/v1/generate cancelled" in said and "its client is gone" in said, said[-2000:]
+    assert _call(f"{server}/healthz", token=None)[0] == 200
 
 
 @pytest.mark.slow

@@ -148,6 +148,14 @@ class GeneratedPost:
         return sum(len(v.safety.flags) for v in self.versions if v.safety is not None)
 
 
+class GenerationStopped(Exception):
+    """The caller no longer wants the posts (its client went away or its time ran out)."""
+
+
+def _never() -> bool:
+    return False
+
+
 @dataclass
 class PostWriter:
     """Runs the generation steps over a batch of users with the given models."""
@@ -164,6 +172,7 @@ class PostWriter:
     video_score_frames: int = 4  # evenly spaced frames of a clip that CLIPScore rates
     safety: SafetyGate | None = None  # None: posts are not checked
     safety_rewrites: int = 2  # revisions a flagged post gets before it is refused
+    stopped: Callable[[], bool] = _never  # asked before every step: True ends the work (GenerationStopped)
 
     def __post_init__(self) -> None:
         if self.num_videos and self.videos is None:
@@ -172,7 +181,9 @@ class PostWriter:
     def write(self, briefs: list[UserBrief]) -> list[GeneratedPost]:
         """Ideate, write, render, score and reflect for every user; returns each user's versions."""
         fallbacks: dict[str, list[str]] = {b.user_id: [] for b in briefs}
+        self._go_on("ideation")
         styles = self._styles(briefs, fallbacks)
+        self._go_on("the idea")
         ideas = self._ideas(briefs, styles, fallbacks)
         exemplars = self._exemplars(briefs, ideas)
         posts = {
@@ -181,6 +192,7 @@ class PostWriter:
             )
             for b in briefs
         }
+        self._go_on("the first draft")
         drafts = self._drafts(briefs, posts, feedback={})
         history = self._history_vectors(briefs)
         active = {user_id for user_id, draft in drafts.items() if draft is not None}
@@ -193,7 +205,9 @@ class PostWriter:
         round_index = 0
         while active:
             current: dict[str, PostVersion] = {u: d for u in active if (d := drafts.get(u)) is not None}
+            self._go_on(f"rendering round {round_index}")
             self._render(current, previous, round_index, {b.user_id: b.reference_images for b in briefs})
+            self._go_on(f"scoring round {round_index}")
             self._score(current, history)
             if self.safety is not None:
                 for user_id, verdict in self.safety.check(current).items():
@@ -213,9 +227,15 @@ class PostWriter:
                 break
             previous = {u: current[u] for u in active}
             feedback = {u: _feedback(current[u]) for u in active}
+            self._go_on(f"revision {round_index + 1}")
             drafts = self._drafts([b for b in briefs if b.user_id in active], posts, feedback)
             round_index += 1
         return [posts[b.user_id] for b in briefs]
+
+    def _go_on(self, step: str) -> None:
+        """Raise ``GenerationStopped`` when the caller asked to stop, before ``step`` starts."""
+        if self.stopped():
+            raise GenerationStopped(f"stopped before {step}")
 
     def _styles(self, briefs: list[UserBrief], fallbacks: dict[str, list[str]]) -> dict[str, list[str]]:
         """Step 1: the idea templates that fit each profile (the first template where the LLM failed)."""
