@@ -5,12 +5,16 @@ one-item calls vs one call of 8: what batching can give on this hardware), the d
 at max_batch_size 1 (the baseline) and at 8 under the same concurrent load; then the whole demo
 application under HTTP load at several concurrencies, each bounded in requests and seconds, ratios
 against concurrency 1; and open-loop overload at 2x and 8x the best closed-loop rate, where the ingress's
-``max_queued_requests`` sheds what it cannot queue (goodput, 503 share, latency of the 200s).
+``max_queued_requests`` sheds what it cannot queue (goodput, 503 share, latency of the 200s); then the
+scorer's and the diffusion replica's process is killed under load (in-flight statuses, seconds until
+/healthz is healthy again).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import statistics
 import time
 import urllib.error
@@ -23,7 +27,7 @@ from ray import serve
 from benchmarks.common import RESULTS_DIR, BenchResult, bar_plot
 from models.config import DiffusionDeploymentConfig, load_config
 from models.generation.diffusion import ImageGenerator, VideoGenerator
-from runtime.cluster import connect
+from runtime.cluster import connect, serve_replica_pid
 from serve.app import APP_NAME, diffusion_deployment, http_options, tailormind_app
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "serve-demo.yaml"
@@ -146,6 +150,44 @@ def _overload(url: str, capacity_rps: float, factor: float, seconds: float) -> d
     }
 
 
+def _fault_recovery(server: str, deployment: str) -> dict:
+    """SIGKILL ``deployment``'s replica under 2 in-flight posts: their statuses, and the seconds until
+    /healthz reports every deployment healthy again (after reporting the degraded state)."""
+    body = {"history": HISTORY, "num_images": 1, "num_videos": 0, "reflection_rounds": 0}
+    victim = serve_replica_pid(APP_NAME, deployment)
+    with ThreadPoolExecutor(2) as pool:
+        pending = [pool.submit(_post, f"{server}/v1/generate", body | {"seed": 100 + i}) for i in range(2)]
+        time.sleep(1.0)
+        os.kill(victim, signal.SIGKILL)
+        killed = time.perf_counter()
+        degraded_seen, recovered_s = False, None
+        while time.perf_counter() - killed < 300:
+            healthy = _healthy(server)
+            degraded_seen = degraded_seen or not healthy
+            if degraded_seen and healthy:
+                recovered_s = time.perf_counter() - killed
+                break
+            time.sleep(0.5)
+        statuses = [future.result()[1] for future in pending]
+    after = _post(f"{server}/v1/generate", body | {"seed": 200})
+    return {
+        "deployment": deployment,
+        "in_flight_statuses": statuses,
+        "degraded_seen": degraded_seen,
+        "recovered_s": recovered_s,
+        "status_after": after[1],
+    }
+
+
+def _healthy(server: str) -> bool:
+    """Whether /healthz answers 200 (every deployment healthy)."""
+    try:
+        with urllib.request.urlopen(f"{server}/healthz", timeout=30) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def run(quick: bool = False) -> BenchResult:
     """The diffusion batching speedup and the HTTP load table, measured in one run."""
     result = BenchResult("serve_load")
@@ -188,6 +230,9 @@ def run(quick: bool = False) -> BenchResult:
             for factor in (2.0, 8.0):
                 row = _overload(url, capacity, factor, seconds=30 if quick else 90)
                 result.add(part="http /v1/generate overload", **row, ratio=row["goodput_rps"] / capacity)
+    for deployment in ("scorer", "diffusion"):
+        row = _fault_recovery(f"http://127.0.0.1:{PORT}", deployment)
+        result.add(part="http /v1/generate replica killed", **row)
     serve.delete(APP_NAME)
 
     bar_plot(

@@ -96,3 +96,17 @@ def link_session_logs(run_dir: Path) -> None:
         target.unlink()
     target.symlink_to(source, target_is_directory=True)
     log.info("engine, worker and Serve logs: %s", target)
+
+
+def serve_replica_pid(app: str, deployment: str) -> int:
+    """The process of the one local replica of ``deployment`` in Serve app ``app`` (by its process title)."""
+    import re
+
+    import psutil
+
+    title = re.compile(rf"ray::ServeReplica:{re.escape(app)}:{re.escape(deployment)}(\.|\s|$)")
+    names = {p.pid: " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])}
+    pids = [pid for pid, name in names.items() if title.match(name)]
+    if len(pids) != 1:
+        raise RuntimeError(f"expected one local replica of {app}:{deployment}, found {len(pids)}")
+    return pids[0]

@@ -504,12 +504,8 @@ def test_a_replica_killed_under_load_is_replaced_and_the_app_recovers(server):
 
 
 def _replica_pid(deployment: str) -> int:
-    """The process of the app's one replica of ``deployment`` (Ray names replica processes by deployment)."""
-    import re
+    """The process of the app's one replica of ``deployment``."""
+    from runtime.cluster import serve_replica_pid
+    from serve.app import APP_NAME
 
-    import psutil
-
-    title = re.compile(rf"ray::ServeReplica:tailormind:{deployment}(\.|\s|$)")
-    names = {p.pid: " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])}
-    (pid,) = [pid for pid, name in names.items() if title.match(name)]
-    return pid
+    return serve_replica_pid(APP_NAME, deployment)
