@@ -76,9 +76,9 @@ class RecordingImages:
         self.model = ImageGenerator("tiny://sd", steps=2, height=32, width=32)
         self.calls = []
 
-    def generate(self, prompts, seeds):
+    def generate(self, prompts, seeds, references=None):
         self.calls.append(list(zip(prompts, seeds, strict=True)))
-        return self.model.generate(prompts, seeds)
+        return self.model.generate(prompts, seeds, references)
 
 
 class FlagFirstCall:
