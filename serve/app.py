@@ -18,13 +18,7 @@ from typing import Any
 from ray import serve
 from ray.serve.deployment import Application, Deployment
 
-from models.config import (
-    DiffusionDeploymentConfig,
-    SafetyConfig,
-    ServeConfig,
-    TailorMindConfig,
-    load_config,
-)
+from models.config import DiffusionDeploymentConfig, ServeConfig, TailorMindConfig, load_config
 from models.errors import TailorMindError
 from runtime.cluster import connect
 from runtime.llm import deployment_names, llm_server_config
@@ -53,12 +47,9 @@ def tailormind_app(config: TailorMindConfig) -> Application:
     for role in (getattr(config.llm, name) for name in llm_roles(config)):
         # Roles naming the same model share its deployment, with the engine settings of the first role.
         llm_configs.setdefault(role.served_model_id, llm_server_config(role, deployment_names(role)[1]))
-    # The renderers do not run the safety gate: without its settings, a change to the gate (a redeploy)
-    # restarts only the scorer and the ingress, not the diffusion replicas.
-    rendering = config.generation.model_copy(update={"safety": SafetyConfig()})
-    images = diffusion_deployment("diffusion", served.diffusion).bind(rendering, "image")
+    images = diffusion_deployment("diffusion", served.diffusion).bind(config.generation, "image")
     videos = (
-        diffusion_deployment("video", served.video).bind(rendering, "video")
+        diffusion_deployment("video", served.video).bind(config.generation, "video")
         if served.video is not None
         else None
     )

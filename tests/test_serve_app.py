@@ -264,22 +264,6 @@ def test_profile_and_generate_with_images_and_clips(server, image_site, tmp_path
 
 
 @pytest.mark.slow
-def test_a_post_the_safety_gate_flags_every_time_is_refused_with_422(server, media, image_site):
-    # The image checker at its highest sensitivity flags every image: the post is re-rendered once
-    # (serve-demo's rewrites: 1), then refused. Only the ingress, scorer and diffusion replicas restart.
-    deploy(media, image_site, "generation.safety.image_sensitivity=2.0")
-    try:
-        status, body = _call(
-            f"{server}/v1/generate", {"profile": "loves heist thrillers", "reflection_rounds": 0}
-        )
-    finally:
-        deploy(media, image_site)
-    assert status == 422, body
-    assert body["detail"].startswith("no post passed the safety gate: every version (2) was flagged")
-    assert "image: the image safety checker flagged an image (slot 0)" in body["detail"]
-
-
-@pytest.mark.slow
 def test_bad_and_hostile_requests_get_4xx_with_a_reason(server, media, image_site):
     def item_with_image(uri: str) -> dict[str, object]:
         return {"history": [{"title": "a", "image_uris": [uri]}]}
@@ -501,6 +485,20 @@ def test_a_replica_killed_under_load_is_replaced_and_the_app_recovers(server):
     assert all(status in (200, 503) for status, _, _ in outcomes), outcomes
     assert _timed_call(f"{server}/v1/generate", body)[0] == 200
     assert _replica_pid("scorer") != scorer
+
+
+@pytest.mark.slow
+def test_a_post_the_safety_gate_flags_every_time_is_refused_with_422(server, media, image_site):
+    # Last in the module: the image checker at its highest sensitivity flags every image, so the app is
+    # redeployed that way (Serve restarts every replica of a redeployed app, about 80 s here) and left so.
+    # The post is re-rendered once (serve-demo's rewrites: 1), then refused.
+    deploy(media, image_site, "generation.safety.image_sensitivity=2.0")
+    status, body = _call(
+        f"{server}/v1/generate", {"profile": "loves heist thrillers", "reflection_rounds": 0}
+    )
+    assert status == 422, body
+    assert body["detail"].startswith("no post passed the safety gate: every version (2) was flagged")
+    assert "image: the image safety checker flagged an image (slot 0)" in body["detail"]
 
 
 def _replica_pid(deployment: str) -> int:
