@@ -23,7 +23,7 @@ from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult
 from models.config import FeedbackConfig
 from models.feedback.evidence import action_counts, user_evidence
-from models.feedback.store import FeedbackStore
+from models.feedback.store import FeedbackStore, listing_digest
 from runtime.cluster import connect
 
 if TYPE_CHECKING:
@@ -55,7 +55,8 @@ def feedback_stage(pipeline: PipelineRun) -> StageResult:
     config = pipeline.config
     settings = config.feedback
     store = FeedbackStore(settings.uri) if settings.uri is not None else None
-    files = store.event_files() if store is not None else []
+    listing = store.event_listing() if store is not None else []
+    files = [path for path, _ in listing]
 
     def build(out: Path) -> dict[str, Any]:
         import ray
@@ -79,7 +80,7 @@ def feedback_stage(pipeline: PipelineRun) -> StageResult:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return {"store": settings.uri, "events": len(files), "profile_versions": len(counts)}
 
-    section = {"feedback": settings, "events": store.listing_digest() if store is not None else None}
+    section = {"feedback": settings, "events": listing_digest(listing) if store is not None else None}
     return pipeline.runner.run("feedback", build, config=section)
 
 

@@ -267,6 +267,7 @@ class TailorMindIngress(OpenAiIngress):
         ]
         post_id = new_post_id()
         if self.store is not None:
+            shown = best.to_dict()
             self.store.record_post(
                 {
                     "post_id": post_id,
@@ -274,8 +275,8 @@ class TailorMindIngress(OpenAiIngress):
                     "profile_version": profile_version(profile),
                     "profile": profile,
                     "idea": post.idea,
-                    **{k: v for k, v in best.to_dict().items() if k in _RECORDED},
-                    "scores": json.dumps(best.to_dict()["scores"]),
+                    **{k: shown[k] for k in _RECORDED},
+                    "scores": json.dumps(shown["scores"]),
                 }
             )
         return GenerateResponse(

@@ -26,13 +26,19 @@ def edit_difference(generated: str, edited: str, max_chars: int) -> str:
     return f"removed: {cut}; added: {put}"
 
 
-def user_evidence(events: list[dict[str, Any]], max_events: int, edit_chars: int) -> str:
-    """One user's latest events (one per post: the last action wins) as lines for the gradient prompt."""
+def last_action_per_post(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each post's latest event (by timestamp, then event id), oldest first."""
     latest: dict[str, dict[str, Any]] = {}
     for event in sorted(events, key=lambda e: (e["timestamp"], e["event_id"])):
+        latest.pop(event["post_id"], None)  # re-inserted last: the dict stays in time order
         latest[event["post_id"]] = event
+    return list(latest.values())
+
+
+def user_evidence(events: list[dict[str, Any]], max_events: int, edit_chars: int) -> str:
+    """One user's latest events (one per post: the last action wins) as lines for the gradient prompt."""
     lines = []
-    for event in sorted(latest.values(), key=lambda e: (e["timestamp"], e["event_id"]))[-max_events:]:
+    for event in last_action_per_post(events)[-max_events:]:
         title = event["post_title"]
         if event["action"] == "keep":
             lines.append(f"- kept the post '{title}' (evidence for the profile)")
@@ -46,10 +52,7 @@ def user_evidence(events: list[dict[str, Any]], max_events: int, edit_chars: int
 
 def action_counts(events: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Per profile version, how many posts were kept, edited and discarded (the last action per post)."""
-    latest: dict[str, dict[str, Any]] = {}
-    for event in sorted(events, key=lambda e: (e["timestamp"], e["event_id"])):
-        latest[event["post_id"]] = event
     counts: dict[str, Counter[str]] = {}
-    for event in latest.values():
+    for event in last_action_per_post(events):
         counts.setdefault(event["profile_version"], Counter())[event["action"]] += 1
     return {version: {action: counter[action] for action in ACTIONS} for version, counter in counts.items()}

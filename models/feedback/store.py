@@ -61,6 +61,11 @@ def profile_version(profile: str) -> str:
     return hashlib.sha256(profile.encode()).hexdigest()[:12]
 
 
+def listing_digest(listing: list[tuple[str, int]]) -> str:
+    """A digest of an event listing (names and sizes)."""
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
+
+
 def new_post_id() -> str:
     """A fresh, unguessable post id (32 hex digits)."""
     return uuid.uuid4().hex
@@ -107,13 +112,14 @@ class FeedbackStore:
 
     def event_files(self) -> list[str]:
         """The paths of every stored event (never a file still being written)."""
-        return [path for path, _ in self._event_listing()]
+        return [path for path, _ in self.event_listing()]
 
     def listing_digest(self) -> str:
         """A digest of the event files present (names and sizes): it changes when an event arrives."""
-        return hashlib.sha256(json.dumps(self._event_listing()).encode()).hexdigest()[:16]
+        return listing_digest(self.event_listing())
 
-    def _event_listing(self) -> list[tuple[str, int]]:
+    def event_listing(self) -> list[tuple[str, int]]:
+        """(path, size) of every stored event, sorted by path."""
         selector = pafs.FileSelector(f"{self.root}/{EVENTS}", allow_not_found=True)
         return sorted(
             (info.path, info.size or 0)

@@ -320,13 +320,22 @@ class PostWriter:
         references: dict[str, list[Image.Image]],
     ) -> None:
         """Render every new image prompt in one diffusion batch, then every new video prompt in another."""
-        self._render_kind("image", current, previous, round_index, references)
+        self._render_kind("image", self.images.generate, current, previous, round_index, references)
         if self.videos is not None:
-            self._render_kind("video", current, previous, round_index, {})
+            videos = self.videos
+            self._render_kind(
+                "video",
+                lambda prompts, seeds, _: videos.generate(prompts, seeds),
+                current,
+                previous,
+                round_index,
+                {},
+            )
 
     def _render_kind(
         self,
         kind: str,
+        render: Callable[[list[str], list[int], list[Image.Image | None]], list[Any]],
         current: dict[str, PostVersion],
         previous: dict[str, PostVersion],
         round_index: int,
@@ -352,19 +361,10 @@ class PostWriter:
         seeds = [_media_seed(self.seed, round_index, index) for _, index, _ in todo]
         prompts = [prompt for _, _, prompt in todo]
         guides = [_reference(references.get(user_id, []), index) for user_id, index, _ in todo]
-        rendered: list[Any] = (
-            self.images.generate(prompts, seeds, guides)
-            if kind == "image"
-            else self._video_model().generate(prompts, seeds)
-        )
+        rendered = render(prompts, seeds, guides)
         for (user_id, index, _), item in zip(todo, rendered, strict=True):
             _, media = current[user_id].media(kind)
             media[index] = item
-
-    def _video_model(self) -> VideoModel:
-        if self.videos is None:
-            raise ValueError("the writer has no video model")
-        return self.videos
 
     def _score(self, current: dict[str, PostVersion], history: dict[str, np.ndarray | None]) -> None:
         """CLIPScore of each image, and of each clip's sampled frames, against its prompt and the title.
