@@ -26,7 +26,7 @@ from PIL import Image
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.llm._internal.serve.core.configs.openai_api_models import OpenAIHTTPException
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import OpenAiIngress
 
@@ -243,9 +243,11 @@ class TailorMindIngress(OpenAiIngress):
         brief = UserBrief(REQUEST_KEY, profile, cards, cards, reference_images=references)
         try:
             post = writer.write([brief])[0]
-        except GenerationStopped as stopped:
-            log.warning("/v1/generate %s: its client is gone", stopped)
-            raise HTTPException(499, f"generation {stopped}") from None
+        except (GenerationStopped, RequestCancelledError) as error:
+            # Serve also cancels this request's calls in flight when its client goes: a step can end so
+            where = error if isinstance(error, GenerationStopped) else "stopped in a step (calls cancelled)"
+            log.warning("/v1/generate %s: its client is gone", where)
+            raise HTTPException(499, f"generation {where}") from None
         if post.refusal is not None:
             log.warning("a post was refused by the safety gate: %s", post.refusal)
             raise HTTPException(422, f"no post passed the safety gate: {post.refusal}")
