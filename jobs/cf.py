@@ -1,8 +1,9 @@
 """``tailormind train-cf --data DATASET --out RUN``: hypergraph CF trained with Ray Train (DDP, checkpoints).
 
-Every worker holds the whole graph and a disjoint shard of each epoch's BPR triples; one propagation per
-optimiser step. Rank 0 evaluates validation Recall@20 after each epoch, which drives early stopping and the
-best checkpoint; the test split is read only once, by the driver, after training. A dataset without
+Every worker holds the whole graph and a disjoint shard of each epoch's train pairs; one propagation per
+optimiser step (``models.cf.trainer``). Rank 0 evaluates validation Recall@20 every ``cf.eval_every`` epochs,
+which drives early stopping and the best checkpoint; ``cf.time_budget_s`` bounds the training time. The
+test split is read only once, by the driver, after training. A dataset without
 validation rows holds out each user's latest train interaction instead (``models.cf.inputs``).
 """
 
@@ -26,17 +27,9 @@ import torch
 
 from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult, StageRunner
-from models.cf import (
-    HypergraphCF,
-    bpr_loss,
-    build_hypergraph,
-    full_ranking_metrics,
-    popularity_embeddings,
-    sample_bpr_triples,
-    sampled_metrics,
-    seen_keys,
-)
+from models.cf import build_hypergraph, full_ranking_metrics, popularity_embeddings, sampled_metrics
 from models.cf.inputs import CFInputs, cf_inputs
+from models.cf.trainer import CFTrainer, cf_model
 from models.config import CFConfig, TailorMindConfig
 from models.data import load_dataset
 from runtime.cluster import connect
@@ -72,7 +65,7 @@ def _load_state(checkpoint: Any) -> dict[str, Any] | None:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """One Ray Train worker: DDP model, this rank's shard of BPR triples, reports and checkpoints."""
+    """One Ray Train worker: DDP model, this rank's shard of the train pairs, reports and checkpoints."""
     import ray.train
     import ray.train.torch
 
@@ -81,64 +74,33 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = _device(cf.use_gpu)
+    torch.set_num_threads(cf.cpus_per_worker)
     torch.manual_seed(loop_config["seed"])
     graph = build_hypergraph(
         inputs.train, inputs.item_index, inputs.tag_index, inputs.num_tags, use_tags=cf.use_tags
     ).to(device)
-    model = HypergraphCF(graph.num_users, graph.num_tags, graph.num_items, cf.dim, cf.layers)
-    model = ray.train.torch.prepare_model(model)
-    core: HypergraphCF = model.module if hasattr(model, "module") else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=cf.lr)
-    train_coo = inputs.train.tocoo()
-    pos_users = torch.as_tensor(train_coo.row, dtype=torch.int64, device=device)
-    pos_items = torch.as_tensor(train_coo.col, dtype=torch.int64, device=device)
-    # BPR negatives avoid only the user's train items: excluding valid and test items would use held-out
-    # labels during training.
-    train_seen = inputs.train.tocoo()
-    known = seen_keys(train_seen.row, train_seen.col, inputs.num_items).to(device)
+    model = ray.train.torch.prepare_model(cf_model(graph, cf))
+    trainer = CFTrainer(model, graph, inputs.train, cf, rank, world)
+    core = trainer.core
     state = _load_state(ray.train.get_checkpoint())
-    start_epoch, best, best_state, stale = 1, -1.0, None, 0
+    start_epoch, best, best_state, stale, trained_s = 1, -1.0, None, 0, 0.0
     if state is not None:  # a restarted worker group continues from the last registered checkpoint
         core.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, best, best_state, stale = (
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best, best_state, stale, trained_s = (
             state["epoch"] + 1,
             state["best"],
             state["best_model"],
             state["stale"],
+            state["trained_seconds"],
         )
-    per_worker_batch = max(1, cf.batch_size // world)
     for epoch in range(start_epoch, cf.epochs + 1):
-        started = time.perf_counter()
-        order = torch.randperm(len(pos_users), generator=torch.Generator().manual_seed(epoch * 1000 + 7))
-        shard = order[rank::world].to(device)
-        generator = torch.Generator(device=device).manual_seed(epoch * 1000 + rank)
-        users, positives, negatives = sample_bpr_triples(
-            pos_users[shard], pos_items[shard], inputs.num_items, known, generator
-        )
-        model.train()
-        total, steps = 0.0, max(1, -(-len(users) // per_worker_batch))
-        for step in range(steps):
-            batch = slice(step * per_worker_batch, (step + 1) * per_worker_batch)
-            u, p, n = users[batch], positives[batch], negatives[batch]
-            user_final, item_final = model(graph)
-            initial = core.initial()
-            item0 = initial[core.num_users + core.num_tags :]
-            loss = bpr_loss(
-                user_final[u], item_final[p], item_final[n], initial[u], item0[p], item0[n], cf.l2
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach())
-        metrics: dict[str, Any] = {
-            "epoch": epoch,
-            "loss": total / steps,
-            "epoch_seconds": time.perf_counter() - started,
-            "triples_per_second": len(users) * world / (time.perf_counter() - started),
-        }
+        metrics: dict[str, Any] = {"epoch": epoch, **trainer.epoch(epoch)}
+        trained_s += metrics["epoch_seconds"]
+        out_of_time = cf.time_budget_s is not None and trained_s >= cf.time_budget_s
+        validate = epoch % cf.eval_every == 0 or epoch == cf.epochs or out_of_time
         checkpoint = None
-        if rank == 0:
+        if rank == 0 and validate:
             model.eval()
             score = float("nan")
             if len(inputs.valid[0]):
@@ -157,11 +119,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             torch.save(
                 {
                     "model": core.state_dict(),
-                    "optimizer": optimizer.state_dict(),
+                    "optimizer": trainer.optimizer.state_dict(),
                     "epoch": epoch,
                     "best": best,
                     "best_model": best_state,
                     "stale": stale,
+                    "trained_seconds": trained_s,
                 },
                 Path(directory) / _STATE_FILE,
             )
@@ -171,7 +134,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 f"{score:.4f} (best {best:.4f}), {metrics['epoch_seconds']:.1f} s",
                 flush=True,
             )
-        stop = torch.tensor([float(stale >= cf.patience)], device=device)
+        stop = torch.tensor([float(stale >= cf.patience or out_of_time)], device=device)
         if world > 1:
             torch.distributed.broadcast(stop, src=0)
         metrics["stopped"] = bool(stop.item())
@@ -203,7 +166,9 @@ def train(inputs_path: str, out: Path, config: TailorMindConfig) -> dict[str, An
             "seed": config.seed,
             "drill_marker": str(storage.resolve() / "fault-injected"),
         },
-        scaling_config=ray.train.ScalingConfig(num_workers=cf.num_workers, use_gpu=cf.use_gpu),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cf.num_workers, use_gpu=cf.use_gpu, resources_per_worker={"CPU": cf.cpus_per_worker}
+        ),
         run_config=ray.train.RunConfig(
             name="cf",
             storage_path=str(storage.resolve()),
@@ -225,7 +190,7 @@ def train(inputs_path: str, out: Path, config: TailorMindConfig) -> dict[str, An
     state = _load_state(result.checkpoint)
     assert state is not None, "training reported no checkpoint"
     graph = build_hypergraph(inputs.train, inputs.item_index, inputs.tag_index, inputs.num_tags, cf.use_tags)
-    model = HypergraphCF(graph.num_users, graph.num_tags, graph.num_items, cf.dim, cf.layers)
+    model = cf_model(graph, cf)
     model.load_state_dict(state["best_model"])
     with torch.no_grad():
         user_emb, item_emb = model(graph)
@@ -238,7 +203,8 @@ def train(inputs_path: str, out: Path, config: TailorMindConfig) -> dict[str, An
         "fault_injected": (storage / "fault-injected").exists(),
         "train_seconds": round(train_seconds, 3),
         "last_epoch_seconds": result.metrics.get("epoch_seconds"),
-        "triples_per_second": result.metrics.get("triples_per_second"),
+        "pairs_per_second": result.metrics.get("pairs_per_second"),
+        "loss": cf.loss,
         "num_users": inputs.num_users,
         "num_items": inputs.num_items,
         "num_tags": graph.num_tags,

@@ -50,14 +50,24 @@ class CFConfig(StrictModel):
     """Hypergraph collaborative filtering: model size, BPR training and its Ray Train resources."""
 
     epochs: int = Field(40, ge=1, description="upper bound; early stopping on validation Recall@20")
+    time_budget_s: float | None = Field(
+        None, gt=0, description="training stops after the epoch that passes this many seconds (best kept)"
+    )
     layers: int = Field(3, ge=0)
     dim: int = Field(64, ge=1)
-    batch_size: int = Field(4096, ge=1, description="BPR triples per optimiser step, over all workers")
+    loss: Literal["bpr", "softmax"] = Field(
+        "bpr", description="bpr: one negative per positive; softmax: each positive against shared negatives"
+    )
+    negatives: int = Field(1024, ge=1, description="softmax: uniform negatives shared by each step")
+    temperature: float = Field(1.0, gt=0, description="softmax: scores are divided by it")
+    batch_size: int = Field(4096, ge=1, description="positive pairs per optimiser step, over all workers")
     lr: float = Field(0.005, gt=0)
     l2: float = Field(1e-4, ge=0, description="L2 on the batch's layer-0 embeddings")
+    eval_every: int = Field(1, ge=1, description="epochs between validations (patience counts validations)")
     use_tags: bool = Field(True, description="false = plain user-item LightGCN (the paper's ablation)")
     patience: int = Field(5, ge=1, description="epochs without validation improvement before stopping")
     num_workers: int = Field(1, ge=1)
+    cpus_per_worker: int = Field(1, ge=1, description="CPUs (and torch threads) of each Ray Train worker")
     use_gpu: bool = False
     max_failures: int = Field(2, ge=0, description="worker failures Ray Train recovers from")
     fault_injection_epoch: int | None = Field(

@@ -19,9 +19,12 @@ from models.cf import (
     rank_metrics,
     sample_bpr_triples,
     sampled_metrics,
+    sampled_softmax_loss,
     seen_keys,
     topk_unseen,
 )
+from models.cf.trainer import CFTrainer, cf_model
+from models.config import CFConfig
 
 # 3 users x 5 items; user 2 has no train items and item 4 has neither users nor tags (zero degree).
 TRAIN_PAIRS = [(0, 0), (0, 1), (1, 1), (1, 2), (1, 3)]
@@ -144,6 +147,27 @@ def test_bpr_loss_formula_and_empty_batch():
     assert u0.grad is not None and torch.allclose(u0.grad, 0.1 * u0.detach() / 6)
     empty = torch.zeros(0, 3, requires_grad=True)
     zero = bpr_loss(empty, empty, empty, empty, empty, empty, l2=0.1)
+    assert zero.item() == 0.0
+    zero.backward()
+
+
+def test_sampled_softmax_loss_formula_mask_and_empty_batch():
+    g = torch.Generator().manual_seed(2)
+    u, p, u0, p0 = (torch.randn(4, 3, generator=g, requires_grad=True) for _ in range(4))
+    n = torch.randn(5, 3, generator=g, requires_grad=True)
+    positives, negatives = torch.tensor([0, 1, 2, 3]), torch.tensor([9, 1, 8, 7, 6])
+    loss = sampled_softmax_loss(u, p, n, positives, negatives, u0, p0, temperature=0.5, l2=0.1)
+    logits = torch.cat([(u * p).sum(1, keepdim=True), u @ n.T], dim=1) / 0.5
+    logits[1, 2] = -math.inf  # user 1's positive (item 1) is also shared negative 1: not a negative for it
+    expected = (
+        -torch.log_softmax(logits, dim=1)[:, 0].mean() + 0.1 * (u0.pow(2).sum() + p0.pow(2).sum()) / 2 / 4
+    )
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert n.grad is not None and n.grad[1].abs().sum() > 0  # item 1 is still a negative for the others
+    empty = torch.zeros(0, 3, requires_grad=True)
+    none = torch.zeros(0, dtype=torch.int64)
+    zero = sampled_softmax_loss(empty, empty, n, none, negatives, empty, empty, temperature=1.0, l2=0.1)
     assert zero.item() == 0.0
     zero.backward()
 
@@ -313,37 +337,17 @@ def _two_cluster_data(seed: int, num_users: int = 200, num_items: int = 100, per
     return train, users[held_out], items[held_out], item_index, tag_index
 
 
-@pytest.mark.parametrize("use_tags", [True, False])
-def test_short_training_beats_most_popular(use_tags):
+@pytest.mark.parametrize(("use_tags", "loss"), [(True, "bpr"), (False, "bpr"), (True, "softmax")])
+def test_short_training_beats_most_popular(use_tags, loss):
     train, eval_users, eval_items, item_index, tag_index = _two_cluster_data(0)
-    num_users, num_items = train.shape
     graph = build_hypergraph(train, item_index, tag_index, 4, use_tags=use_tags)
+    cf = CFConfig(dim=32, layers=2, lr=0.01, batch_size=train.nnz, loss=loss, negatives=64)
     torch.manual_seed(0)
-    model = HypergraphCF(num_users, graph.num_tags, num_items, dim=32, layers=2)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    users_np, items_np = train.nonzero()
-    users, items = torch.as_tensor(users_np, dtype=torch.int64), torch.as_tensor(items_np, dtype=torch.int64)
-    keys = seen_keys(users, items, num_items)
-    generator = torch.Generator().manual_seed(0)
-    losses = []
-    for _ in range(300):
-        u, pos, neg = sample_bpr_triples(users, items, num_items, keys, generator)
-        user_final, item_final = model(graph)
-        user_init, _, item_init = model.split(model.initial())
-        loss = bpr_loss(
-            user_final[u],
-            item_final[pos],
-            item_final[neg],
-            user_init[u],
-            item_init[pos],
-            item_init[neg],
-            1e-4,
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])
+    model = cf_model(graph, cf)
+    trainer = CFTrainer(model, graph, train, cf)
+    losses = [trainer.epoch(epoch)["loss"] for epoch in range(1, 301)]  # one step per epoch
+    floor = {"bpr": 0.5, "softmax": 0.9}[loss]  # a softmax over a cluster's many equal items stays high
+    assert np.mean(losses[-20:]) < floor * np.mean(losses[:20])
     with torch.no_grad():
         user_emb, item_emb = model(graph)
     trained = full_ranking_metrics(user_emb, item_emb, train, eval_users, eval_items)

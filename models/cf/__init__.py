@@ -1,7 +1,8 @@
-"""Hypergraph collaborative filtering (TailorMind): graph, model, BPR sampling and ranking metrics."""
+"""Hypergraph collaborative filtering (TailorMind): graph, model, losses, sampling and ranking metrics."""
 
 from models.cf.graph import HypergraphAdjacency, build_hypergraph, symmetric_weights
-from models.cf.model import HypergraphCF, bpr_loss
+from models.cf.losses import bpr_loss, sampled_softmax_loss
+from models.cf.model import HypergraphCF
 from models.cf.ranking import (
     full_ranking_metrics,
     full_ranks,
@@ -28,6 +29,7 @@ __all__ = [
     "sample_bpr_triples",
     "sampled_metrics",
     "sampled_ranks",
+    "sampled_softmax_loss",
     "seen_keys",
     "symmetric_weights",
     "topk_unseen",

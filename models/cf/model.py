@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import LGConv
 
@@ -59,25 +58,3 @@ class HypergraphCF(nn.Module):
         theirs = (graph.num_users, graph.num_tags, graph.num_items)
         if ours != theirs:
             raise ValueError(f"graph has (users, tags, items) = {theirs} but the model has {ours}")
-
-
-def bpr_loss(
-    user_final: torch.Tensor,
-    pos_final: torch.Tensor,
-    neg_final: torch.Tensor,
-    user_init: torch.Tensor,
-    pos_init: torch.Tensor,
-    neg_init: torch.Tensor,
-    l2: float,
-) -> torch.Tensor:
-    """Mean BPR loss of a batch of triples plus ``l2`` times half the batch's mean squared layer-0 norm.
-
-    An empty batch gives a zero loss that still backpropagates (as zeros) into the inputs.
-    """
-    batch = user_final.shape[0]
-    if batch == 0:
-        parts = (user_final, pos_final, neg_final, user_init, pos_init, neg_init)
-        return torch.stack([t.sum() for t in parts]).sum() * 0.0
-    margin = (user_final * pos_final).sum(dim=1) - (user_final * neg_final).sum(dim=1)
-    reg = (user_init.pow(2).sum() + pos_init.pow(2).sum() + neg_init.pow(2).sum()) / 2 / batch
-    return F.softplus(-margin).mean() + l2 * reg
