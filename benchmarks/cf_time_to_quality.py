@@ -92,10 +92,11 @@ def run(quick: bool = False) -> BenchResult:
                     epochs=int(points[-1]["epoch"]),
                     **{k: points[-1][k] for k in ("recall@20", "ndcg@20")},
                     **{
-                        f"recall@20_at_{m // 60}min": (p or {}).get("recall@20")
+                        f"recall@20_at_{m // 60}min": p["recall@20"]
                         for m in MARKS_S
-                        if (p := at(points, m))
+                        if m <= budgets[dataset] and (p := at(points, m))
                     },
+                    best_recall_at_20=max(p["recall@20"] for p in points),
                     curve=points,
                 )
     for row in result.rows:

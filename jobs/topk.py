@@ -1,8 +1,9 @@
 """``tailormind score-topk --run RUN --k K``: each user's top-K unseen items on Ray Data, into RUN/topk/.
 
 User embeddings stream through a stateful ``map_batches`` actor that holds the item embeddings (on the GPU
-when there is one) and every user's train items as one CSR matrix: one matmul per block of users, seen
-items masked, ``topk``. Output rows are keyed by ``user_id`` so the profiling stage joins them.
+when there is one) and every user's train items as one CSR matrix: one matmul per block of users (with as
+many threads as the actor has CPUs), seen items masked, ``topk``. Output rows are keyed by ``user_id`` so
+the profiling stage joins them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,9 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class TopKScorer:
     """Scores blocks of users against every item and keeps each user's K best unseen items."""
 
-    def __init__(self, items_path: str, seen: Any, k: int, use_gpu: bool = False):
+    def __init__(self, items_path: str, seen: Any, k: int, use_gpu: bool = False, threads: int = 1):
         import ray
 
+        torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))  # its CPUs, at most this node's
         seen = ray.get(seen) if isinstance(seen, ray.ObjectRef) else seen  # shared once via the object store
         items = pq.read_table(items_path)
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
@@ -97,11 +100,13 @@ def score(run_dir: Path, out: Path, k: int, actors: int, config: TailorMindConfi
     import ray
 
     connect(config.ray)
+    cpus = 1
     if not config.cf.use_gpu:  # leave a CPU for reading and writing, or the pipeline stalls
         usable = max(1, int(ray.available_resources().get("CPU", 1)) - 1)
         if actors > usable:
             log.warning("score-topk: %d actors need more CPUs than the cluster has; using %d", actors, usable)
             actors = usable
+        cpus = usable // actors  # each actor's matmuls use its share of the cores
     # built by a task: the driver never holds the interactions (the actors read it from the object store)
     seen = ray.remote(seen_items).options(num_cpus=1).remote(trained_on(run_dir))
     users = ray.data.read_parquet(str((run_dir / "cf" / "embeddings" / "users.parquet").resolve()))
@@ -112,10 +117,12 @@ def score(run_dir: Path, out: Path, k: int, actors: int, config: TailorMindConfi
             "seen": seen,
             "k": k,
             "use_gpu": config.cf.use_gpu,
+            "threads": cpus,
         },
         batch_size=USERS_PER_BLOCK,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=cpus,
         num_gpus=1 if config.cf.use_gpu else 0,
     )
     scored.write_parquet(str(out.resolve()))
