@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 import torch
@@ -58,18 +58,18 @@ class TopKScorer:
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.item_ids = items["item_id"].combine_chunks()
         self.item_emb = torch.as_tensor(_matrix(items["embedding"]), device=self.device)
-        self.user_ids = seen["user_ids"]
+        self.user_rows = pd.Index(seen["user_ids"].to_pandas())  # hashed once, looked up per block
         self.seen = sp.csr_matrix(
             (np.ones(len(seen["indices"]), np.float32), seen["indices"], seen["indptr"]),
-            shape=(len(self.user_ids), len(self.item_ids)),
+            shape=(len(self.user_rows), len(self.item_ids)),
         )
         self.k = min(k, len(self.item_ids))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """``user_id``, ``item_ids`` (best first) and ``scores`` for the users of one block."""
-        index = pc.index_in(batch["user_id"], value_set=self.user_ids)
-        known = pc.is_valid(index).to_numpy(zero_copy_only=False)
-        seen = self.seen[pc.fill_null(index, 0).to_numpy(zero_copy_only=False).astype(np.int64)]
+        rows = self.user_rows.get_indexer(batch["user_id"].to_numpy())
+        known = rows >= 0
+        seen = self.seen[np.where(known, rows, 0)]
         seen = seen.multiply(known[:, None].astype(np.float32)).tocsr()  # unknown users have seen nothing
         user_emb = torch.as_tensor(_matrix(batch["embedding"]), device=self.device)
         scores, index = topk_unseen(user_emb, self.item_emb, seen, self.k)
