@@ -35,6 +35,8 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
         "--set",
         "cf.epochs=2",
         "--set",
+        "cf.batch_size=4096",  # 2 epochs of 22 steps (the default's 65,536-pair steps would make it 4 steps)
+        "--set",
         "profiling.max_users=2",
         "--set",
         "profiling.rounds=1",
@@ -90,13 +92,18 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
     assert [p.unrendered() for p in pages] == [[], []]
     assert {tuple(p.videos[0]["size"]) for p in pages} == {(64, 64)}
     judged = json.loads((tmp_path / "judge" / "metrics.json").read_text())
-    assert judged["num_users"] == 1 and judged["failed_posts"] == 0
+    # The tiny random writer can miss the post schema even after its retries: that post is counted as
+    # failed and not judged (a real model does not; the pipeline must account for it either way).
+    failed = judged["failed_posts"]
+    assert judged["num_users"] == 1 and failed < 6
     assert list(judged["methods"]) == JudgeConfig().methods  # ground truth, the system, four ablations
     for method in judged["methods"].values():
         assert set(method) == {"coherence", "novelty", "aesthetic", "hallucination"}
-        assert 0.0 <= method["coherence"]["mean"] <= 2.5  # computed for every post, judge or not
+        coherence = method["coherence"]  # computed for every written post, judge or not
+        assert (coherence["n"], coherence["mean"]) == (0, None) or 0.0 <= coherence["mean"] <= 2.5
+    assert sum(m["coherence"]["n"] for m in judged["methods"].values()) == 6 - failed
     scores = pq.read_table(tmp_path / "judge" / "scores.parquet")
-    assert scores.num_rows == 6 and judged["judge_requests"] == 12
+    assert scores.num_rows == 6 and judged["judge_requests"] == 2 * (6 - failed)
     report = (tmp_path / "report.html").read_text()
     assert "<td>profiles</td><td>profile</td><td>profiler</td><td>smollm2://135m-instruct</td>" in report
     assert report == (tmp_path / "report" / "report.html").read_text() and "data:image/png;base64," in report
