@@ -1,8 +1,11 @@
 """Stage ``cohort``: who is profiled, once: ``RUN/cohort/users.parquet`` and the items it needs.
 
 One row per profiled user with their history (most recent first), CF items, every item they interacted
-with, and their validation and test candidates (item ids, positive first); ``items.parquet`` holds the
-catalogue rows the later stages caption and show (the cohort's items, or all with ``caption_scope: all``).
+with, and their validation and test candidates (item ids, positive first); ``cold_start.parquet`` holds a
+sample of the users with fewer than ``coldstart.min_history`` interactions and those items (they are
+profiled from them plus the catalogue's curated default, and have nothing held out); ``items.parquet``
+holds the catalogue rows the later stages caption and show (the cohort's items, or all with
+``caption_scope: all``).
 The selection is one vectorised pass over the encoded interactions, run as a Ray task so the driver never
 holds the interactions; every later stage reads these files.
 """
@@ -21,13 +24,13 @@ from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
 from models.data import encode_interactions, load_dataset
-from models.profiling.cohort import cohort_table, select_cohort
+from models.profiling.cohort import cohort_table, item_id_lists, select_cohort, select_cold_start
 from runtime.cluster import connect
 
 if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
 
-USERS, ITEMS = "users.parquet", "items.parquet"
+USERS, ITEMS, COLD_START = "users.parquet", "items.parquet", "cold_start.parquet"
 
 
 def build_cohort(data_dir: str, topk_dir: str | None, config: TailorMindConfig, out: str) -> dict[str, Any]:
@@ -41,17 +44,34 @@ def build_cohort(data_dir: str, topk_dir: str | None, config: TailorMindConfig, 
     topk = pq.ParquetDataset(topk_dir).read(columns=["user_id", "item_ids"]) if topk_dir else None
     users = cohort_table(encoded, cohort, topk, settings.cf_items)
     pq.write_table(users, Path(out) / USERS)
+    cold_start = config.coldstart
+    cold, few_items = select_cold_start(
+        encoded, cohort.users, cold_start.min_history, cold_start.max_users, config.seed
+    )
+    cold_users = pa.table(
+        {
+            "user_id": encoded.user_ids.take(pa.array(cold, pa.int64())),
+            "history": item_id_lists(encoded, few_items),
+        }
+    )
+    pq.write_table(cold_users, Path(out) / COLD_START)
     items = dataset.items
     if settings.caption_scope == "evidence":
         wanted = pc.unique(
             pa.concat_arrays(
                 [users[name].combine_chunks().flatten() for name in ("history", "cf_items")]
+                + [cold_users["history"].combine_chunks().flatten()]
                 + [users[name].combine_chunks().flatten() for name in ("valid_candidates", "test_candidates")]
             )
         )
         items = items.filter(pc.is_in(items["item_id"], value_set=wanted))
     pq.write_table(items, Path(out) / ITEMS)
-    return {"users": users.num_rows, "items": items.num_rows, "caption_scope": settings.caption_scope}
+    return {
+        "users": users.num_rows,
+        "cold_start_users": cold_users.num_rows,
+        "items": items.num_rows,
+        "caption_scope": settings.caption_scope,
+    }
 
 
 def cohort_stage(pipeline: PipelineRun) -> StageResult:
@@ -70,7 +90,11 @@ def cohort_stage(pipeline: PipelineRun) -> StageResult:
         )
 
     chosen = {"max_users", "history_items", "cf_items", "caption_scope", "num_negatives"}
-    section = {"profiling": config.profiling.model_dump(include=chosen), "seed": config.seed}
+    section = {
+        "profiling": config.profiling.model_dump(include=chosen),
+        "coldstart": config.coldstart.model_dump(include={"min_history", "max_users"}),
+        "seed": config.seed,
+    }
     inputs = [data_dir] + ([topk.path] if topk else [])
     return pipeline.runner.run("cohort", build, config=section, inputs=inputs)
 

@@ -33,6 +33,7 @@ STAGES: dict[str, str] = {
     "cohort": "jobs.cohort:cohort_stage",
     "feedback": "jobs.feedback:feedback_stage",
     "captions": "jobs.captions:captions_stage",
+    "catalogue": "jobs.catalogue:catalogue_stage",
     "profiles": "jobs.profiles:profiles_stage",
     "refine": "jobs.refine:refine_stage",
     "eval": "jobs.eval:evaluate_stage",

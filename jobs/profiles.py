@@ -2,7 +2,9 @@
 
 Cohort rows stream through one Ray Data pipeline: the evidence prompt (item cards from the captions
 stage), the profiler step, the parsed profile. ``RUN/profiles/profile_v0.parquet/`` keeps the cohort's
-columns beside the profile, so later stages read one artifact per user.
+columns beside the profile, so later stages read one artifact per user. Cold-start users (the cohort's
+``cold_start.parquet``) go through the same steps with the catalogue's curated default in place of CF
+items, into ``RUN/profiles/cold_start.parquet/`` (they have nothing held out, so refinement skips them).
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.broadcast import broadcast_table, mapping_of
+from jobs.catalogue import CLUSTERS
+from jobs.cohort import COLD_START, USERS
 from jobs.llm_step import LIGHT, LLMStep, request_json, row_answers, summed_tallies, tally
 from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult
+from models.config import ColdStartConfig, TailorMindConfig
 from models.llm.config import LLMConfig
 from models.llm.prompts import PROFILE, profile_text
+from models.profiling.catalogue import Catalogue
 from models.profiling.initial import profile_request
 from runtime.cluster import connect
 
@@ -28,6 +34,7 @@ if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
 
 PROFILES = "profile_v0.parquet"  # a folder of Parquet files
+COLD_START_PROFILES = "cold_start.parquet"  # the cold-start users' profiles, beside their few items
 
 
 def cards_ref(captions_dir: Path) -> Any:
@@ -35,8 +42,11 @@ def cards_ref(captions_dir: Path) -> Any:
     return broadcast_table(str((captions_dir / "items.parquet").resolve()), ["item_id", "card"])
 
 
-def profile_batch(batch: pa.Table, cards: Any, evidence_chars: int) -> pa.Table:
-    """The profiler request of each user: history (most recent first) and CF items as cards."""
+def profile_batch(
+    batch: pa.Table, cards: Any, evidence_chars: int, default_cards: list[str] | None = None
+) -> pa.Table:
+    """The profiler request of each user: history (most recent first) and CF items as cards; a cold-start
+    user's few items with the catalogue's ``default_cards`` in the CF items' place."""
     lookup = mapping_of(cards, "item_id", "card")
     requests = [
         [
@@ -44,12 +54,14 @@ def profile_batch(batch: pa.Table, cards: Any, evidence_chars: int) -> pa.Table:
                 profile_request(
                     row["user_id"],
                     [lookup[i] for i in row["history"]],
-                    [lookup[i] for i in row["cf_items"]],
+                    default_cards if default_cards is not None else [lookup[i] for i in row["cf_items"]],
                     evidence_chars,
                 )
             )
         ]
-        for row in batch.select(["user_id", "history", "cf_items"]).to_pylist()
+        for row in batch.select(
+            [c for c in ("user_id", "history", "cf_items") if c in batch.column_names]
+        ).to_pylist()
     ]
     return batch.append_column("profile_requests", pa.array(requests, pa.list_(pa.string())))
 
@@ -82,33 +94,67 @@ def _summary(path: str, llm: LLMConfig) -> dict[str, Any]:
 def profiles_stage(pipeline: PipelineRun) -> StageResult:
     """Pipeline stage ``profiles``: RUN/profiles/profile_v0.parquet/ (cohort columns + profile)."""
     import ray
-    import ray.data
 
     config = pipeline.config
     cohort = pipeline.results["cohort"].path
     captions = pipeline.results["captions"].path
 
+    catalogue = pipeline.results.get("catalogue")  # absent when a caller runs the stages without it
+    curated = _default_cards(catalogue.path, config.coldstart) if catalogue is not None else []
+
     def build(out: Path) -> dict[str, Any]:
         connect(config.ray, pipeline.runner.run_dir)
-        users = ray.data.read_parquet(str((cohort / "users.parquet").resolve()))
-        asked = users.map_batches(
-            profile_batch,
-            fn_kwargs={"cards": cards_ref(captions), "evidence_chars": config.profiling.evidence_chars},
-            batch_format="pyarrow",
-            **LIGHT,
-        )
-        answered = LLMStep("profile", config.llm.profiler, config.seed)(asked)
-        answered.map_batches(parse_batch, batch_format="pyarrow", **LIGHT).write_parquet(
-            str((out / PROFILES).resolve())
-        )
+        cards = cards_ref(captions)
         task = ray.remote(_summary).options(**LIGHT)
-        summary = ray.get(task.remote(str((out / PROFILES).resolve()), config.llm))
-        return {**summary, "prompt": PROFILE.key}
+        summaries: dict[str, dict[str, Any]] = {}
+        for users, written, default in (
+            (USERS, PROFILES, None),
+            (COLD_START, COLD_START_PROFILES, curated),
+        ):
+            source = cohort / users
+            if pq.read_metadata(source).num_rows:  # a dataset may have no cold-start users
+                path = str((out / written).resolve())
+                profile_users(str(source.resolve()), cards, default, config).write_parquet(path)
+                summaries[written] = ray.get(task.remote(path, config.llm))
+        summary = summaries.get(PROFILES, {"users": 0, "failed": 0, "llm_calls": {}})
+        cold_start = summaries.get(COLD_START_PROFILES, {"users": 0, "failed": 0, "llm_calls": {}})
+        return {**summary, "cold_start": cold_start, "prompt": PROFILE.key}
 
-    section = {"profiler": config.llm.profiler, "evidence_chars": config.profiling.evidence_chars}
+    section = {
+        "profiler": config.llm.profiler,
+        "evidence_chars": config.profiling.evidence_chars,
+        "default": config.coldstart.model_dump(include={"default_clusters", "default_items_per_cluster"}),
+    }
     return pipeline.runner.run(
-        "profiles", build, config={**section, "seed": config.seed}, inputs=[cohort, captions]
+        "profiles",
+        build,
+        config={**section, "seed": config.seed},
+        inputs=[cohort, captions] + ([catalogue.path] if catalogue is not None else []),
     )
+
+
+def profile_users(users: str, cards: Any, default: list[str] | None, config: TailorMindConfig) -> Any:
+    """The lazy Dataset of the users in Parquet ``users`` with their parsed initial profiles."""
+    import ray.data
+
+    asked = ray.data.read_parquet(users).map_batches(
+        profile_batch,
+        fn_kwargs={
+            "cards": cards,
+            "evidence_chars": config.profiling.evidence_chars,
+            "default_cards": default,
+        },
+        batch_format="pyarrow",
+        **LIGHT,
+    )
+    answered = LLMStep("profile", config.llm.profiler, config.seed)(asked)
+    return answered.map_batches(parse_batch, batch_format="pyarrow", **LIGHT)
+
+
+def _default_cards(catalogue: Path, settings: ColdStartConfig) -> list[str]:
+    """The curated default's item cards (a few catalogue-level lines)."""
+    table = pq.read_table(catalogue / CLUSTERS, columns=["label", "popularity", "items", "cards"])
+    return Catalogue.from_table(table, settings).default()
 
 
 if __name__ == "__main__":

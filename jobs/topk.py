@@ -57,7 +57,7 @@ class TopKScorer:
         items = pq.read_table(items_path)
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         self.item_ids = items["item_id"].combine_chunks()
-        self.item_emb = torch.as_tensor(_matrix(items["embedding"]), device=self.device)
+        self.item_emb = torch.as_tensor(embedding_matrix(items["embedding"]), device=self.device)
         self.user_rows = pd.Index(seen["user_ids"].to_pandas())  # hashed once, looked up per block
         self.seen = sp.csr_matrix(
             (np.ones(len(seen["indices"]), np.float32), seen["indices"], seen["indptr"]),
@@ -71,7 +71,7 @@ class TopKScorer:
         known = rows >= 0
         seen = self.seen[np.where(known, rows, 0)]
         seen = seen.multiply(known[:, None].astype(np.float32)).tocsr()  # unknown users have seen nothing
-        user_emb = torch.as_tensor(_matrix(batch["embedding"]), device=self.device)
+        user_emb = torch.as_tensor(embedding_matrix(batch["embedding"]), device=self.device)
         scores, index = topk_unseen(user_emb, self.item_emb, seen, self.k)
         scores_np, index_np = scores.cpu().numpy(), index.cpu().numpy()
         valid = np.isfinite(scores_np)
@@ -81,7 +81,7 @@ class TopKScorer:
         return pa.table({"user_id": batch["user_id"], "item_ids": item_ids, "scores": score_list})
 
 
-def _matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def embedding_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A list<float> column of equal-length rows as a [rows, dim] float32 array."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     values = array.flatten().to_numpy(zero_copy_only=False).astype(np.float32)

@@ -273,6 +273,13 @@ class ServeConfig(StrictModel):
         return [url_root(root) for root in roots]
 
 
+def absolute_local(uri: str | None) -> str | None:
+    """A plain path made absolute (so every replica and worker finds the same place); URIs as they are."""
+    if uri is None or "://" in uri:
+        return uri
+    return str(Path(uri).expanduser().resolve())
+
+
 class FeedbackConfig(StrictModel):
     """Where generated posts and people's feedback on them are kept, and how refinement reads them."""
 
@@ -284,13 +291,43 @@ class FeedbackConfig(StrictModel):
     max_events: int = Field(8, ge=1, le=50, description="latest events per user shown to the gradient step")
     edit_chars: int = Field(200, ge=20, le=2000, description="characters of an edit's removed and added text")
 
-    @field_validator("uri")
-    @classmethod
-    def _absolute(cls, uri: str | None) -> str | None:
-        """A plain path is made absolute, so every replica and worker finds the same folder."""
-        if uri is None or "://" in uri:
-            return uri
-        return str(Path(uri).expanduser().resolve())
+    _absolute = field_validator("uri")(lambda uri: absolute_local(uri))
+
+
+class ColdStartConfig(StrictModel):
+    """Users with little or no history: taste clusters of the catalogue, clarifying questions, a default."""
+
+    min_history: int = Field(
+        3, ge=1, description="users (and requests) with fewer interactions than this are cold-start"
+    )
+    clusters: int = Field(12, ge=2, le=100, description="taste clusters of the CF item embeddings")
+    items_per_cluster: int = Field(5, ge=1, le=20, description="most popular items kept per cluster")
+    num_questions: int = Field(4, ge=3, le=5, description="clarifying questions asked of a cold-start user")
+    choices_per_question: int = Field(3, ge=2, le=6, description="clusters offered by each question")
+    default_clusters: int = Field(
+        3, ge=1, description="the curated default: the most popular items of this many most popular clusters"
+    )
+    default_items_per_cluster: int = Field(3, ge=1, le=20)
+    max_users: int | None = Field(
+        8, ge=0, description="cold-start users profiled by the batch pipeline (seeded sample); None = all"
+    )
+    catalogue: str | None = Field(
+        None,
+        description="Serve: the catalogue stage's RUN/catalogue/clusters.parquet; None = no clarifying "
+        "questions or default (a request then needs at least one history item)",
+    )
+
+    @model_validator(mode="after")
+    def _enough_clusters(self) -> ColdStartConfig:
+        asked = self.num_questions * self.choices_per_question
+        if self.clusters < max(asked, self.default_clusters):
+            raise ValueError(
+                f"coldstart.clusters ({self.clusters}) must be at least num_questions x choices_per_question "
+                f"({asked}) and default_clusters ({self.default_clusters}): every choice is its own cluster"
+            )
+        return self
+
+    _absolute = field_validator("catalogue")(lambda path: absolute_local(path))
 
 
 class TailorMindConfig(StrictModel):
@@ -306,6 +343,7 @@ class TailorMindConfig(StrictModel):
     llm: LLMConfig = LLMConfig()
     serve: ServeConfig = ServeConfig()
     feedback: FeedbackConfig = FeedbackConfig()
+    coldstart: ColdStartConfig = ColdStartConfig()
 
 
 def config_digest(section: BaseModel | dict[str, Any] | None) -> str:

@@ -96,6 +96,17 @@ PROFILE = PromptTemplate(
 )
 
 
+# Once per catalogue: the choice a clarifying question offers for one taste cluster of items.
+CLUSTER_LABEL = PromptTemplate(
+    "cluster_label",
+    1,
+    "You name groups of catalogue items for a recommender system's onboarding questions. Answer in JSON.",
+    "The most popular items of one group:\n{items}\n\nName what these items have in common in 2 to 5 "
+    "words (a genre, theme or mood), as an answer a new user could pick when asked what they enjoy.",
+    _object(label={"type": "string", "minLength": 3, "maxLength": 40}),
+)
+
+
 def rank_template(num_candidates: int, top_k: int) -> PromptTemplate:
     """The ranker: a profile and numbered candidates in, the indices of its top ``top_k`` out."""
     index = {"type": "integer", "minimum": 0, "maximum": num_candidates - 1}

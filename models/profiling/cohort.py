@@ -39,18 +39,43 @@ def select_cohort(
     eligible = np.intersect1d(valid.users, test.users)
     if max_users is not None and len(eligible) > max_users:
         eligible = np.sort(np.random.default_rng(seed).choice(eligible, max_users, replace=False))
-    train = encoded.mask(("train",))
-    order = np.lexsort((-encoded.timestamp[train], encoded.user[train]))
-    users_sorted, items_sorted = encoded.user[train][order], encoded.item[train][order]
-    starts = np.searchsorted(users_sorted, eligible)
-    ends = np.searchsorted(users_sorted, eligible, side="right")
-    history = [items_sorted[s : min(e, s + history_items)] for s, e in zip(starts, ends, strict=True)]
     return Cohort(
         users=eligible,
-        history=history,
+        history=recent_items(encoded, eligible, encoded.mask(("train",)), history_items),
         valid_candidates=valid.candidates[np.searchsorted(valid.users, eligible)],
         test_candidates=test.candidates[np.searchsorted(test.users, eligible)],
     )
+
+
+def recent_items(
+    encoded: EncodedInteractions, users: np.ndarray, rows: np.ndarray, limit: int
+) -> list[np.ndarray]:
+    """Per user (sorted indices): their items among the ``rows`` mask, most recent first, up to ``limit``."""
+    order = np.lexsort((-encoded.timestamp[rows], encoded.user[rows]))
+    users_sorted, items_sorted = encoded.user[rows][order], encoded.item[rows][order]
+    starts = np.searchsorted(users_sorted, users)
+    ends = np.searchsorted(users_sorted, users, side="right")
+    return [items_sorted[s : min(e, s + limit)] for s, e in zip(starts, ends, strict=True)]
+
+
+def select_cold_start(
+    encoded: EncodedInteractions, profiled: np.ndarray, min_history: int, max_users: int | None, seed: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A seeded sample of users with fewer than ``min_history`` interactions (outside ``profiled``) and
+    their items, most recent first."""
+    counts = np.bincount(encoded.user, minlength=encoded.num_users)
+    cold = np.setdiff1d(np.flatnonzero((counts > 0) & (counts < min_history)), profiled)
+    if max_users is not None and len(cold) > max_users:
+        cold = np.sort(np.random.default_rng(seed).choice(cold, max_users, replace=False))
+    everything = np.ones(len(encoded.user), dtype=bool)
+    return cold, recent_items(encoded, cold, everything, min_history)
+
+
+def item_id_lists(encoded: EncodedInteractions, rows: list[np.ndarray]) -> pa.Array:
+    """Lists of item indices as lists of item ids."""
+    offsets = np.r_[0, np.cumsum([len(r) for r in rows])].astype(np.int32)
+    flat = np.concatenate(rows).astype(np.int64) if rows else np.array([], dtype=np.int64)
+    return pa.ListArray.from_arrays(pa.array(offsets), encoded.item_ids.take(pa.array(flat)))
 
 
 def cohort_table(
@@ -61,23 +86,17 @@ def cohort_table(
     ``seen_items`` (every item the user interacted with, any split) lets validation negatives be redrawn.
     """
     user_ids = encoded.user_ids.take(pa.array(cohort.users, pa.int64()))
-    items = encoded.item_ids
-
-    def id_lists(rows: list[np.ndarray]) -> pa.Array:
-        offsets = np.r_[0, np.cumsum([len(r) for r in rows])].astype(np.int32)
-        flat = np.concatenate(rows).astype(np.int64) if rows else np.array([], dtype=np.int64)
-        return pa.ListArray.from_arrays(pa.array(offsets), items.take(pa.array(flat)))
 
     seen_matrix = encoded.matrix(("train", "valid", "test"))
     seen = [seen_matrix.indices[seen_matrix.indptr[u] : seen_matrix.indptr[u + 1]] for u in cohort.users]
     return pa.table(
         {
             "user_id": user_ids,
-            "history": id_lists(cohort.history),
+            "history": item_id_lists(encoded, cohort.history),
             "cf_items": cf_recommendations(topk, user_ids, cf_items),
-            "seen_items": id_lists(seen),
-            "valid_candidates": id_lists(list(cohort.valid_candidates)),
-            "test_candidates": id_lists(list(cohort.test_candidates)),
+            "seen_items": item_id_lists(encoded, seen),
+            "valid_candidates": item_id_lists(encoded, list(cohort.valid_candidates)),
+            "test_candidates": item_id_lists(encoded, list(cohort.test_candidates)),
         }
     )
 
