@@ -18,7 +18,13 @@ from typing import Any
 from ray import serve
 from ray.serve.deployment import Application, Deployment
 
-from models.config import DiffusionDeploymentConfig, ServeConfig, TailorMindConfig, load_config
+from models.config import (
+    DiffusionDeploymentConfig,
+    SafetyConfig,
+    ServeConfig,
+    TailorMindConfig,
+    load_config,
+)
 from models.errors import TailorMindError
 from runtime.cluster import connect
 from runtime.llm import deployment_names, llm_server_config
@@ -47,9 +53,11 @@ def tailormind_app(config: TailorMindConfig) -> Application:
     for role in (getattr(config.llm, name) for name in llm_roles(config)):
         # Roles naming the same model share its deployment, with the engine settings of the first role.
         llm_configs.setdefault(role.served_model_id, llm_server_config(role, deployment_names(role)[1]))
-    images = diffusion_deployment("diffusion", served.diffusion).bind(config.generation, "image")
+    # Renderers do not see the safety settings, so changing them restarts only the scorer and the ingress.
+    rendering = config.generation.model_copy(update={"safety": SafetyConfig()})
+    images = diffusion_deployment("diffusion", served.diffusion).bind(rendering, "image")
     videos = (
-        diffusion_deployment("video", served.video).bind(config.generation, "video")
+        diffusion_deployment("video", served.video).bind(rendering, "video")
         if served.video is not None
         else None
     )

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
@@ -30,7 +32,8 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.ingress import OpenAiIngress
 
-from models.config import TailorMindConfig
+from models.config import ColdStartConfig, TailorMindConfig
+from models.errors import TailorMindError
 from models.feedback.store import FeedbackStore, new_post_id, profile_version
 from models.generation.safety import JUDGE_ROLE, SafetyGate
 from models.generation.writer import GeneratedPost, GenerationStopped, PostVersion, PostWriter, UserBrief
@@ -43,11 +46,13 @@ from models.media import (
     request_image_data_url,
     webm_bytes,
 )
+from models.profiling.catalogue import AnswerError, Catalogue
 from models.profiling.evidence import item_card
 from models.profiling.initial import profile_request
 from runtime.chat import RoleClients, ServeChat
 from serve.handles import RemoteDiffusion, RemoteScorer
 from serve.schemas import (
+    Answer,
     FeedbackRequest,
     FeedbackResponse,
     GenerateRequest,
@@ -60,6 +65,7 @@ from serve.schemas import (
     Profile,
     ProfileRequest,
     ProfileResponse,
+    Question,
     SafetyFlagged,
     SafetyReport,
 )
@@ -102,6 +108,7 @@ class TailorMindIngress(OpenAiIngress):
         )
         uri = self.config.feedback.uri
         self.store = FeedbackStore(uri) if uri is not None else None
+        self.catalogue = load_catalogue(self.config.coldstart)
         served = self.config.serve
         self.media = MediaSources(
             folders=[Path(root) for root in served.media_roots],
@@ -123,9 +130,20 @@ class TailorMindIngress(OpenAiIngress):
         return JSONResponse({"ready": ready, "deployments": states}, status_code=200 if ready else 503)
 
     async def profile(self, body: ProfileRequest) -> ProfileResponse:
-        """The preference profile of a history."""
+        """The preference profile of a history (with its answers); clarifying questions for a short one."""
+        short = len(body.history) < self.config.coldstart.min_history
+        if self.catalogue is not None and short and not body.answers:
+            await asyncio.to_thread(self._history_images, body.history)  # a bad image is a 422 here too
+            return ProfileResponse(questions=[Question(**q) for q in self.catalogue.questions()])
+        if not body.history and not body.answers:
+            raise HTTPException(
+                422,
+                "send at least one history item: this server asks no clarifying questions "
+                "(its config sets no coldstart.catalogue)",
+            )
+        extra = self._cold_start_cards(len(body.history), body.answers)
         cards = await asyncio.to_thread(self._cards, body.history)
-        return ProfileResponse(profile=await asyncio.to_thread(self._profile, cards))
+        return ProfileResponse(profile=await asyncio.to_thread(self._profile, cards, extra))
 
     async def generate(self, body: GenerateRequest) -> GenerateResponse:
         """A post with images (and clips) for a profile or a history, after cohesion reflection.
@@ -160,8 +178,8 @@ class TailorMindIngress(OpenAiIngress):
             )
         return FeedbackResponse(event_id=body.event_id, stored=outcome == "stored")
 
-    def _cards(self, history: list[HistoryItem]) -> list[str]:
-        """Item cards of a history; images are read (only from allowed places) and described by the VLM."""
+    def _history_images(self, history: list[HistoryItem]) -> list[tuple[int, str]]:
+        """(item index, data URL) of every history image, read only from allowed places (else 422)."""
         images: list[tuple[int, str]] = []
         for index, item in enumerate(history):
             for uri_index, uri in enumerate(item.image_uris):
@@ -169,6 +187,11 @@ class TailorMindIngress(OpenAiIngress):
                     images.append((index, request_image_data_url(uri, self.media)))
                 except MediaError as exc:
                     raise HTTPException(422, f"history[{index}].image_uris[{uri_index}]: {exc}") from None
+        return images
+
+    def _cards(self, history: list[HistoryItem]) -> list[str]:
+        """Item cards of a history; images are read (only from allowed places) and described by the VLM."""
+        images = self._history_images(history)
         descriptions: dict[int, list[str]] = {}
         if images:
             requests = [
@@ -202,9 +225,24 @@ class TailorMindIngress(OpenAiIngress):
                 raise HTTPException(422, f"reference_image_uris[{index}]: {exc}") from None
         return images
 
-    def _profile(self, cards: list[str]) -> Profile:
+    def _cold_start_cards(self, history_items: int, answers: list[Answer]) -> list[str]:
+        """Cards of the answered clusters, else the curated default for a short history (422: bad answers)."""
+        if self.catalogue is None:
+            if answers:
+                raise HTTPException(
+                    422, "this server asks no clarifying questions (no coldstart.catalogue): send no answers"
+                )
+            return []
+        try:
+            return self.catalogue.evidence(history_items, [(a.question_id, a.choice) for a in answers])
+        except AnswerError as error:
+            raise HTTPException(422, f"answers: {error}") from None
+
+    def _profile(self, cards: list[str], extra_cards: list[str]) -> Profile:
+        """The profile of a history's cards and, in the CF items' place, ``extra_cards`` (cold start)."""
         budget = self.config.profiling.evidence_chars
-        answer = self.llm([profile_request(REQUEST_KEY, cards, [], budget)], "profiler")[REQUEST_KEY]
+        request = profile_request(REQUEST_KEY, cards, extra_cards, budget)
+        answer = self.llm([request], "profiler")[REQUEST_KEY]
         if answer.value is None:
             raise HTTPException(
                 503, f"the profiler gave no valid profile in {answer.attempts} attempts: {answer.error}"
@@ -220,8 +258,9 @@ class TailorMindIngress(OpenAiIngress):
                 422, "this server has no video model (serve.video is not configured): ask for num_videos 0"
             )
         references = self._reference_images(body.reference_image_uris)
+        extra = self._cold_start_cards(len(body.history), body.answers)
         cards = self._cards(body.history)
-        profile = body.profile if body.profile is not None else self._profile(cards).text
+        profile = body.profile if body.profile is not None else self._profile(cards, extra).text
         safety = generation.safety
         writer = PostWriter(
             complete=self.llm,
@@ -240,7 +279,7 @@ class TailorMindIngress(OpenAiIngress):
             safety_rewrites=safety.rewrites,
             stopped=stop.is_set,
         )
-        brief = UserBrief(REQUEST_KEY, profile, cards, cards, reference_images=references)
+        brief = UserBrief(REQUEST_KEY, profile, cards, cards + extra, reference_images=references)
         try:
             post = writer.write([brief])[0]
         except (GenerationStopped, RequestCancelledError) as error:
@@ -296,6 +335,21 @@ class TailorMindIngress(OpenAiIngress):
 
 
 _RECORDED = ("title", "body", "tags", "image_prompts", "video_prompts")
+
+
+def load_catalogue(settings: ColdStartConfig) -> Catalogue | None:
+    """The catalogue stage's clusters named by ``coldstart.catalogue`` (None when it names none)."""
+    if settings.catalogue is None:
+        return None
+    try:
+        table = pq.read_table(settings.catalogue, columns=["label", "popularity", "items", "cards"])
+    except (OSError, ValueError, pa.ArrowException) as error:
+        raise TailorMindError(
+            f"coldstart.catalogue {settings.catalogue} is not a catalogue stage's clusters.parquet "
+            f"({error}); run the pipeline's catalogue stage and point coldstart.catalogue at "
+            "RUN/catalogue/clusters.parquet"
+        ) from None
+    return Catalogue.from_table(table, settings)
 
 
 def llm_roles(config: TailorMindConfig) -> tuple[str, ...]:
@@ -378,7 +432,7 @@ def http_app(ingress: TailorMindIngress) -> FastAPI:
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"}, 500)
 
     app.get("/healthz")(ingress.healthz)
-    app.post("/v1/profile", response_model=ProfileResponse)(ingress.profile)
+    app.post("/v1/profile", response_model=ProfileResponse, response_model_exclude_none=True)(ingress.profile)
     app.post("/v1/generate", response_model=GenerateResponse)(ingress.generate)
     app.post("/v1/feedback", response_model=FeedbackResponse)(ingress.feedback)
     app.get("/v1/models")(ingress.models)

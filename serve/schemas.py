@@ -16,6 +16,7 @@ MAX_POST_VIDEOS = 2
 MAX_REFLECTION_ROUNDS = 3
 MAX_URI_CHARS = 2_000_000  # a data: URI of a few-megapixel PNG
 MAX_ID_CHARS = 200
+MAX_ANSWERS = 5  # one per clarifying question (coldstart.num_questions is 3 to 5)
 
 
 class Strict(BaseModel):
@@ -41,10 +42,19 @@ class HistoryItem(Strict):
         return self
 
 
-class ProfileRequest(Strict):
-    """POST /v1/profile: the history to profile."""
+class Answer(Strict):
+    """A cold-start user's answer to one clarifying question: the question's id and the choice picked."""
 
-    history: list[HistoryItem] = Field(min_length=1, max_length=MAX_HISTORY)
+    question_id: str = Field(min_length=1, max_length=20)
+    choice: str = Field(min_length=1, max_length=200)
+
+
+class ProfileRequest(Strict):
+    """POST /v1/profile: the history to profile; a short or empty one gets clarifying questions unless it
+    comes with their ``answers``."""
+
+    history: list[HistoryItem] = Field([], max_length=MAX_HISTORY)
+    answers: list[Answer] = Field([], max_length=MAX_ANSWERS)
 
     @model_validator(mode="after")
     def _few_images(self) -> ProfileRequest:
@@ -53,9 +63,11 @@ class ProfileRequest(Strict):
 
 
 class GenerateRequest(Strict):
-    """POST /v1/generate: a profile, a history, or both (the history is profiled when no profile is given)."""
+    """POST /v1/generate: a profile, a history, or both (the history is profiled when no profile is given);
+    a cold-start user's ``answers`` may stand in for the history."""
 
     history: list[HistoryItem] = Field([], max_length=MAX_HISTORY)
+    answers: list[Answer] = Field([], max_length=MAX_ANSWERS)
     profile: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
     num_images: int | None = Field(None, ge=0, le=MAX_POST_IMAGES)
     num_videos: int | None = Field(None, ge=0, le=MAX_POST_VIDEOS)
@@ -72,8 +84,8 @@ class GenerateRequest(Strict):
 
     @model_validator(mode="after")
     def _has_subject(self) -> GenerateRequest:
-        if not self.history and self.profile is None:
-            raise ValueError("give a profile, a history, or both")
+        if not self.history and not self.answers and self.profile is None:
+            raise ValueError("give a profile, a history, or the answers to the clarifying questions")
         if any(len(uri) > MAX_URI_CHARS for uri in self.reference_image_uris):
             raise ValueError(f"reference_image_uris must be at most {MAX_URI_CHARS} characters each")
         _check_image_count(self.history, len(self.reference_image_uris))
@@ -100,10 +112,19 @@ class Profile(BaseModel):
     text: str
 
 
-class ProfileResponse(BaseModel):
-    """Response of /v1/profile."""
+class Question(BaseModel):
+    """A clarifying question for a user with little history; each choice is a taste of the catalogue."""
 
-    profile: Profile
+    id: str
+    text: str
+    choices: list[str]
+
+
+class ProfileResponse(BaseModel):
+    """Response of /v1/profile: the profile, or (short history, no answers) the questions to answer first."""
+
+    profile: Profile | None = None
+    questions: list[Question] | None = None
 
 
 class PostImage(BaseModel):

@@ -47,7 +47,28 @@ def media(tmp_path_factory) -> dict[str, Path]:
     outside.mkdir()
     secret = _png(outside / "secret.png", (255, 0, 0))
     (root / "escape.png").symlink_to(secret)
-    return {"root": root, "inside": _png(root / "poster.png", (0, 128, 255)), "secret": secret}
+    catalogue = _catalogue(base / "catalogue.parquet")
+    inside = _png(root / "poster.png", (0, 128, 255))
+    return {"root": root, "inside": inside, "secret": secret, "catalogue": catalogue}
+
+
+def _catalogue(path: Path) -> Path:
+    """A catalogue stage's clusters table: 12 tastes of 36 items, clustered and named as the stage does."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from models.profiling.catalogue import by_popularity, cluster_embeddings, cluster_table
+
+    rng = np.random.default_rng(0)
+    embeddings = np.repeat(rng.normal(size=(12, 8)), 3, axis=0) + 0.01 * rng.normal(size=(36, 8))
+    titles = [f"Film {n}" for n in range(36)]
+    cards = [f"{title} | a film of taste {n // 3}" for n, title in enumerate(titles)]
+    popularity = rng.integers(1, 99, 36)
+    clusters = by_popularity(cluster_embeddings(embeddings, k=12, seed=0), popularity)
+    table = cluster_table(pa.array(titles), pa.array(cards), popularity, clusters, top=3)
+    pq.write_table(table.append_column("label", pa.array([f"Taste {n}" for n in range(12)])), path)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +188,7 @@ def deploy(media: dict[str, Path], image_site: str, *overrides: str) -> None:
             f"serve.url_roots=[{image_site}/allowed/]",
             "serve.max_body_mb=0.05",
             f"feedback.uri={media['root'].parent / 'feedback'}",
+            f"coldstart.catalogue={media['catalogue']}",
             *overrides,
         ],
     )
@@ -263,6 +285,25 @@ def test_profile_and_generate_with_images_and_clips(server, image_site, tmp_path
     assert len(given["version_scores"]) == 1 and 0 <= given["scores"]["clip"] <= 2.5
 
 
+def test_a_new_user_answers_clarifying_questions_and_gets_a_profile_and_a_post(server):
+    for history in ([], HISTORY[:1], HISTORY):  # shorter than coldstart.min_history (3)
+        status, body = _call(f"{server}/v1/profile", {"history": history})
+        assert status == 200 and set(body) == {"questions"}, body
+        questions = body["questions"]
+        assert [q["id"] for q in questions] == ["q1", "q2", "q3", "q4"]  # serve-demo's 4 of 3 choices
+        assert questions[0]["choices"] == ["Taste 0", "Taste 4", "Taste 8"] and questions[0]["text"]
+    answers = [{"question_id": q["id"], "choice": q["choices"][-1]} for q in questions]
+    status, body = _call(f"{server}/v1/profile", {"history": [], "answers": answers})
+    assert status == 200 and set(body) == {"profile"}, body
+    assert body["profile"]["preferences"] and body["profile"]["text"]
+    request = {"answers": answers[:2], "num_images": 0, "reflection_rounds": 0}
+    status, post = _call(f"{server}/v1/generate", request)  # answers in place of a history
+    assert status == 200 and post["post"]["title"] and post["profile"], post
+    assert post["exemplars"] and all("a film of taste" in e for e in post["exemplars"])  # the answered tastes
+    status, body = _call(f"{server}/v1/generate", {**request, "answers": [answers[0]] * 2})
+    assert status == 422 and "answered twice" in body["detail"]
+
+
 @pytest.mark.slow
 def test_bad_and_hostile_requests_get_4xx_with_a_reason(server, media, image_site):
     def item_with_image(uri: str) -> dict[str, object]:
@@ -271,7 +312,9 @@ def test_bad_and_hostile_requests_get_4xx_with_a_reason(server, media, image_sit
     cases = [
         ("/v1/models", None, None, 401),  # no token
         ("/v1/profile", {"history": HISTORY}, "wrong-token", 401),
-        ("/v1/profile", {"history": []}, TOKEN, 422),
+        ("/v1/profile", {"answers": [{"question_id": "q9", "choice": "Taste 0"}]}, TOKEN, 422),
+        ("/v1/profile", {"answers": [{"question_id": "q1", "choice": "Taste 1"}]}, TOKEN, 422),
+        ("/v1/profile", {"answers": [{"question_id": "q1", "choice": "x"}] * 6}, TOKEN, 422),
         ("/v1/profile", {"history": HISTORY, "admin": True}, TOKEN, 422),
         ("/v1/profile", {"history": [{"text": "no title"}]}, TOKEN, 422),
         ("/v1/generate", {}, TOKEN, 422),  # neither profile nor history
