@@ -3,9 +3,10 @@
 Rankers: the LLM ranker with the initial and with the refined profile, the CF model's scores (when the
 pipeline trained one), and MiniLM similarity between the refined profile and each candidate. One Ray Data
 pipeline over the refined users: both profiles' ranking requests in one LLM step, then an actor that
-turns answers into ranks and adds the CF and embedding ranks. ``RUN/eval/ranks.parquet/`` holds each
-user's rank per ranker; ``metrics.json`` is computed from it in a task. A failed LLM ranking counts as a
-miss (rank = the number of candidates) and is counted per ranker.
+turns answers into ranks and adds the CF and embedding ranks, and the taste spread
+(``models.profiling.drift``) of each user's history and of their profile in every refinement round.
+``RUN/eval/ranks.parquet/`` holds each user's ranks and spreads; ``metrics.json`` is computed from it in a
+task. A failed LLM ranking counts as a miss (rank = the number of candidates) and is counted per ranker.
 """
 
 from __future__ import annotations
@@ -21,15 +22,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.broadcast import mapping_of
+from jobs.catalogue import CLUSTERS, ITEMS
 from jobs.llm_step import LIGHT, LLMStep, request_json, row_answers, summed_tallies, tally
 from jobs.pipeline import stage_main
 from jobs.profiles import cards_ref
 from jobs.refine import PUBLISHED
 from jobs.stage_runner import StageResult
+from jobs.topk import embedding_matrix
 from models.config import TailorMindConfig
 from models.evaluation import KS, metrics_with_ci, ranks_from_scores
 from models.llm.config import LLMConfig
 from models.llm.structured import LLMAnswer
+from models.profiling.drift import DEFINITION, TasteSpread
 from models.profiling.ranking import positive_rank
 from models.profiling.refiner import rank_depth, rank_requests, ranked_columns
 from runtime.cluster import connect
@@ -66,14 +70,16 @@ def test_requests_batch(batch: pa.Table, cards: Any, config: TailorMindConfig) -
 class TestRankers:
     """Each user's test rank under the LLM rankers (from the step's answers), CF and MiniLM similarity."""
 
-    def __init__(self, cards: Any, cf_embeddings: str | None, config: TailorMindConfig):
-        from models.embedding import TextEmbedder
+    def __init__(
+        self, cards: Any, cf_embeddings: str | None, catalogue: str | None, config: TailorMindConfig
+    ):
+        from models.embedding import CardVectors, TextEmbedder
 
-        self.cards = mapping_of(cards, "item_id", "card")
         self.config = config
         self.embedder = TextEmbedder()
-        self.vectors: dict[str, np.ndarray] = {}  # card embeddings, kept across batches
+        self.card_vectors = CardVectors(self.embedder, mapping_of(cards, "item_id", "card"))  # across batches
         self.cf = _cf_tables(cf_embeddings) if cf_embeddings else None
+        self.spread = _taste_spread(catalogue, self.card_vectors) if catalogue else None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """user_id, one rank column per ranker, and ``failed_<ranker>`` for the LLM rankers."""
@@ -91,7 +97,21 @@ class TestRankers:
         columns["embedding"] = self._embedding_ranks(rows).tolist()
         if self.cf is not None:
             columns["cf"] = self._cf_ranks(rows).tolist()
+        if self.spread is not None:
+            columns.update(self._spreads(rows))
         return pa.table(columns)
+
+    def _spreads(self, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        """Taste spread (drift) of each user's history, of the profile of every round, and of the best."""
+        assert self.spread is not None
+        rounds = [row["round_profiles"] or [] for row in rows]
+        flat = self.spread.of_texts([text for texts in rounds for text in texts]).tolist()
+        ends = np.cumsum([len(texts) for texts in rounds])
+        return {
+            "spread_history": [self.spread.of_items(row["history"]) for row in rows],
+            "spread_rounds": [flat[end - len(texts) : end] for end, texts in zip(ends, rounds, strict=True)],
+            "spread_refined": self.spread.of_texts([row["profile_refined"] or "" for row in rows]).tolist(),
+        }
 
     def _llm_rank(self, row: dict[str, Any], answers: list[LLMAnswer]) -> int:
         size = len(row["test_candidates"])
@@ -105,23 +125,17 @@ class TestRankers:
         )
         return positive_rank(ranked, size)  # a failed answer ranks nothing: the positive counts as a miss
 
-    def _embed_cards(self, items: list[str]) -> np.ndarray:
-        todo = sorted({i for i in items if i not in self.vectors})
-        if todo:
-            self.vectors.update(zip(todo, self.embedder.embed([self.cards[i] for i in todo]), strict=True))
-        return np.stack([self.vectors[i] for i in items])
-
     def _embedding_ranks(self, rows: list[dict[str, Any]]) -> np.ndarray:
         """MiniLM cosine of the refined profile (else the mean history card) with each candidate card."""
         texts = [row["profile_refined"] for row in rows]
         profiles = self.embedder.embed([t or "-" for t in texts])
         users = np.stack(
             [
-                profile if text or not row["history"] else self._embed_cards(row["history"]).mean(axis=0)
+                profile if text or not row["history"] else self.card_vectors(row["history"]).mean(axis=0)
                 for profile, text, row in zip(profiles, texts, rows, strict=True)
             ]
         )
-        candidates = np.stack([self._embed_cards(row["test_candidates"]) for row in rows])
+        candidates = np.stack([self.card_vectors(row["test_candidates"]) for row in rows])
         return ranks_from_scores(np.einsum("ud,ucd->uc", users, candidates))
 
     def _cf_ranks(self, rows: list[dict[str, Any]]) -> np.ndarray:
@@ -142,14 +156,39 @@ class TestRankers:
 
 def _cf_tables(directory: str) -> tuple[pa.Array, np.ndarray, pa.Array, np.ndarray]:
     """(user ids, user embeddings, item ids, item embeddings) of a CF run."""
-    tables = [pq.read_table(Path(directory) / name) for name in ("users.parquet", "items.parquet")]
-    users, items = tables
+    users, items = (pq.read_table(Path(directory) / name) for name in ("users.parquet", "items.parquet"))
+    return (
+        users["user_id"].combine_chunks(),
+        embedding_matrix(users["embedding"]),
+        items["item_id"].combine_chunks(),
+        embedding_matrix(items["embedding"]),
+    )
 
-    def matrix(table: pa.Table) -> np.ndarray:
-        column = table["embedding"].combine_chunks()
-        return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(column), -1)
 
-    return users["user_id"].combine_chunks(), matrix(users), items["item_id"].combine_chunks(), matrix(items)
+def _taste_spread(catalogue: str, cards: Any) -> TasteSpread:
+    """The catalogue's taste clusters as a drift meter: its clusters' most popular items are the probes."""
+    members = pq.read_table(Path(catalogue) / ITEMS)
+    cluster_of = dict(zip(members["item_id"].to_pylist(), members["cluster"].to_pylist(), strict=True))
+    probes = pq.read_table(Path(catalogue) / CLUSTERS, columns=["items"])["items"].combine_chunks().flatten()
+    return TasteSpread(cards, cluster_of, probes.to_pylist())
+
+
+def drift_summary(table: pa.Table) -> dict[str, Any]:
+    """Mean taste spread of the histories, of the profiles of each refinement round, and of the best."""
+    rounds = table["spread_rounds"].to_pylist()
+    depth = max((len(r) for r in rounds), default=0)
+    return {
+        "history": _finite_mean(table["spread_history"].to_pylist()),
+        "rounds": [_finite_mean([r[n] for r in rounds if len(r) > n]) for n in range(depth)],
+        "refined": _finite_mean(table["spread_refined"].to_pylist()),
+        "definition": DEFINITION,
+    }
+
+
+def _finite_mean(values: list[float | None]) -> float | None:
+    """Mean of the finite values (None when there are none: JSON has no NaN)."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
 
 
 def ranker_metrics(ranks_path: str, seed: int, depth: int, llm: LLMConfig) -> dict[str, Any]:
@@ -167,9 +206,11 @@ def ranker_metrics(ranks_path: str, seed: int, depth: int, llm: LLMConfig) -> di
         if failed in table.column_names:
             values["failed"] = int(pc.sum(table[failed]).as_py() or 0)
         metrics[name] = values
+    drift = drift_summary(table) if "spread_history" in table.column_names else None
     return {
         "rankers": metrics,
         "llm_calls": summed_tallies(table["llm_calls"].to_pylist(), llm, {"test": "ranker"}),
+        "drift": drift,
     }
 
 
@@ -182,6 +223,7 @@ def evaluate_stage(pipeline: PipelineRun) -> StageResult:
     refined = pipeline.results["refine"].path / PUBLISHED
     captions = pipeline.results["captions"].path
     cf = pipeline.results.get("cf")
+    catalogue = pipeline.results.get("catalogue")
 
     def build(out: Path) -> dict[str, Any]:
         connect(config.ray, pipeline.runner.run_dir)
@@ -192,9 +234,15 @@ def evaluate_stage(pipeline: PipelineRun) -> StageResult:
         )
         answered = LLMStep("test", config.llm.ranker, config.seed + TEST_ROUND)(asked)
         embeddings = str((cf.path / "embeddings").resolve()) if cf is not None else None
+        clusters = str(catalogue.path.resolve()) if catalogue is not None else None
         answered.map_batches(
             TestRankers,
-            fn_constructor_kwargs={"cards": cards, "cf_embeddings": embeddings, "config": config},
+            fn_constructor_kwargs={
+                "cards": cards,
+                "cf_embeddings": embeddings,
+                "catalogue": clusters,
+                "config": config,
+            },
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=1),
             num_cpus=1,
@@ -212,6 +260,7 @@ def evaluate_stage(pipeline: PipelineRun) -> StageResult:
             "split": "test",
             "candidates": candidates,
             "llm_rank_depth": depth,
+            "drift": computed["drift"],
             "note": f"LLM rankers return their top {depth}, so their metrics stop at @{depth}; a positive "
             "ranked below that, or a failed LLM answer (failed = such users per ranker), counts as a miss",
         }
@@ -220,7 +269,7 @@ def evaluate_stage(pipeline: PipelineRun) -> StageResult:
         return {**summary, "llm_calls": computed["llm_calls"]}
 
     section = {"ranker": config.llm.ranker, "profiling": config.profiling, "seed": config.seed}
-    inputs = [refined.parent, captions] + ([cf.path] if cf is not None else [])
+    inputs = [refined.parent, captions] + [r.path for r in (cf, catalogue) if r is not None]
     return pipeline.runner.run("eval", build, config=section, inputs=inputs)
 
 

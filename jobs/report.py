@@ -20,7 +20,7 @@ from models.report import read_run, render_report
 if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
 
-SOURCES = ("cf", "feedback", "captions", "profiles", "refine", "eval", "judge", "generate")
+SOURCES = ("cf", "feedback", "captions", "catalogue", "profiles", "refine", "eval", "judge", "generate")
 PAGE = "report.html"
 
 

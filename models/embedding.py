@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -35,3 +36,18 @@ class TextEmbedder:
             texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
         )
         return np.asarray(vectors, dtype=np.float32)
+
+
+class CardVectors:
+    """Unit embeddings of item cards by item id; each card is embedded once and kept."""
+
+    def __init__(self, embedder: Embedder, cards: Mapping[str, str]):
+        self.embedder, self.cards = embedder, cards
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def __call__(self, ids: Sequence[str]) -> np.ndarray:
+        """[len(ids), d] embeddings of those items' cards."""
+        todo = sorted({i for i in ids if i not in self.vectors})
+        if todo:
+            self.vectors.update(zip(todo, self.embedder.embed([self.cards[i] for i in todo]), strict=True))
+        return np.stack([self.vectors[i] for i in ids])

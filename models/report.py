@@ -74,6 +74,8 @@ class RunResults:
     profiling_note: str = ""
     llm_calls: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> step -> counts and model
     feedback: dict[str, Any] | None = None  # the feedback stage's metrics
+    cold_start: dict[str, Any] | None = None  # the catalogue's questions and default, cold-start profiles
+    drift: dict[str, Any] | None = None  # mean taste spread of histories and of each round's profiles
 
 
 def read_run(run_dir: Path) -> RunResults:
@@ -92,15 +94,30 @@ def read_run(run_dir: Path) -> RunResults:
             if "failed" in values
         },
         profiling_note=(evaluation or {}).get("note", ""),
+        drift=(evaluation or {}).get("drift"),
         judge=judge_intervals(judge) if judge else None,
         judge_facts={k: v for k, v in judge.items() if k != "methods"} if judge else {},
         posts=read_posts(generate) if generate.is_dir() else None,
         llm_calls=read_llm_calls(run_dir),
         feedback=_read_json(run_dir / "feedback" / "metrics.json"),
+        cold_start=read_cold_start(run_dir),
     )
 
 
-LLM_STAGES = ("captions", "profiles", "refine", "eval", "generate", "judge")
+def read_cold_start(run_dir: Path) -> dict[str, Any] | None:
+    """The catalogue stage's questions and the profiles stage's cold-start counts (None: not run)."""
+    catalogue = _read_json(run_dir / "catalogue" / "_stage.json")
+    if catalogue is None:
+        return None
+    profiles = _read_json(run_dir / "profiles" / "_stage.json") or {}
+    return {
+        "questions": catalogue["summary"]["questions"],
+        "unlabelled": catalogue["summary"]["unlabelled"],
+        "profiled": profiles.get("summary", {}).get("cold_start"),
+    }
+
+
+LLM_STAGES = ("captions", "catalogue", "profiles", "refine", "eval", "generate", "judge")
 
 
 def read_llm_calls(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -146,6 +163,7 @@ def render_report(results: RunResults, title: str = "TailorMind run report") -> 
         ("Judge", judge_section(results)),
         ("Generated posts", generation_section(results.posts)),
         ("Feedback on posts", feedback_section(results.feedback)),
+        ("Cold start", cold_start_section(results.cold_start)),
         ("LLM calls", llm_calls_section(results.llm_calls)),
     ]
     body = "".join(f"<section><h2>{text(name)}</h2>{content}</section>" for name, content in sections)
@@ -201,7 +219,16 @@ def profiling_section(results: RunResults) -> str:
         users += f" Failed LLM rankings (each counted as a miss): {text(failed)}."
     if results.profiling_note:
         users += f" {text(results.profiling_note)}"
-    return interval_table("ranker", results.profiling) + users + "</p>" + plot
+    return interval_table("ranker", results.profiling) + users + "</p>" + plot + drift_table(results.drift)
+
+
+def drift_table(drift: dict[str, Any] | None) -> str:
+    """Profile drift: the mean taste spread of the histories and of the profiles, round by round."""
+    if not drift:
+        return ""
+    header = ["history", *(f"round {n}" for n in range(len(drift["rounds"]))), "best profile"]
+    row = [number(drift["history"]), *(number(v) for v in drift["rounds"]), number(drift["refined"])]
+    return f"<h3>Profile drift</h3>{table(header, [row])}<p>{text(drift['definition'])}</p>"
 
 
 def judge_section(results: RunResults) -> str:
@@ -237,6 +264,20 @@ def feedback_section(feedback: dict[str, Any] | None) -> str:
         rows.append([version, str(total), *rates])
     header = ["profile version", "posts with feedback", "keep rate", "edit rate", "discard rate"]
     return table(header, rows) + f"<p>{feedback['events']} events in the store.</p>"
+
+
+def cold_start_section(cold_start: dict[str, Any] | None) -> str:
+    """The clarifying questions new users are asked, and how many users were profiled from few items."""
+    if cold_start is None:
+        return NOT_RUN
+    questions = "".join(f"<li>{text(question)}</li>" for question in cold_start["questions"])
+    profiled = cold_start["profiled"] or {"users": 0, "failed": 0}
+    return (
+        f"<p>Clarifying questions (each choice a taste cluster of the catalogue; "
+        f"{cold_start['unlabelled']} clusters kept their fallback name):</p><ol>{questions}</ol>"
+        f"<p>{profiled['users']} users with few interactions profiled from their items and the curated "
+        f"default ({profiled['failed']} failed).</p>"
+    )
 
 
 def post_article(post: PostSummary) -> str:
