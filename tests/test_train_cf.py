@@ -109,17 +109,14 @@ def test_without_validation_rows_each_users_latest_train_interaction_validates(p
 
 
 @pytest.mark.slow
-def test_training_without_validation_rows_early_stops_on_held_out_train(ray_cluster, planted, tmp_path):
+def test_without_validation_rows_a_time_budget_ends_training_with_a_validated_epoch(
+    ray_cluster, planted, tmp_path
+):
+    """No validation rows, and out of time after epoch 1 (of 20): that epoch is validated on the held-out
+    train interactions, although validation is every 5th epoch."""
     data = _without_validation(planted, tmp_path / "ds")
-    metrics = train(str(data), tmp_path / "cf", _config(epochs=3, patience=1))
-    assert metrics["validation"] == "held_out_last_train" and metrics["validation_users"] == 500
-    assert 0 < metrics["best_valid_recall@20"] <= 1 and np.isfinite(metrics["recall@20"])
-
-
-@pytest.mark.slow
-def test_a_time_budget_ends_training_with_a_validated_epoch(ray_cluster, planted, tmp_path):
-    """Out of time after epoch 1 (of 20): that epoch is validated although validation is every 5th."""
     config = _config(epochs=20, eval_every=5, time_budget_s=0.001, loss="softmax", cpus_per_worker=2)
-    metrics = train(str(planted), tmp_path, config)
+    metrics = train(str(data), tmp_path / "cf", config)
+    assert metrics["validation"] == "held_out_last_train" and metrics["validation_users"] == 500
     assert metrics["epochs"] == 1 and metrics["loss"] == "softmax"
     assert 0 < metrics["best_valid_recall@20"] <= 1 and np.isfinite(metrics["recall@20"])
