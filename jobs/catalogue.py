@@ -30,6 +30,7 @@ from models.profiling.catalogue import (
     by_popularity,
     cluster_embeddings,
     cluster_table,
+    distinctive_tags,
     fallback_label,
     label_request,
 )
@@ -47,7 +48,8 @@ def build_clusters(
     data_dir: str, cf_dir: str, captions_dir: str, settings: ColdStartConfig, seed: int, out: str
 ) -> dict[str, int]:
     """Cluster the items with train interactions and write the clusters with their label requests."""
-    encoded = encode_interactions(load_dataset(data_dir))
+    dataset = load_dataset(data_dir)
+    encoded = encode_interactions(dataset)
     popularity = np.asarray(encoded.matrix(("train",)).sum(axis=0)).ravel()
     items = pq.read_table(Path(cf_dir) / "embeddings" / "items.parquet")
     item_ids = items["item_id"].combine_chunks()
@@ -69,9 +71,17 @@ def build_clusters(
         clusters,
         settings.items_per_cluster,
     )
+    item_tags = (
+        dataset.items["tags"]
+        .combine_chunks()
+        .take(pc.index_in(item_ids.take(picked), value_set=dataset.items["item_id"].combine_chunks()))
+    )
+    tags = distinctive_tags(item_tags.to_pylist(), clusters)
     requests = [
-        [request_json(label_request(str(n), cards))] for n, cards in enumerate(table["cards"].to_pylist())
+        [request_json(label_request(str(n), cards, tags[n]))]
+        for n, cards in enumerate(table["cards"].to_pylist())
     ]
+    table = table.append_column("tags", pa.array(tags, pa.list_(pa.string())))
     table = table.append_column("label_requests", pa.array(requests, pa.list_(pa.string())))
     pq.write_table(table, Path(out) / _UNLABELLED)
     return {"clusters": table.num_rows, "items_clustered": len(active)}
@@ -128,6 +138,7 @@ def catalogue_stage(pipeline: PipelineRun) -> StageResult:
     section = {
         "coldstart": settings.model_dump(include=chosen),
         "summarizer": config.llm.summarizer,
+        "prompt": CLUSTER_LABEL.key,
         "seed": config.seed,
     }
     return pipeline.runner.run("catalogue", build, config=section, inputs=[data, cf, captions])

@@ -14,6 +14,7 @@ from models.profiling.catalogue import (
     by_popularity,
     cluster_embeddings,
     cluster_table,
+    distinctive_tags,
     fallback_label,
     label_request,
 )
@@ -50,8 +51,19 @@ def test_cluster_table_keeps_the_most_popular_clusters_and_items_first():
     assert table["size"].to_pylist() == [2, 3, 3]
     assert table["items"].to_pylist() == [["i4", "i3"], ["i1", "i2"], ["i6", "i7"]]
     assert table["cards"].to_pylist()[0] == ["card 4", "card 3"]
-    request = label_request("0", table["cards"].to_pylist()[0])
-    assert "card 4" in request["messages"][1]["content"] and request["schema"]["required"] == ["label"]
+    request = label_request("0", table["cards"].to_pylist()[0], ["heist", "noir"])
+    asked = request["messages"][1]["content"]
+    assert "card 4" in asked and "heist, noir" in asked and request["schema"]["required"] == ["label"]
+    assert request["schema"]["properties"]["label"]["enum"] == [
+        "Heist",
+        "Noir",
+        "Heist & Noir",
+        "Noir & Heist",
+    ]
+    assert "enum" not in label_request("1", ["card"], [])["schema"]["properties"]["label"]
+    tags = [["drama", "heist"], ["drama", "heist"], ["drama"], ["drama", "cartoon"], ["cartoon"], ["drama"]]
+    typical = distinctive_tags(tags, np.array([0, 0, 0, 1, 1, 2]), top=2)
+    assert typical == [["heist", "drama"], ["cartoon", "drama"], ["drama"]]  # drama is everywhere: last
     assert fallback_label(["Heat (1995) | a heist thriller"]) == "Like Heat (1995)"
 
 

@@ -100,8 +100,10 @@ def _image_request(seed: int) -> str:
 
 @pytest.mark.slow
 def test_tiny_vlm_describes_images_through_ray_data_vllm_processor(ray_cluster, tiny_models):
+    # Tokens enough to close a 60-character caption: a truncated answer would cost a retry pass, and each
+    # pass of the in-job processor starts its own engine (~50 s here).
     role = LLMRoleConfig(
-        model_source="tiny://vlm", max_images_per_prompt=1, max_tokens=48, max_model_len=1024
+        model_source="tiny://vlm", max_images_per_prompt=1, max_tokens=96, max_model_len=1024
     )
     rows = [
         {"item": f"item{i}", "kept": i * 10, "c_requests": [_image_request(i + j) for j in range(i % 3)]}

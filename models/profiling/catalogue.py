@@ -17,7 +17,7 @@ import pyarrow as pa
 import torch
 
 from models.config import ColdStartConfig
-from models.llm.prompts import CLUSTER_LABEL
+from models.llm.prompts import CLUSTER_LABEL, cluster_label_schema
 from models.profiling.evidence import numbered_list
 
 QUESTION_TEXTS = (
@@ -28,6 +28,7 @@ QUESTION_TEXTS = (
     "Last one: which of these do you enjoy most?",
 )
 LABEL_EVIDENCE_CHARS = 1200
+LABEL_TAGS = 4  # a name is one of a cluster's 4 most distinctive tags, or two of them
 
 
 class AnswerError(ValueError):
@@ -91,10 +92,28 @@ def cluster_table(
     )
 
 
-def label_request(key: str, cards: Sequence[str]) -> dict[str, Any]:
-    """The request that names one cluster from its most popular items."""
-    fields = {"items": numbered_list(cards, LABEL_EVIDENCE_CHARS)}
-    return {"row_key": key, "messages": CLUSTER_LABEL.messages(fields), "schema": CLUSTER_LABEL.schema}
+def distinctive_tags(
+    tags: Sequence[Sequence[str]], clusters: np.ndarray, top: int = 5, support: float = 0.02
+) -> list[list[str]]:
+    """Per cluster (0..max): the ``top`` tags most over-represented among its items (lift: the tag's share in
+    the cluster over its share in the catalogue), among tags on at least ``support`` of its items."""
+    owners = np.repeat(clusters, [len(t) for t in tags])
+    names, flat = np.unique(np.array([tag for t in tags for tag in t], dtype=object), return_inverse=True)
+    sizes = np.bincount(clusters)
+    counts = np.zeros((len(sizes), len(names)))
+    np.add.at(counts, (owners, flat), 1.0)
+    catalogue_share = np.bincount(flat, minlength=len(names)) / len(clusters)
+    lift = counts / np.maximum(sizes, 1)[:, None] / np.maximum(catalogue_share, 1e-12)
+    supported = counts >= np.maximum(1, np.ceil(support * sizes))[:, None]
+    best = np.argsort(-np.where(supported, lift, -1.0), axis=1, kind="stable")[:, :top]
+    return [[str(names[j]) for j in row if supported[c, j]] for c, row in enumerate(best)]
+
+
+def label_request(key: str, cards: Sequence[str], tags: Sequence[str]) -> dict[str, Any]:
+    """The request that names one cluster from its distinctive tags and most popular items."""
+    fields = {"tags": ", ".join(tags) or "(none)", "items": numbered_list(cards, LABEL_EVIDENCE_CHARS)}
+    schema = cluster_label_schema(list(tags[:LABEL_TAGS]))
+    return {"row_key": key, "messages": CLUSTER_LABEL.messages(fields), "schema": schema}
 
 
 def fallback_label(cards: Sequence[str]) -> str:
