@@ -24,6 +24,7 @@ from jobs.stage_runner import StageResult
 from jobs.topk import embedding_matrix
 from models.config import ColdStartConfig
 from models.data import encode_interactions, load_dataset
+from models.embedding import CardVectors
 from models.llm.prompts import CLUSTER_LABEL
 from models.profiling.catalogue import (
     Catalogue,
@@ -34,6 +35,7 @@ from models.profiling.catalogue import (
     fallback_label,
     label_request,
 )
+from models.profiling.drift import TasteSpread
 from runtime.cluster import connect
 
 if TYPE_CHECKING:
@@ -110,6 +112,14 @@ def _summary(path: str, settings: ColdStartConfig, llm: Any) -> dict[str, Any]:
         "llm_calls": summed_tallies(table["llm_calls"].to_pylist(), llm, {"label": "summarizer"}),
         "questions": [f"{q['text']} {' / '.join(q['choices'])}" for q in questions],
     }
+
+
+def taste_spread(catalogue: str, cards: CardVectors) -> TasteSpread:
+    """The catalogue stage's clusters as a drift meter: each cluster's most popular items are its probes."""
+    members = pq.read_table(Path(catalogue) / ITEMS)
+    cluster_of = dict(zip(members["item_id"].to_pylist(), members["cluster"].to_pylist(), strict=True))
+    probes = pq.read_table(Path(catalogue) / CLUSTERS, columns=["items"])["items"].combine_chunks().flatten()
+    return TasteSpread(cards, cluster_of, probes.to_pylist())
 
 
 def catalogue_stage(pipeline: PipelineRun) -> StageResult:

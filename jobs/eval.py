@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.broadcast import mapping_of
-from jobs.catalogue import CLUSTERS, ITEMS
+from jobs.catalogue import taste_spread
 from jobs.llm_step import LIGHT, LLMStep, request_json, row_answers, summed_tallies, tally
 from jobs.pipeline import stage_main
 from jobs.profiles import cards_ref
@@ -30,10 +30,10 @@ from jobs.refine import PUBLISHED
 from jobs.stage_runner import StageResult
 from jobs.topk import embedding_matrix
 from models.config import TailorMindConfig
-from models.evaluation import KS, metrics_with_ci, ranks_from_scores
+from models.evaluation import KS, finite_mean, metrics_with_ci, ranks_from_scores
 from models.llm.config import LLMConfig
 from models.llm.structured import LLMAnswer
-from models.profiling.drift import DEFINITION, TasteSpread
+from models.profiling.drift import DEFINITION
 from models.profiling.ranking import positive_rank
 from models.profiling.refiner import rank_depth, rank_requests, ranked_columns
 from runtime.cluster import connect
@@ -79,7 +79,7 @@ class TestRankers:
         self.embedder = TextEmbedder()
         self.card_vectors = CardVectors(self.embedder, mapping_of(cards, "item_id", "card"))  # across batches
         self.cf = _cf_tables(cf_embeddings) if cf_embeddings else None
-        self.spread = _taste_spread(catalogue, self.card_vectors) if catalogue else None
+        self.spread = taste_spread(catalogue, self.card_vectors) if catalogue else None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """user_id, one rank column per ranker, and ``failed_<ranker>`` for the LLM rankers."""
@@ -165,30 +165,16 @@ def _cf_tables(directory: str) -> tuple[pa.Array, np.ndarray, pa.Array, np.ndarr
     )
 
 
-def _taste_spread(catalogue: str, cards: Any) -> TasteSpread:
-    """The catalogue's taste clusters as a drift meter: its clusters' most popular items are the probes."""
-    members = pq.read_table(Path(catalogue) / ITEMS)
-    cluster_of = dict(zip(members["item_id"].to_pylist(), members["cluster"].to_pylist(), strict=True))
-    probes = pq.read_table(Path(catalogue) / CLUSTERS, columns=["items"])["items"].combine_chunks().flatten()
-    return TasteSpread(cards, cluster_of, probes.to_pylist())
-
-
 def drift_summary(table: pa.Table) -> dict[str, Any]:
     """Mean taste spread of the histories, of the profiles of each refinement round, and of the best."""
     rounds = table["spread_rounds"].to_pylist()
     depth = max((len(r) for r in rounds), default=0)
     return {
-        "history": _finite_mean(table["spread_history"].to_pylist()),
-        "rounds": [_finite_mean([r[n] for r in rounds if len(r) > n]) for n in range(depth)],
-        "refined": _finite_mean(table["spread_refined"].to_pylist()),
+        "history": finite_mean(table["spread_history"].to_pylist()),
+        "rounds": [finite_mean([r[n] for r in rounds if len(r) > n]) for n in range(depth)],
+        "refined": finite_mean(table["spread_refined"].to_pylist()),
         "definition": DEFINITION,
     }
-
-
-def _finite_mean(values: list[float | None]) -> float | None:
-    """Mean of the finite values (None when there are none: JSON has no NaN)."""
-    finite = [v for v in values if v is not None and np.isfinite(v)]
-    return float(np.mean(finite)) if finite else None
 
 
 def ranker_metrics(ranks_path: str, seed: int, depth: int, llm: LLMConfig) -> dict[str, Any]:

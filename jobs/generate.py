@@ -13,16 +13,19 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.broadcast import mapping_of
+from jobs.catalogue import taste_spread
 from jobs.llm_step import LIGHT, summed_tallies
 from jobs.pipeline import stage_main
 from jobs.profiles import cards_ref
 from jobs.refine import PUBLISHED
 from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
+from models.evaluation import finite_mean
 from models.generation.pages import write_index, write_post
 from models.generation.safety import JUDGE_ROLE, SafetyGate
 from models.generation.writer import WRITER_ROLE, Complete, PostWriter, UserBrief
@@ -110,11 +113,17 @@ def user_brief(row: dict[str, Any], cards: dict[str, str]) -> UserBrief:
 class PostWriterActor:
     """Writes the posts of a batch of users and their pages under ``out``."""
 
-    def __init__(self, config: TailorMindConfig, cards: Any, out: str, api_keys: dict[str, str]):
+    def __init__(
+        self, config: TailorMindConfig, cards: Any, out: str, api_keys: dict[str, str], catalogue: str | None
+    ):
+        from models.embedding import CardVectors
+
         self.llm = role_clients(config, writer_roles(config), api_keys)
         self.writer = post_writer(config, self.llm)
         self.cards = mapping_of(cards, "item_id", "card")
         self.out = Path(out)
+        vectors = CardVectors(self.writer.embedder, self.cards)
+        self.spread = taste_spread(catalogue, vectors) if catalogue is not None else None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """One summary row per user: page, versions, best score, errors."""
@@ -122,7 +131,8 @@ class PostWriterActor:
         rows: list[dict[str, Any]] = []
         posts = self.writer.write(briefs)
         calls = self.llm.take_calls()  # the batch's LLM calls, on its first row
-        for post in posts:
+        spreads = self._spreads(batch, posts)
+        for post, (history_spread, post_spread) in zip(posts, spreads, strict=True):
             page = write_post(self.out, post)
             best = post.versions[post.best].score if post.best >= 0 else None
             rows.append(
@@ -135,9 +145,25 @@ class PostWriterActor:
                     "refusal": post.refusal,
                     "safety_flags": post.flags,
                     "llm_calls": None if rows else calls,
+                    "spread_history": history_spread,
+                    "spread_post": post_spread,
                 }
             )
         return pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA)
+
+    def _spreads(self, batch: pa.Table, posts: list[Any]) -> list[tuple[float | None, float | None]]:
+        """Taste spread (drift) of each user's history and of their best post's text (None: unmeasured)."""
+        if self.spread is None:
+            return [(None, None)] * len(posts)
+        histories = dict(zip(batch["user_id"].to_pylist(), batch["history"].to_pylist(), strict=True))
+        best = [post.versions[post.best] if post.best >= 0 else None for post in posts]
+        texts = ["\n".join([v.title, v.body, *v.tags]) if v is not None else "" for v in best]
+        of_history = [self.spread.of_items(histories[post.user_id]) for post in posts]
+        of_post = self.spread.of_texts(texts).tolist()
+        return [
+            (a if np.isfinite(a) else None, b if np.isfinite(b) else None)
+            for a, b in zip(of_history, of_post, strict=True)
+        ]
 
 
 SUMMARY_SCHEMA = pa.schema(
@@ -150,6 +176,8 @@ SUMMARY_SCHEMA = pa.schema(
         ("refusal", pa.string()),  # why the safety gate refused every version, else null
         ("safety_flags", pa.int64()),  # flags raised over all versions
         ("llm_calls", pa.string()),  # {role: [requests, failed, retries]} of the writer actor's batch
+        ("spread_history", pa.float64()),  # taste spread of the history (models.profiling.drift)
+        ("spread_post", pa.float64()),  # and of the best post's text
     ]
 )
 
@@ -169,6 +197,10 @@ def index_and_summary(out: str, llm: LLMConfig) -> dict[str, Any]:
         "mean_versions": sum(row["versions"] for row in rows) / max(1, len(rows)),
         "mean_best_score": sum(scores) / max(1, len(rows)),
         "llm_calls": summed_tallies([row["llm_calls"] for row in rows], llm, {}),
+        "drift": {
+            "history": finite_mean([row["spread_history"] for row in rows]),
+            "posts": finite_mean([row["spread_post"] for row in rows]),
+        },
     }
 
 
@@ -180,6 +212,7 @@ def generate_stage(pipeline: PipelineRun) -> StageResult:
     config = pipeline.config
     refined = pipeline.results["refine"].path / PUBLISHED
     captions = pipeline.results["captions"].path
+    catalogue = pipeline.results.get("catalogue")
 
     def build(out: Path) -> dict[str, Any]:
         connect(config.ray, pipeline.runner.run_dir)
@@ -194,6 +227,7 @@ def generate_stage(pipeline: PipelineRun) -> StageResult:
                 "cards": cards_ref(captions),
                 "out": str(out.resolve()),
                 "api_keys": endpoint_keys(config, writer_roles(config)),
+                "catalogue": str(catalogue.path.resolve()) if catalogue is not None else None,
             },
             batch_format="pyarrow",
             batch_size=config.generation.batch_size,
@@ -207,7 +241,8 @@ def generate_stage(pipeline: PipelineRun) -> StageResult:
         "llm": [getattr(config.llm, name) for name in writer_roles(config)],
         "seed": config.seed,
     }
-    return pipeline.runner.run("generate", build, config=section, inputs=[refined.parent, captions])
+    inputs = [refined.parent, captions] + ([catalogue.path] if catalogue is not None else [])
+    return pipeline.runner.run("generate", build, config=section, inputs=inputs)
 
 
 if __name__ == "__main__":

@@ -44,3 +44,9 @@ def mean_with_ci(values: Sequence[float], resamples: int = 1000, seed: int = 0) 
         "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
         "n": len(finite),
     }
+
+
+def finite_mean(values: Sequence[float | None]) -> float | None:
+    """Mean of the finite values (None when there are none: JSON has no NaN)."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None

@@ -76,6 +76,7 @@ class RunResults:
     feedback: dict[str, Any] | None = None  # the feedback stage's metrics
     cold_start: dict[str, Any] | None = None  # the catalogue's questions and default, cold-start profiles
     drift: dict[str, Any] | None = None  # mean taste spread of histories and of each round's profiles
+    post_drift: dict[str, Any] | None = None  # mean taste spread of the posted users' histories and posts
 
 
 def read_run(run_dir: Path) -> RunResults:
@@ -95,6 +96,7 @@ def read_run(run_dir: Path) -> RunResults:
         },
         profiling_note=(evaluation or {}).get("note", ""),
         drift=(evaluation or {}).get("drift"),
+        post_drift=((_read_json(generate / "_stage.json") or {}).get("summary") or {}).get("drift"),
         judge=judge_intervals(judge) if judge else None,
         judge_facts={k: v for k, v in judge.items() if k != "methods"} if judge else {},
         posts=read_posts(generate) if generate.is_dir() else None,
@@ -219,16 +221,34 @@ def profiling_section(results: RunResults) -> str:
         users += f" Failed LLM rankings (each counted as a miss): {text(failed)}."
     if results.profiling_note:
         users += f" {text(results.profiling_note)}"
-    return interval_table("ranker", results.profiling) + users + "</p>" + plot + drift_table(results.drift)
+    drift = drift_table(results.drift, results.post_drift)
+    return interval_table("ranker", results.profiling) + users + "</p>" + plot + drift
 
 
-def drift_table(drift: dict[str, Any] | None) -> str:
-    """Profile drift: the mean taste spread of the histories and of the profiles, round by round."""
+def drift_table(drift: dict[str, Any] | None, posts: dict[str, Any] | None) -> str:
+    """Profile drift: the mean taste spread of the histories, of the profiles round by round, and of posts."""
     if not drift:
         return ""
-    header = ["history", *(f"round {n}" for n in range(len(drift["rounds"]))), "best profile"]
-    row = [number(drift["history"]), *(number(v) for v in drift["rounds"]), number(drift["refined"])]
-    return f"<h3>Profile drift</h3>{table(header, [row])}<p>{text(drift['definition'])}</p>"
+    header = [
+        "users",
+        "history",
+        *(f"round {n}" for n in range(len(drift["rounds"]))),
+        "best profile",
+        "post",
+    ]
+    blanks = ["–"] * len(drift["rounds"])
+    rows = [
+        [
+            "profiled",
+            number(drift["history"]),
+            *(number(v) for v in drift["rounds"]),
+            number(drift["refined"]),
+            "–",
+        ]
+    ]
+    if posts:
+        rows.append(["with posts", number(posts["history"]), *blanks, "–", number(posts["posts"])])
+    return f"<h3>Profile drift</h3>{table(header, rows)}<p>{text(drift['definition'])}</p>"
 
 
 def judge_section(results: RunResults) -> str:

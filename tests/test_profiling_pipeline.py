@@ -101,6 +101,7 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
     assert best["safety"]["checked"] == ["terms", "image", "video"]  # the demo's gate passed it
     generated = json.loads((tmp_path / "generate" / "_stage.json").read_text())["summary"]
     assert generated["refused_by_safety"] == 0 and generated["safety_flags"] >= 0
+    assert 0 <= generated["drift"]["history"] <= 1 and set(generated["drift"]) == {"history", "posts"}
     # every post page the index links shows its image and plays its clip in a real browser
     links = page_media(browser, file_url(tmp_path / "generate" / "index.html")).links
     pages = [page_media(browser, link) for link in links]

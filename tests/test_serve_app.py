@@ -7,7 +7,9 @@ import http.server
 import io
 import json
 import os
+import re
 import threading
+import unicodedata
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -531,11 +533,28 @@ def test_a_replica_killed_under_load_is_replaced_and_the_app_recovers(server):
 
 
 @pytest.mark.slow
-def test_a_post_the_safety_gate_flags_every_time_is_refused_with_422(server, media, image_site):
-    # Last in the module: the image checker at its highest sensitivity flags every image, so the app is
-    # redeployed that way (Serve restarts every replica of a redeployed app, about 80 s here) and left so.
-    # The post is re-rendered once (serve-demo's rewrites: 1), then refused.
-    deploy(media, image_site, "generation.safety.image_sensitivity=2.0")
+def test_the_safety_gate_never_returns_a_blocked_term_and_refuses_flagged_images(server, media, image_site):
+    # Last in the module: the app is redeployed (Serve restarts every replica of a redeployed app, about 80 s
+    # here) and left so. A word of a seeded text-only post becomes a blocked term; the image checker at its
+    # highest sensitivity flags every image. serve-demo rewrites or re-renders a flagged post once.
+    from models.generation.safety import blocked_term_pattern, blocked_terms_in
+
+    def shown(post: dict) -> str:
+        return "\n".join([post["title"], post["body"], *post["tags"]])
+
+    text_only = {"profile": "loves heist thrillers", "num_images": 0, "reflection_rounds": 0, "seed": 5}
+    status, before = _call(f"{server}/v1/generate", text_only)
+    assert status == 200, before
+    words = re.findall(r"(?<!\w)[^\W\d_]{4,}(?!\w)", unicodedata.normalize("NFKC", shown(before["post"])))
+    term = words[0].casefold()
+    blocked = f'generation.safety.blocked_terms=[gore, "{term}"]'
+    deploy(media, image_site, "generation.safety.image_sensitivity=2.0", blocked)
+    status, after = _call(f"{server}/v1/generate", text_only)  # the same seeded first draft holds the term
+    if status == 200:
+        assert not blocked_terms_in(shown(after["post"]), blocked_term_pattern([term])), (term, after)
+        assert any(flag["check"] == "terms" for flag in after["safety"]["flagged"]), (term, after["safety"])
+    else:
+        assert status == 422 and "contains blocked terms" in after["detail"], after
     status, body = _call(
         f"{server}/v1/generate", {"profile": "loves heist thrillers", "reflection_rounds": 0}
     )

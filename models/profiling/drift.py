@@ -17,8 +17,8 @@ from models.embedding import CardVectors
 NEAREST = 10  # items counted on both sides: a history's most recent, a text's nearest probes
 DEFINITION = (
     f"taste spread: entropy of the taste clusters of {NEAREST} items over log(clusters), 0 = one taste, "
-    f"1 = all alike; a history counts its {NEAREST} most recent items, a profile its {NEAREST} nearest "
-    "probe items (the clusters' most popular items, by MiniLM cosine); round 0 is the initial profile"
+    f"1 = all alike; a history counts its {NEAREST} most recent items, a profile or a post its {NEAREST} "
+    "nearest probe items (the clusters' most popular items, by MiniLM cosine); round 0 is the initial profile"
 )
 
 
