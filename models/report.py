@@ -293,10 +293,10 @@ def cold_start_section(cold_start: dict[str, Any] | None) -> str:
     questions = "".join(f"<li>{text(question)}</li>" for question in cold_start["questions"])
     profiled = cold_start["profiled"] or {"users": 0, "failed": 0}
     return (
-        f"<p>Clarifying questions (each choice a taste cluster of the catalogue; "
-        f"{cold_start['unlabelled']} clusters kept their fallback name):</p><ol>{questions}</ol>"
-        f"<p>{profiled['users']} users with few interactions profiled from their items and the curated "
-        f"default ({profiled['failed']} failed).</p>"
+        "<p>Clarifying questions (each choice a taste cluster of the catalogue; clusters the LLM gave no "
+        f"name, so named after their most popular item: {cold_start['unlabelled']}):</p><ol>{questions}</ol>"
+        f"<p>Users with few interactions profiled from their items and the curated default: "
+        f"{profiled['users']} ({profiled['failed']} failed).</p>"
     )
 
 

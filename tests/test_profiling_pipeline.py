@@ -125,7 +125,7 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
     assert "<td>profiles</td><td>profile</td><td>profiler</td><td>smollm2://135m-instruct</td>" in report
     assert report == (tmp_path / "report" / "report.html").read_text() and "data:image/png;base64," in report
     assert report.count("data:video/webm;base64,") == 2
-    assert "<h3>Profile drift</h3>" in report and "1 users with few interactions profiled" in report
+    assert "<h3>Profile drift</h3>" in report and "their items and the curated default: 1 (" in report
     shown = page_media(browser, file_url(tmp_path / "report.html"))
     assert shown.unrendered() == [] and len(shown.videos) == 2
     assert f"report: {tmp_path / 'report.html'}" in capsys.readouterr().out

@@ -26,9 +26,15 @@ def fake_run(run_dir):
     cf = {m: 0.1 + i / 100 for i, m in enumerate(METRICS)} | {f"sampled_{m}": 0.6 for m in METRICS}
     write_json(run_dir / "cf" / "metrics.json", cf | {"epochs": 7, "train_seconds": 12.5, "num_users": 610})
     ranker = {m: 0.25 for m in METRICS} | {"ci95": {m: [0.0, 0.75] for m in METRICS}, "num_users": 4}
-    write_json(
-        run_dir / "eval" / "metrics.json", {"rankers": {"cf": ranker, "embedding": ranker}, "num_users": 4}
-    )
+    drift = {"history": 0.8, "rounds": [0.5, 0.25], "refined": 0.25, "definition": "taste spread: entropy"}
+    evaluation = {"rankers": {"cf": ranker, "embedding": ranker}, "num_users": 4, "drift": drift}
+    write_json(run_dir / "eval" / "metrics.json", evaluation)
+    catalogue = {"questions": ["Which first? Horror / Crime / <Noir>"], "unlabelled": 1}
+    write_json(run_dir / "catalogue" / "_stage.json", {"fingerprint": "c", "summary": catalogue})
+    profiled = {"cold_start": {"users": 3, "failed": 1}}
+    write_json(run_dir / "profiles" / "_stage.json", {"fingerprint": "p", "summary": profiled})
+    generated = {"drift": {"history": 0.7, "posts": 0.1}}
+    write_json(run_dir / "generate" / "_stage.json", {"fingerprint": "g", "summary": generated})
     image = Image.new("RGB", (8, 8), (200, 30, 30))
     draft = PostVersion("draft", "b", [], ["p"], [image], [0.5], 0.1)
     clip = VideoClip([Image.new("RGB", (16, 16), (0, 20 * i, 200)) for i in range(5)], fps=4)
@@ -78,6 +84,13 @@ def test_report_shows_every_table_escaped_text_and_embedded_images(tmp_path):
     assert "<td>u1</td>" in page and "<td>1.000</td>" in page  # best combined score of u1's 2 versions
     assert "No post: writer failed" in page
     assert "<td>ab12</td><td>4</td><td>0.750</td><td>0.000</td><td>0.250</td>" in page  # feedback rates
+    profiled = "<td>profiled</td><td>0.800</td><td>0.500</td><td>0.250</td><td>0.250</td><td>–</td>"
+    assert (
+        profiled in page
+        and "<td>with posts</td><td>0.700</td><td>–</td><td>–</td><td>–</td><td>0.100</td>" in page
+    )
+    assert "<li>Which first? Horror / Crime / &lt;Noir&gt;</li>" in page and "most popular item: 1)" in page
+    assert "profiled from their items and the curated default: 3 (1 failed)" in page
     assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; Night city" in page
     assert "line &lt;2&gt;" in page and 'alt="neon &lt;street&gt;"' in page
     png = (tmp_path / "generate" / "u1" / "image0.png").read_bytes()
@@ -96,7 +109,7 @@ def test_missing_stages_read_as_not_run(tmp_path):
     fake_run(tmp_path)
     (tmp_path / "other").mkdir()
     page = render_report(read_run(tmp_path / "other"))
-    assert page.count("not run") == 6  # cf, profiling, judge, posts, feedback, LLM calls
+    assert page.count("not run") == 7  # cf, profiling, judge, posts, feedback, cold start, LLM calls
     assert render_report(read_run(tmp_path)).count("not run") == 1
 
 
