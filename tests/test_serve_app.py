@@ -535,8 +535,10 @@ def test_a_replica_killed_under_load_is_replaced_and_the_app_recovers(server):
 @pytest.mark.slow
 def test_the_safety_gate_never_returns_a_blocked_term_and_refuses_flagged_images(server, media, image_site):
     # Last in the module: the app is redeployed (Serve restarts every replica of a redeployed app, about 80 s
-    # here) and left so. A word of a seeded text-only post becomes a blocked term; the image checker at its
-    # highest sensitivity flags every image. serve-demo rewrites or re-renders a flagged post once.
+    # here) and left so. The words of a seeded text-only post become blocked terms (the tiny random writer
+    # does not repeat its post after the redeploy, so the same request may or may not draw one of them: the
+    # test holds either way, and the term list's flag and rewrite are tested in test_safety); the image
+    # checker at its highest sensitivity flags every image. serve-demo rewrites or re-renders once.
     from models.generation.safety import blocked_term_pattern, blocked_terms_in
 
     def shown(post: dict) -> str:
@@ -545,16 +547,18 @@ def test_the_safety_gate_never_returns_a_blocked_term_and_refuses_flagged_images
     text_only = {"profile": "loves heist thrillers", "num_images": 0, "reflection_rounds": 0, "seed": 5}
     status, before = _call(f"{server}/v1/generate", text_only)
     assert status == 200, before
-    words = re.findall(r"(?<!\w)[^\W\d_]{4,}(?!\w)", unicodedata.normalize("NFKC", shown(before["post"])))
-    term = words[0].casefold()
-    blocked = f'generation.safety.blocked_terms=[gore, "{term}"]'
+    found = re.findall(r"(?<!\w)[^\W\d_]{4,}(?!\w)", unicodedata.normalize("NFKC", shown(before["post"])))
+    terms = sorted({word.casefold() for word in found})[:20]
+    assert terms, before["post"]
+    blocked = "generation.safety.blocked_terms=[" + ", ".join(f'"{term}"' for term in terms) + "]"
     deploy(media, image_site, "generation.safety.image_sensitivity=2.0", blocked)
-    status, after = _call(f"{server}/v1/generate", text_only)  # the same seeded first draft holds the term
-    if status == 200:
-        assert not blocked_terms_in(shown(after["post"]), blocked_term_pattern([term])), (term, after)
-        assert any(flag["check"] == "terms" for flag in after["safety"]["flagged"]), (term, after["safety"])
-    else:
-        assert status == 422 and "contains blocked terms" in after["detail"], after
+    for seed in (5, 6):
+        status, after = _call(f"{server}/v1/generate", {**text_only, "seed": seed})
+        if status == 200:  # nothing blocked in what is returned, whatever the drafts held
+            assert not blocked_terms_in(shown(after["post"]), blocked_term_pattern(terms)), (terms, after)
+            assert all(flag["check"] == "terms" for flag in after["safety"]["flagged"]), after["safety"]
+        else:
+            assert status == 422 and "contains blocked terms" in after["detail"], after
     status, body = _call(
         f"{server}/v1/generate", {"profile": "loves heist thrillers", "reflection_rounds": 0}
     )
