@@ -116,7 +116,7 @@ def run(quick: bool = False) -> BenchResult:
     warm = pq.read_table(run_dir / "profiles" / "profile_v0.parquet")
     order = warm["user_id"].to_pylist()
     candidates = warm["test_candidates"].to_pylist()
-    catalogue = Catalogue.from_table(pq.read_table(run_dir / "catalogue" / CLUSTERS), config.coldstart)
+    catalogue = Catalogue.read(run_dir / "catalogue" / CLUSTERS, config.coldstart)
     members = pq.read_table(run_dir / "catalogue" / ITEMS)
     cluster_of = dict(zip(members["item_id"].to_pylist(), members["cluster"].to_pylist(), strict=True))
     start = time.perf_counter()

@@ -61,14 +61,14 @@ def build_clusters(
     cards = pq.read_table(Path(captions_dir) / "items.parquet", columns=["item_id", "card"])
     item_cards = cards["card"].combine_chunks().take(pc.index_in(item_ids, value_set=cards["item_id"]))
     active = np.flatnonzero(interactions > 0)
-    picked = pa.array(active)
+    active_ids = item_ids.take(pa.array(active))
     raw = cluster_embeddings(embedding_matrix(items["embedding"])[active], settings.clusters, seed)
     clusters = by_popularity(raw, interactions[active])
-    members = pa.table({"item_id": item_ids.take(picked), "cluster": pa.array(clusters, pa.int32())})
+    members = pa.table({"item_id": active_ids, "cluster": pa.array(clusters, pa.int32())})
     pq.write_table(members, Path(out) / ITEMS)
     table = cluster_table(
-        item_ids.take(picked),
-        item_cards.take(picked),
+        active_ids,
+        item_cards.take(pa.array(active)),
         interactions[active],
         clusters,
         settings.items_per_cluster,
@@ -76,7 +76,7 @@ def build_clusters(
     item_tags = (
         dataset.items["tags"]
         .combine_chunks()
-        .take(pc.index_in(item_ids.take(picked), value_set=dataset.items["item_id"].combine_chunks()))
+        .take(pc.index_in(active_ids, value_set=dataset.items["item_id"].combine_chunks()))
     )
     tags = distinctive_tags(item_tags.to_pylist(), clusters)
     requests = [

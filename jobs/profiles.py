@@ -23,7 +23,7 @@ from jobs.cohort import COLD_START, USERS
 from jobs.llm_step import LIGHT, LLMStep, request_json, row_answers, summed_tallies, tally
 from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult
-from models.config import ColdStartConfig, TailorMindConfig
+from models.config import TailorMindConfig
 from models.llm.config import LLMConfig
 from models.llm.prompts import PROFILE, profile_text
 from models.profiling.catalogue import Catalogue
@@ -100,11 +100,15 @@ def profiles_stage(pipeline: PipelineRun) -> StageResult:
     captions = pipeline.results["captions"].path
 
     catalogue = pipeline.results.get("catalogue")  # absent when a caller runs the stages without it
-    curated = _default_cards(catalogue.path, config.coldstart) if catalogue is not None else []
 
     def build(out: Path) -> dict[str, Any]:
         connect(config.ray, pipeline.runner.run_dir)
         cards = cards_ref(captions)
+        curated = (
+            Catalogue.read(catalogue.path / CLUSTERS, config.coldstart).default()
+            if catalogue is not None
+            else []
+        )
         task = ray.remote(_summary).options(**LIGHT)
         summaries: dict[str, dict[str, Any]] = {}
         for users, written, default in (
@@ -149,12 +153,6 @@ def profile_users(users: str, cards: Any, default: list[str] | None, config: Tai
     )
     answered = LLMStep("profile", config.llm.profiler, config.seed)(asked)
     return answered.map_batches(parse_batch, batch_format="pyarrow", **LIGHT)
-
-
-def _default_cards(catalogue: Path, settings: ColdStartConfig) -> list[str]:
-    """The curated default's item cards (a few catalogue-level lines)."""
-    table = pq.read_table(catalogue / CLUSTERS, columns=["label", "popularity", "items", "cards"])
-    return Catalogue.from_table(table, settings).default()
 
 
 if __name__ == "__main__":

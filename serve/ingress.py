@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
@@ -342,14 +341,13 @@ def load_catalogue(settings: ColdStartConfig) -> Catalogue | None:
     if settings.catalogue is None:
         return None
     try:
-        table = pq.read_table(settings.catalogue, columns=["label", "popularity", "items", "cards"])
+        return Catalogue.read(settings.catalogue, settings)
     except (OSError, ValueError, pa.ArrowException) as error:
         raise TailorMindError(
             f"coldstart.catalogue {settings.catalogue} is not a catalogue stage's clusters.parquet "
             f"({error}); run the pipeline's catalogue stage and point coldstart.catalogue at "
             "RUN/catalogue/clusters.parquet"
         ) from None
-    return Catalogue.from_table(table, settings)
 
 
 def llm_roles(config: TailorMindConfig) -> tuple[str, ...]:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from models.config import ColdStartConfig
@@ -28,6 +30,7 @@ QUESTION_TEXTS = (
     "Last one: which of these do you enjoy most?",
 )
 LABEL_EVIDENCE_CHARS = 1200
+CATALOGUE_COLUMNS = ("label", "popularity", "items", "cards")  # what a Catalogue reads of the stage's table
 LABEL_TAGS = 4  # a name is one of a cluster's 4 most distinctive tags, or two of them
 
 
@@ -145,11 +148,16 @@ class Catalogue:
         self.settings = settings
 
     @classmethod
+    def read(cls, path: str | Path, settings: ColdStartConfig) -> Catalogue:
+        """The catalogue stage's ``clusters.parquet`` (a file or folder, local or a pyarrow.fs URI)."""
+        return cls.from_table(pq.read_table(str(path), columns=list(CATALOGUE_COLUMNS)), settings)
+
+    @classmethod
     def from_table(cls, table: pa.Table, settings: ColdStartConfig) -> Catalogue:
         """The catalogue stage's clusters table (labels made unique)."""
         seen: dict[str, int] = {}
         clusters = []
-        for row in table.select(["label", "popularity", "items", "cards"]).to_pylist():
+        for row in table.select(list(CATALOGUE_COLUMNS)).to_pylist():
             seen[row["label"]] = seen.get(row["label"], 0) + 1
             label = row["label"] if seen[row["label"]] == 1 else f"{row['label']} ({seen[row['label']]})"
             clusters.append(TasteCluster(label, row["popularity"], row["items"], row["cards"]))
