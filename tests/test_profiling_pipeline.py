@@ -35,7 +35,7 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
         "--set",
         "cf.epochs=2",
         "--set",
-        "cf.batch_size=4096",  # 2 epochs of 22 steps (the default's 65,536-pair steps would make it 4 steps)
+        "cf.batch_size=4096",  # 2 epochs of 22 steps (the default's 16,384-pair steps would make it 6)
         "--set",
         "profiling.max_users=2",
         "--set",
