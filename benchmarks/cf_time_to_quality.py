@@ -30,10 +30,10 @@ from models.data.movielens import import_movielens
 from models.data.synth import SynthSpec, write_synthetic
 
 BASELINE = "bpr 4k"
-DEFAULT = "bpr 16k"  # CFConfig's defaults
+DEFAULT = "bpr 16k"
 SETTINGS: dict[str, dict[str, Any]] = {
     BASELINE: {"loss": "bpr", "batch_size": 4096, "lr": 0.005},
-    DEFAULT: {"loss": "bpr", "batch_size": 16384, "lr": 0.01},
+    DEFAULT: {key: CFConfig.model_fields[key].default for key in ("loss", "batch_size", "lr")},
     "bpr 64k": {"loss": "bpr", "batch_size": 65536, "lr": 0.05},
     "softmax 64k": {"loss": "softmax", "batch_size": 65536, "lr": 0.02, "negatives": 256},
 }
@@ -89,7 +89,7 @@ def train_curve(inputs: CFInputs, cf: CFConfig, budget_s: float) -> Curve:
     return points
 
 
-def at(points: list[dict[str, float]], seconds: float) -> dict[str, float] | None:
+def at(points: Curve, seconds: float) -> dict[str, float] | None:
     """The last curve point reached within ``seconds`` of training (None before the first)."""
     reached = [p for p in points if p["seconds"] <= seconds]
     return reached[-1] if reached else None
@@ -99,7 +99,6 @@ def run(quick: bool = False) -> BenchResult:
     """Every setting on a synthetic graph of Gowalla's size and on MovieLens-small, two at a time."""
     result = BenchResult("cf_time_to_quality")
     threads = max(1, (os.cpu_count() or 1) // PARALLEL)
-    curves: dict[str, dict[str, Curve]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         paths = {"synthetic-30k": Path(tmp) / "synth", "movielens-small": Path(tmp) / "ml"}
         write_synthetic(
@@ -115,9 +114,8 @@ def run(quick: bool = False) -> BenchResult:
                 futures = {
                     n: pool.submit(curve_in_worker, path, n, budget[n], threads) for n in longest_first
                 }
-                done = {name: futures[name].result() for name in SETTINGS}
-                curves[dataset] = {name: points for name, (_, points) in done.items()}
-                for name, (train_pairs, points) in done.items():
+                for name in SETTINGS:
+                    train_pairs, points = futures[name].result()
                     result.add(
                         dataset=dataset,
                         setting=name,
@@ -135,8 +133,9 @@ def run(quick: bool = False) -> BenchResult:
                         best_recall_at_20=max(p["recall@20"] for p in points),
                         curve=points,
                     )
+    baselines = {row["dataset"]: row["curve"] for row in result.rows if row["setting"] == BASELINE}
     for row in result.rows:
-        baseline = at(curves[row["dataset"]][BASELINE], row["budget_s"])
+        baseline = at(baselines[row["dataset"]], row["budget_s"])
         row["recall@20_vs_bpr_4k"] = (
             row["recall@20"] / baseline["recall@20"] if baseline and baseline["recall@20"] else None
         )

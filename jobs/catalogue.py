@@ -61,14 +61,15 @@ def build_clusters(
     cards = pq.read_table(Path(captions_dir) / "items.parquet", columns=["item_id", "card"])
     item_cards = cards["card"].combine_chunks().take(pc.index_in(item_ids, value_set=cards["item_id"]))
     active = np.flatnonzero(interactions > 0)
-    active_ids = item_ids.take(pa.array(active))
+    picked = pa.array(active)
+    active_ids = item_ids.take(picked)
     raw = cluster_embeddings(embedding_matrix(items["embedding"])[active], settings.clusters, seed)
     clusters = by_popularity(raw, interactions[active])
     members = pa.table({"item_id": active_ids, "cluster": pa.array(clusters, pa.int32())})
     pq.write_table(members, Path(out) / ITEMS)
     table = cluster_table(
         active_ids,
-        item_cards.take(pa.array(active)),
+        item_cards.take(picked),
         interactions[active],
         clusters,
         settings.items_per_cluster,
