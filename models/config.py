@@ -56,7 +56,13 @@ class CFConfig(StrictModel):
     layers: int = Field(3, ge=0)
     dim: int = Field(64, ge=1)
     loss: Literal["bpr", "softmax"] = Field(
-        "bpr", description="bpr: one negative per positive; softmax: each positive against shared negatives"
+        "bpr",
+        description="bpr: never-seen negatives per positive; softmax: each positive against shared negatives",
+    )
+    bpr_negatives: int = Field(
+        1,
+        ge=1,
+        description="bpr: never-seen negatives drawn per positive, each its own BPR term in the same step",
     )
     negatives: int = Field(1024, ge=1, description="softmax: uniform negatives shared by each step")
     temperature: float = Field(1.0, gt=0, description="softmax: scores are divided by it")

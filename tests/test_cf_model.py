@@ -337,11 +337,16 @@ def _two_cluster_data(seed: int, num_users: int = 200, num_items: int = 100, per
     return train, users[held_out], items[held_out], item_index, tag_index
 
 
-@pytest.mark.parametrize(("use_tags", "loss"), [(True, "bpr"), (False, "bpr"), (True, "softmax")])
-def test_short_training_beats_most_popular(use_tags, loss):
+@pytest.mark.parametrize(
+    ("use_tags", "loss", "bpr_negatives"),
+    [(True, "bpr", 1), (False, "bpr", 1), (True, "bpr", 4), (True, "softmax", 1)],
+)
+def test_short_training_beats_most_popular(use_tags, loss, bpr_negatives):
     train, eval_users, eval_items, item_index, tag_index = _two_cluster_data(0)
     graph = build_hypergraph(train, item_index, tag_index, 4, use_tags=use_tags)
-    cf = CFConfig(dim=32, layers=2, lr=0.01, batch_size=train.nnz, loss=loss, negatives=64)
+    cf = CFConfig(
+        dim=32, layers=2, lr=0.01, batch_size=train.nnz, loss=loss, negatives=64, bpr_negatives=bpr_negatives
+    )
     torch.manual_seed(0)
     model = cf_model(graph, cf)
     trainer = CFTrainer(model, graph, train, cf)
@@ -355,3 +360,17 @@ def test_short_training_beats_most_popular(use_tags, loss):
     popular = full_ranking_metrics(pop_users, pop_items, train, eval_users, eval_items)
     assert trained["recall@10"] > popular["recall@10"] + 0.2, (trained, popular)
     assert trained["ndcg@10"] > popular["ndcg@10"]
+
+
+@pytest.mark.parametrize("bpr_negatives", [1, 4])
+def test_bpr_negatives_add_terms_not_steps(bpr_negatives):
+    train, _, _, item_index, tag_index = _two_cluster_data(0)
+    graph = build_hypergraph(train, item_index, tag_index, 4)
+    cf = CFConfig(dim=8, layers=1, batch_size=-(-train.nnz // 3), bpr_negatives=bpr_negatives)
+    trainer = CFTrainer(cf_model(graph, cf), graph, train, cf)
+    steps = []
+    step = trainer.optimizer.step
+    trainer.optimizer.step = lambda: steps.append(step())  # type: ignore[method-assign]
+    metrics = trainer.epoch(1)
+    assert len(steps) == 3
+    assert metrics["pairs_per_second"] * metrics["epoch_seconds"] == pytest.approx(train.nnz, rel=0.01)

@@ -23,7 +23,8 @@ def cf_model(graph: HypergraphAdjacency, cf: CFConfig) -> HypergraphCF:
 class CFTrainer:
     """Adam over ``model`` (bare or DDP-wrapped); ``epoch`` trains this rank's shard of the train pairs.
 
-    BPR draws one never-seen negative per positive; the softmax loss scores every positive of a step
+    BPR draws ``cf.bpr_negatives`` never-seen negatives per positive (a step holds ``cf.batch_size``
+    positives with all their negatives); the softmax loss scores every positive of a step
     against ``cf.negatives`` uniform items shared by the step. Negatives avoid (BPR) only train items:
     excluding valid and test items would use held-out labels.
     """
@@ -55,12 +56,17 @@ class CFTrainer:
         shard = order[self.rank :: self.world].to(self.device)
         generator = torch.Generator(device=self.device).manual_seed(epoch * 1000 + self.rank)
         users, positives = self.users[shard], self.items[shard]
-        negatives = None
+        negatives, per_pair = None, 1
         if self.cf.loss == "bpr":
+            per_pair = self.cf.bpr_negatives
             users, positives, negatives = sample_bpr_triples(
-                users, positives, self.core.num_items, self.known, generator
+                users.repeat_interleave(per_pair),
+                positives.repeat_interleave(per_pair),
+                self.core.num_items,
+                self.known,
+                generator,
             )
-        per_worker = max(1, self.cf.batch_size // self.world)
+        per_worker = max(1, self.cf.batch_size // self.world) * per_pair
         steps = max(1, -(-len(users) // per_worker))
         self.model.train()
         total = 0.0
@@ -77,7 +83,7 @@ class CFTrainer:
         return {
             "loss": total / steps,
             "epoch_seconds": seconds,
-            "pairs_per_second": len(users) * self.world / seconds,
+            "pairs_per_second": len(users) // per_pair * self.world / seconds,
         }
 
     def _loss(
