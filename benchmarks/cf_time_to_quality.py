@@ -111,12 +111,14 @@ def run(quick: bool = False) -> BenchResult:
         write_dataset(import_movielens(MOVIELENS), paths["movielens-small"])
         spawn = multiprocessing.get_context("spawn")
         budget = {dataset: budgets(dataset, quick) for dataset in paths}
-        runs = sorted(((d, n) for d in paths for n in SETTINGS), key=lambda run: -budget[run[0]][run[1]])
+        runs = [(d, n) for d in paths for n in SETTINGS]  # the rows' order
+        longest_first = sorted(runs, key=lambda run: -budget[run[0]][run[1]])
         with ProcessPoolExecutor(PARALLEL, mp_context=spawn) as pool:
             futures = {
-                (d, n): pool.submit(curve_in_worker, paths[d], n, budget[d][n], threads) for d, n in runs
+                (d, n): pool.submit(curve_in_worker, paths[d], n, budget[d][n], threads)
+                for d, n in longest_first
             }
-            for dataset, name in ((d, n) for d in paths for n in SETTINGS):
+            for dataset, name in runs:
                 train_pairs, points = futures[dataset, name].result()
                 result.add(
                     dataset=dataset,
