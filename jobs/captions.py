@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 ITEMS = "items.parquet"  # a folder of Parquet files (one per block)
 _CACHE_COLUMNS = ["content_key", *CAPTION_COLUMNS]
 _CACHE_SCHEMA = pa.schema([(name, pa.string()) for name in _CACHE_COLUMNS])
+# Items per block of a catalogue read: blocks follow the catalogue's size, not the cluster's CPU count (a
+# small catalogue split 2 x CPUs ways starts a worker process per sliver of it).
+ITEMS_PER_BLOCK = 4096
 
 
 def in_scope_batch(batch: pa.Table, wanted: Any, keep: bool) -> pa.Table:
@@ -182,7 +185,7 @@ def caption_items(
     items_path: str, data_root: str, wanted_path: str | None, config: TailorMindConfig, out: Path, cache: Path
 ) -> dict[str, Any]:
     """Caption (or take from the cache) the wanted items of ``items_path``; write every item's row."""
-    import ray.data
+    import ray
 
     cache_files = sorted(str(p) for p in cache.glob("*.parquet")) if cache.is_dir() else []
     cache_ref = ray.remote(_cached_captions).options(**LIGHT).remote(cache_files) if cache_files else None
@@ -190,12 +193,12 @@ def caption_items(
     scope = {"batch_format": "pyarrow", **LIGHT}
     model_key = f"{config.llm.captioner.model_source}|{config.llm.summarizer.model_source}"
     if config.profiling.caption_scope == "none":  # no LLM: every card from the item's own text
-        uncaptioned = ray.data.read_parquet(items_path).map_batches(
+        uncaptioned = read_items(items_path).map_batches(
             uncaptioned_batch, fn_kwargs={"model_key": model_key}, **scope
         )
         uncaptioned.write_parquet(str((out / ITEMS).resolve()))
         return _summary(out, cache, config)
-    scoped = ray.data.read_parquet(items_path).map_batches(
+    scoped = read_items(items_path).map_batches(
         in_scope_batch, fn_kwargs={"wanted": wanted, "keep": True}, **scope
     )
     planned = scoped.map_batches(
@@ -214,12 +217,21 @@ def caption_items(
         described.map_batches(video_batch, **scope)
     )
     captioned = synthesised.map_batches(assemble_batch, **scope)
-    rest = ray.data.read_parquet(items_path).map_batches(
+    rest = read_items(items_path).map_batches(
         in_scope_batch, fn_kwargs={"wanted": wanted, "keep": False}, **scope
     )
     uncaptioned = rest.map_batches(uncaptioned_batch, fn_kwargs={"model_key": model_key}, **scope)
     captioned.union(uncaptioned).write_parquet(str((out / ITEMS).resolve()))
     return _summary(out, cache, config)
+
+
+def read_items(items_path: str) -> Any:
+    """The catalogue at ``items_path`` as a Dataset of ``ITEMS_PER_BLOCK``-item blocks."""
+    import pyarrow.dataset
+    import ray.data
+
+    rows = pyarrow.dataset.dataset(items_path, format="parquet").count_rows()
+    return ray.data.read_parquet(items_path, override_num_blocks=max(1, -(-rows // ITEMS_PER_BLOCK)))
 
 
 def _summary(out: Path, cache: Path, config: TailorMindConfig) -> dict[str, Any]:
