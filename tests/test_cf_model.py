@@ -14,6 +14,7 @@ from models.cf import (
     bpr_loss,
     build_hypergraph,
     full_ranking_metrics,
+    full_ranks,
     popularity_embeddings,
     popularity_scores,
     rank_metrics,
@@ -284,6 +285,22 @@ def test_full_ranking_metrics_known_ranks():
         user_emb, item_emb, sp.csr_matrix(train), np.array([0]), np.array([1]), (1, 2)
     )
     assert seen_pos["recall@1"] == 1.0
+
+
+def test_full_ranks_of_two_splits_in_one_pass_equal_one_split_at_a_time():
+    g = torch.Generator().manual_seed(3)
+    user_emb, item_emb = torch.randn(6, 4, generator=g), torch.randn(30, 4, generator=g)
+    rng = np.random.default_rng(3)
+    train = sp.csr_matrix((rng.random((6, 30)) < 0.3).astype(np.float32))
+    users = np.array([0, 1, 2, 3, 4, 5, 0])
+    valid = np.array([3, 7, -1, 11, 0, 29, 5])  # user 2 has no valid item
+    test = rng.integers(0, 30, 7)
+    test[1] = train[1].indices[0]  # a test positive that is also in its user's train row
+    both = full_ranks(user_emb, item_emb, train, users, np.stack([valid, test], axis=1), block_size=4)
+    has = valid >= 0
+    assert both.shape == (7, 2) and both[2, 0] == -1
+    assert (both[has, 0] == full_ranks(user_emb, item_emb, train, users[has], valid[has])).all()
+    assert (both[:, 1] == full_ranks(user_emb, item_emb, train, users, test)).all()
 
 
 def test_sampled_metrics_known_ranks():

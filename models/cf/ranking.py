@@ -40,22 +40,28 @@ def full_ranks(
     """0-based rank of each eval user's positive among all items outside that user's train row.
 
     Ties count against the positive: the rank is the number of other candidate items scoring at least as
-    high. The positive is ranked even if it also appears in the train row.
+    high. The positive is ranked even if it also appears in the train row. ``eval_items`` [N, S] ranks S
+    positives per user (one per held-out split, say) from one scoring pass: ranks are [N, S], and -1 where
+    an item is negative (the user has none in that column).
     """
     eval_users, eval_items = np.asarray(eval_users, np.int64), np.asarray(eval_items, np.int64)
+    columns = eval_items.reshape(len(eval_items), -1)
     train = sp.csr_matrix(train)
     ranks = []
     with torch.no_grad():
         for start in range(0, len(eval_users), block_size):
             users = eval_users[start : start + block_size]
-            pos = torch.as_tensor(eval_items[start : start + block_size], device=user_emb.device)
+            pos = torch.as_tensor(columns[start : start + block_size], device=user_emb.device)
             scores = _scores(user_emb[torch.as_tensor(users, device=user_emb.device)], item_emb)
-            rows = torch.arange(len(users), device=scores.device)
-            pos_scores = scores[rows, pos]
+            pos_scores = scores.gather(1, pos.clamp(min=0))
             _exclude(scores, train[users])
-            scores[rows, pos] = pos_scores
-            ranks.append((scores >= pos_scores[:, None]).sum(dim=1) - 1)
-    return torch.cat(ranks).cpu().numpy() if ranks else np.zeros(0, np.int64)
+            # a positive outside the train row is still in ``scores`` and must not outrank itself
+            candidate = scores.gather(1, pos.clamp(min=0)) > float("-inf")
+            at_least = [(scores >= pos_scores[:, [s]]).sum(dim=1) for s in range(pos.shape[1])]
+            block = torch.stack(at_least, dim=1) - candidate.to(torch.int64)
+            ranks.append(block.masked_fill(pos < 0, -1))
+    out = torch.cat(ranks).cpu().numpy() if ranks else np.zeros((0, columns.shape[1]), np.int64)
+    return out if eval_items.ndim > 1 else out[:, 0]
 
 
 def sampled_ranks(
