@@ -225,13 +225,14 @@ def caption_items(
     return _summary(out, cache, config)
 
 
-def read_items(items_path: str) -> Any:
-    """The catalogue at ``items_path`` as a Dataset of ``ITEMS_PER_BLOCK``-item blocks."""
+def read_items(items_path: str, columns: list[str] | None = None) -> Any:
+    """The catalogue at ``items_path`` (those columns) as a Dataset of ``ITEMS_PER_BLOCK``-item blocks."""
     import pyarrow.dataset
     import ray.data
 
     rows = pyarrow.dataset.dataset(items_path, format="parquet").count_rows()
-    return ray.data.read_parquet(items_path, override_num_blocks=max(1, -(-rows // ITEMS_PER_BLOCK)))
+    blocks = max(1, -(-rows // ITEMS_PER_BLOCK))
+    return ray.data.read_parquet(items_path, columns=columns, override_num_blocks=blocks)
 
 
 def _summary(out: Path, cache: Path, config: TailorMindConfig) -> dict[str, Any]:

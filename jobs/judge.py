@@ -4,8 +4,9 @@ Refined users stream through a ``map_batches`` actor: for its batch, every metho
 .ablations``) writes with the same seeds in one ``PostWriter`` run; each post and each user's test item
 (the ground truth) is scored by the same code: coherence in CLIP space against the user's history and test
 item, and novelty, aesthetic and hallucination by the judge LLM, which never sees the method and gets the
-batch's posts in a seeded shuffled order. ``RUN/judge/scores.parquet/`` has one row per (method, user);
-``metrics.json`` is computed from it in a task.
+batch's posts in a seeded shuffled order; its facts for hallucination are the catalogue cards nearest to the
+post, whose vectors ``jobs.card_vectors`` computes once per card across runs and broadcasts to the actors.
+``RUN/judge/scores.parquet/`` has one row per (method, user); ``metrics.json`` is computed from it in a task.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from jobs.broadcast import broadcast_table, mapping_of, table_of
+from jobs.captions import ITEMS
+from jobs.card_vectors import catalogue_vectors, vector_matrix
 from jobs.generate import (
     actor_resources,
     endpoint_keys,
@@ -77,7 +80,13 @@ class JudgeActor:
     """Writes every method's posts for a batch of users, then scores them and the ground truth blind."""
 
     def __init__(
-        self, config: TailorMindConfig, cards: Any, media: Any, data_root: str, api_keys: dict[str, str]
+        self,
+        config: TailorMindConfig,
+        cards: Any,
+        catalogue: Any,
+        media: Any,
+        data_root: str,
+        api_keys: dict[str, str],
     ):
         from models.embedding import TextEmbedder
         from models.scoring.clip_score import CLIPScorer
@@ -90,8 +99,12 @@ class JudgeActor:
         self.llm = role_clients(config, judge_stage_roles(config), api_keys)
         self.writer = post_writer(config, self.llm)
         self.scorer = CLIPScorer(config.generation.clip_model, config.generation.device)
+        vectors = table_of(catalogue)
         self.catalogue = CatalogueFacts(
-            list(self.cards.values()), TextEmbedder(device=config.generation.device), config.judge.fact_top_k
+            vectors["card"].to_pylist(),
+            TextEmbedder(device=config.generation.device),
+            config.judge.fact_top_k,
+            vector_matrix(vectors["vector"]),
         )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -251,6 +264,12 @@ def judge_stage(pipeline: PipelineRun) -> StageResult:
                 "api_keys": endpoint_keys(config, judge_stage_roles(config)),
                 "config": config,
                 "cards": cards_ref(captions),
+                "catalogue": catalogue_vectors(
+                    str((captions / ITEMS).resolve()),
+                    pipeline.runner.run_dir / "cache" / "card_vectors",
+                    config.generation.device,
+                    config.generation.workers,
+                ),
                 "media": media,
                 "data_root": str(data_dir.resolve()),
             },

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
 
 DEFAULT_EMBEDDER = "bundled://all-MiniLM-L6-v2"
+
+
+def card_key(card: str, source: str = DEFAULT_EMBEDDER) -> str:
+    """The content key of a card's embedding by the embedder ``source``."""
+    return hashlib.sha256(f"{source}|{card}".encode()).hexdigest()[:32]
 
 
 class Embedder(Protocol):

@@ -6,6 +6,8 @@ import json
 import math
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -103,6 +105,32 @@ def test_a_post_that_contradicts_the_catalogue_gets_the_contradicted_facts_and_c
     assert judged_scores(view, answers, visual_rated=True)["aesthetic"] == 0.25
     failed = {f"{view.key}|facts": LLMAnswer("k", None, "invalid JSON", 2)}
     assert all(math.isnan(v) for v in judged_scores(view, failed, visual_rated=True).values())
+
+
+def test_catalogue_vectors_embed_each_card_once_across_runs(ray_cluster, tmp_path):
+    from jobs.card_vectors import catalogue_vectors, vector_matrix
+    from models.embedding import TextEmbedder
+
+    cache, embedder = tmp_path / "cache", TextEmbedder()
+
+    def vectors(cards: list[str]) -> tuple[list[str], np.ndarray]:
+        items = tmp_path / f"items-{len(cards)}.parquet"
+        ids = [f"i{n}" for n in range(len(cards))]
+        pq.write_table(pa.table({"item_id": ids, "card": cards, "title": ["t"] * len(cards)}), items)
+        table = ray_cluster.get(catalogue_vectors(str(items), cache, "cpu", 1))
+        assert table["item_id"].to_pylist() == ids and table["card"].to_pylist() == cards
+        return sorted(p.name for p in cache.iterdir()), vector_matrix(table["vector"])
+
+    before, first = vectors(CATALOGUE)
+    assert len(before) == 1 and np.allclose(first, embedder.embed(CATALOGUE), atol=1e-4)
+    grown = [*CATALOGUE, "Up (2009) | an old man flies his house to South America", CATALOGUE[0]]
+    runs, second = vectors(grown)  # only the new card is embedded, once; the repeated card reuses its vector
+    (added,) = set(runs) - set(before)
+    assert pq.read_table(cache / added).num_rows == 1
+    assert np.allclose(second, embedder.embed(grown), atol=1e-4)
+    assert vectors(grown)[0] == runs  # nothing new: no folder added
+    facts = CatalogueFacts(grown, embedder, top_k=1, vectors=second)
+    assert facts.facts(["a house lifted by balloons"]) == [[grown[4]]]
 
 
 def test_ablation_briefs_change_one_thing_each():

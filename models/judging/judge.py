@@ -53,9 +53,14 @@ class FactSource(Protocol):
 class CatalogueFacts:
     """The ``top_k`` catalogue item cards closest to a text (MiniLM cosine)."""
 
-    def __init__(self, cards: list[str], embedder: Embedder, top_k: int = 5):
+    def __init__(
+        self, cards: list[str], embedder: Embedder, top_k: int = 5, vectors: np.ndarray | None = None
+    ):
+        """``vectors``: the cards' embeddings by ``embedder``, precomputed (None: embedded here)."""
         self.cards, self.embedder, self.top_k = cards, embedder, top_k
-        self.vectors = embedder.embed(cards)
+        self.vectors = embedder.embed(cards) if vectors is None else vectors
+        if len(self.vectors) != len(cards):
+            raise ValueError(f"{len(self.vectors)} card vectors for {len(cards)} cards")
 
     def facts(self, texts: list[str]) -> list[list[str]]:
         """The closest cards to each text, best first."""
