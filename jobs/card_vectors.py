@@ -23,7 +23,6 @@ from jobs.captions import read_items
 from jobs.llm_step import LIGHT
 from models.embedding import card_key
 
-_VECTOR = pa.list_(pa.float32())
 EMBED_BATCH = 256  # cards per actor call
 
 
@@ -46,7 +45,8 @@ def uncached_cards(batch: pa.Table, cached: Any) -> pa.Table:
     cards = batch["card"].to_pylist()
     keys = [card_key(card) for card in cards]
     _, first = np.unique(keys, return_index=True)
-    table = pa.table({"key": keys, "card": cards}).take(np.sort(first))
+    table = pa.table({"key": pa.array(keys, pa.string()), "card": pa.array(cards, pa.string())})
+    table = table.take(np.sort(first).astype(np.int64))
     if cached is None:
         return table
     return table.filter(pc.invert(pc.is_in(table["key"], value_set=table_of(cached)["key"])))
