@@ -184,7 +184,8 @@ def _plot(result: BenchResult) -> None:
     for ax, dataset in zip(axes, datasets, strict=True):
         for row in (row for row in result.rows if row["dataset"] == dataset):
             seconds = [p["seconds"] for p in row["curve"]]
-            (kept,) = ax.plot(seconds, [p["kept_recall@20"] for p in row["curve"]], label=row["setting"])
+            kept_recall = [p["kept_recall@20"] for p in row["curve"]]
+            (kept,) = ax.plot(seconds, kept_recall, marker=".", label=row["setting"])
             ax.plot(
                 seconds, [p["recall@20"] for p in row["curve"]], color=kept.get_color(), alpha=0.3, lw=0.8
             )
