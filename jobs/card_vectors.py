@@ -21,23 +21,10 @@ import pyarrow.parquet as pq
 from jobs.broadcast import table_of
 from jobs.captions import read_items
 from jobs.llm_step import LIGHT
+from jobs.topk import vector_column
 from models.embedding import card_key
 
 EMBED_BATCH = 256  # cards per actor call
-
-
-def vector_column(matrix: np.ndarray) -> pa.ListArray:
-    """The rows of a [N, d] float32 matrix as an Arrow list column."""
-    rows, width = matrix.shape
-    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(matrix, np.float32).ravel()))
-
-
-def vector_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A list column of equal-length float32 vectors as a [N, d] matrix."""
-    values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    flat = values.flatten().to_numpy(zero_copy_only=False)
-    return flat.reshape(len(values), -1) if len(values) else np.zeros((0, 0), np.float32)
 
 
 def uncached_cards(batch: pa.Table, cached: Any) -> pa.Table:

@@ -27,6 +27,7 @@ import torch
 
 from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult, StageRunner
+from jobs.topk import vector_column
 from models.cf import build_hypergraph, full_ranking_metrics, popularity_embeddings, sampled_metrics
 from models.cf.inputs import CFInputs, cf_inputs
 from models.cf.trainer import CFTrainer, cf_model
@@ -230,10 +231,8 @@ def _write_embeddings(
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name, ids, emb in (("users", inputs.user_ids, user_emb), ("items", inputs.item_ids, item_emb)):
-        values = emb.detach().cpu().float().numpy()
-        column = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
         key = "user_id" if name == "users" else "item_id"
-        table = pa.table({key: ids, "embedding": column.cast(pa.list_(pa.float32()))})
+        table = pa.table({key: ids, "embedding": vector_column(emb.detach().cpu().float().numpy())})
         pq.write_table(table, directory / f"{name}.parquet")
 
 

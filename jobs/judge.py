@@ -23,7 +23,7 @@ from PIL import Image
 
 from jobs.broadcast import broadcast_table, mapping_of, table_of
 from jobs.captions import ITEMS
-from jobs.card_vectors import catalogue_vectors, vector_matrix
+from jobs.card_vectors import catalogue_vectors
 from jobs.generate import (
     actor_resources,
     endpoint_keys,
@@ -35,9 +35,9 @@ from jobs.generate import (
 )
 from jobs.llm_step import LIGHT, summed_tallies
 from jobs.pipeline import stage_main
-from jobs.profiles import cards_ref
 from jobs.refine import PUBLISHED
 from jobs.stage_runner import StageResult
+from jobs.topk import embedding_matrix
 from models.config import TailorMindConfig
 from models.data.loader import resolve_media_uri
 from models.evaluation import mean_with_ci
@@ -82,7 +82,6 @@ class JudgeActor:
     def __init__(
         self,
         config: TailorMindConfig,
-        cards: Any,
         catalogue: Any,
         media: Any,
         data_root: str,
@@ -92,7 +91,7 @@ class JudgeActor:
         from models.scoring.clip_score import CLIPScorer
 
         self.config = config
-        self.cards = mapping_of(cards, "item_id", "card")
+        self.cards = mapping_of(catalogue, "item_id", "card")
         media_table = table_of(media)
         self.media = {row["item_id"]: row for row in media_table.to_pylist()}
         self.data_root = data_root
@@ -104,7 +103,7 @@ class JudgeActor:
             vectors["card"].to_pylist(),
             TextEmbedder(device=config.generation.device),
             config.judge.fact_top_k,
-            vector_matrix(vectors["vector"]),
+            embedding_matrix(vectors["vector"]),
         )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -263,7 +262,6 @@ def judge_stage(pipeline: PipelineRun) -> StageResult:
             fn_constructor_kwargs={
                 "api_keys": endpoint_keys(config, judge_stage_roles(config)),
                 "config": config,
-                "cards": cards_ref(captions),
                 "catalogue": catalogue_vectors(
                     str((captions / ITEMS).resolve()),
                     pipeline.runner.run_dir / "cache" / "card_vectors",

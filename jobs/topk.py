@@ -81,6 +81,13 @@ class TopKScorer:
         return pa.table({"user_id": batch["user_id"], "item_ids": item_ids, "scores": score_list})
 
 
+def vector_column(matrix: np.ndarray) -> pa.ListArray:
+    """The rows of a [rows, dim] matrix as a list<float> column (the inverse of ``embedding_matrix``)."""
+    rows, dim = matrix.shape
+    offsets = pa.array(np.arange(0, rows * dim + 1, dim, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(matrix, np.float32).ravel()))
+
+
 def embedding_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A list<float> column of equal-length rows as a [rows, dim] float32 array."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column

@@ -108,7 +108,8 @@ def test_a_post_that_contradicts_the_catalogue_gets_the_contradicted_facts_and_c
 
 
 def test_catalogue_vectors_embed_each_card_once_across_runs(ray_cluster, tmp_path):
-    from jobs.card_vectors import catalogue_vectors, vector_matrix
+    from jobs.card_vectors import catalogue_vectors
+    from jobs.topk import embedding_matrix
     from models.embedding import TextEmbedder
 
     cache, embedder = tmp_path / "cache", TextEmbedder()
@@ -119,7 +120,7 @@ def test_catalogue_vectors_embed_each_card_once_across_runs(ray_cluster, tmp_pat
         pq.write_table(pa.table({"item_id": ids, "card": cards, "title": ["t"] * len(cards)}), items)
         table = ray_cluster.get(catalogue_vectors(str(items), cache, "cpu", 1))
         assert table["item_id"].to_pylist() == ids and table["card"].to_pylist() == cards
-        return sorted(p.name for p in cache.iterdir()), vector_matrix(table["vector"])
+        return sorted(p.name for p in cache.iterdir()), embedding_matrix(table["vector"])
 
     before, first = vectors(CATALOGUE)
     assert len(before) == 1 and np.allclose(first, embedder.embed(CATALOGUE), atol=1e-4)

@@ -52,11 +52,12 @@ def full_ranks(
         for start in range(0, len(eval_users), block_size):
             users = eval_users[start : start + block_size]
             pos = torch.as_tensor(columns[start : start + block_size], device=user_emb.device)
+            index = pos.clamp(min=0)  # -1 (no positive) reads column 0; masked at the end
             scores = _scores(user_emb[torch.as_tensor(users, device=user_emb.device)], item_emb)
-            pos_scores = scores.gather(1, pos.clamp(min=0))
+            pos_scores = scores.gather(1, index)
             _exclude(scores, train[users])
             # a positive outside the train row is still in ``scores`` and must not outrank itself
-            candidate = scores.gather(1, pos.clamp(min=0)) > float("-inf")
+            candidate = scores.gather(1, index) > float("-inf")
             at_least = [(scores >= pos_scores[:, [s]]).sum(dim=1) for s in range(pos.shape[1])]
             block = torch.stack(at_least, dim=1) - candidate.to(torch.int64)
             ranks.append(block.masked_fill(pos < 0, -1))
