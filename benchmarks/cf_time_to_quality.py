@@ -9,15 +9,19 @@ Recall@20 so far, as its early stopping does), with the last epoch's alongside. 
 is compared with at equal training time. One challenger draws four negatives per positive into the same
 step (the propagation, which dominates a step, is shared by them). The full run gives the baseline and the
 default an hour on the synthetic graph and the challengers 15 minutes (a challenger that beats the default
-there earns an hour).
+there earns an hour). Each finished curve is checkpointed under ``benchmarks/results/raw``, so a run cut
+short (the full one takes about two and a half hours here) resumes with the settings it has not finished.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
+import shutil
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +50,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 MARKS_S = (300, 900, 3600)  # the issue's 5, 15 and 60 minutes
 Curve = list[dict[str, float]]
 PARALLEL = 2  # settings trained at a time, each on cores // PARALLEL threads
+CHECKPOINTS = RESULTS_DIR / "raw" / "cf_time_to_quality"
 
 
 def budgets(dataset: str, quick: bool) -> dict[str, float]:
@@ -129,33 +134,41 @@ def run(quick: bool = False) -> BenchResult:
         spawn = multiprocessing.get_context("spawn")
         budget = {dataset: budgets(dataset, quick) for dataset in paths}
         runs = [(d, n) for d in paths for n in SETTINGS]  # the rows' order
-        longest_first = sorted(runs, key=lambda run: -budget[run[0]][run[1]])
+        checkpoints = {run: checkpoint_path(*run, budget[run[0]][run[1]], threads) for run in runs}
+        curves = {run: read_checkpoint(checkpoints[run], run[1]) for run in runs}
+        pending = [run for run in runs if curves[run] is None]
+        pending.sort(key=lambda run: -budget[run[0]][run[1]])  # longest first
         with ProcessPoolExecutor(PARALLEL, mp_context=spawn) as pool:
             futures = {
-                (d, n): pool.submit(curve_in_worker, paths[d], n, budget[d][n], threads)
-                for d, n in longest_first
+                pool.submit(curve_in_worker, paths[d], n, budget[d][n], threads): (d, n) for d, n in pending
             }
-            for dataset, name in runs:
-                train_pairs, points = futures[dataset, name].result()
-                result.add(
-                    dataset=dataset,
-                    setting=name,
-                    **SETTINGS[name],
-                    train_pairs=train_pairs,
-                    budget_s=budget[dataset][name],
-                    threads=threads,
-                    epochs=int(points[-1]["epoch"]),
-                    kept_epoch=int(points[-1]["kept_epoch"]),
-                    **{k: points[-1][f"kept_{k}"] for k in ("recall@20", "ndcg@20")},
-                    last_epoch_recall_at_20=points[-1]["recall@20"],
-                    **{
-                        f"recall@20_at_{m // 60}min": p["kept_recall@20"]
-                        for m in MARKS_S
-                        if m <= budget[dataset][name] and (p := at(points, m))
-                    },
-                    best_epoch_recall_at_20=max(p["recall@20"] for p in points),
-                    curve=points,
-                )
+            for future in as_completed(futures):
+                run = futures[future]
+                curves[run] = write_checkpoint(checkpoints[run], run[1], *future.result())
+    for dataset, name in runs:
+        measured = curves[dataset, name]
+        assert measured is not None
+        points = measured["curve"]
+        result.add(
+            dataset=dataset,
+            setting=name,
+            **SETTINGS[name],
+            train_pairs=measured["train_pairs"],
+            budget_s=budget[dataset][name],
+            threads=threads,
+            measured_at=measured["measured_at"],
+            epochs=int(points[-1]["epoch"]),
+            kept_epoch=int(points[-1]["kept_epoch"]),
+            **{k: points[-1][f"kept_{k}"] for k in ("recall@20", "ndcg@20")},
+            last_epoch_recall_at_20=points[-1]["recall@20"],
+            **{
+                f"recall@20_at_{m // 60}min": p["kept_recall@20"]
+                for m in MARKS_S
+                if m <= budget[dataset][name] and (p := at(points, m))
+            },
+            best_epoch_recall_at_20=max(p["recall@20"] for p in points),
+            curve=points,
+        )
     baselines = {row["dataset"]: row["curve"] for row in result.rows if row["setting"] == BASELINE}
     for row in result.rows:
         baseline = at(baselines[row["dataset"]], row["budget_s"])
@@ -167,10 +180,38 @@ def run(quick: bool = False) -> BenchResult:
         "with models.cf.trainer (the code Ray Train runs); test metrics are full ranking over items unseen "
         "in train; recall@20 and the marks are the test figures of the epoch the CF job keeps (best valid "
         "Recall@20 so far), last_epoch_recall_at_20 the last epoch's; valid and test are ranked after every "
-        "epoch in one pass, on a stopped clock; vs_bpr_4k compares kept figures at the setting's own budget"
+        "epoch in one pass, on a stopped clock; vs_bpr_4k compares kept figures at the setting's own budget; "
+        "measured_at is when a setting's curve finished (a run cut short resumes from its checkpoints)"
     )
     _plot(result)
+    shutil.rmtree(CHECKPOINTS, ignore_errors=True)
     return result
+
+
+def checkpoint_path(dataset: str, setting: str, budget_s: float, threads: int) -> Path:
+    """Where the curve of one setting, budget and thread count is kept until the run completes."""
+    return CHECKPOINTS / f"{dataset}-{setting.replace(' ', '_')}-{budget_s:.0f}s-{threads}t.json"
+
+
+def read_checkpoint(path: Path, setting: str) -> dict[str, Any] | None:
+    """A finished curve from an earlier, cut-short run, if it trained today's configuration of ``setting``."""
+    if not path.exists():
+        return None
+    measured: dict[str, Any] = json.loads(path.read_text())
+    return measured if measured["config"] == SETTINGS[setting] else None
+
+
+def write_checkpoint(path: Path, setting: str, train_pairs: int, curve: Curve) -> dict[str, Any]:
+    """Keep one finished curve so that a rerun skips its setting; returns what ``read_checkpoint`` would."""
+    measured = {
+        "config": SETTINGS[setting],
+        "train_pairs": train_pairs,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "curve": curve,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(measured))
+    return measured
 
 
 def _plot(result: BenchResult) -> None:
