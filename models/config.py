@@ -297,6 +297,17 @@ class FeedbackConfig(StrictModel):
     )
     max_events: int = Field(8, ge=1, le=50, description="latest events per user shown to the gradient step")
     edit_chars: int = Field(200, ge=20, le=2000, description="characters of an edit's removed and added text")
+    compact_after_s: float = Field(
+        3600.0,
+        ge=0,
+        description="event files this old are compacted into segments; a repeated event id is answered "
+        "duplicate or 409 only within this window, and a later repeat is dropped when read (the first "
+        "received wins)",
+    )
+    compact_min_files: int = Field(
+        10_000, ge=1, description="the feedback stage compacts once this many event files are old enough"
+    )
+    segment_rows: int = Field(1_000_000, ge=1, description="events per compacted segment file (at least)")
 
     _absolute = field_validator("uri")(lambda uri: absolute_local(uri))
 

@@ -16,8 +16,8 @@ from jobs.refine import start_batch
 from jobs.stage_runner import StageRunner
 from models.config import load_config
 from models.data import encode_interactions, load_dataset
-from models.feedback.evidence import action_counts, edit_difference, user_evidence
-from models.feedback.store import FeedbackStore, new_post_id, profile_version
+from models.feedback.evidence import action_counts, edit_difference, unique_events, user_evidence
+from models.feedback.store import SEGMENT_PREFIX, FeedbackStore, new_post_id, profile_version
 from models.profiling.cohort import cohort_table, select_cohort
 from models.profiling.refiner import ProfileRefiner
 from tests.datasets import clean_dataset
@@ -154,3 +154,46 @@ def test_the_feedback_stage_groups_the_stores_events_per_user(ray_cluster, tmp_p
     assert run_stage().skipped  # no new event: up to date
     store.record_event(_event("e9", posts[2], "discard", 9), posts[2])
     assert not run_stage().skipped
+
+
+def test_a_repeated_event_id_is_read_once_the_first_received_winning():
+    post = _post("u1", "Heist night", "A slow-burn crime epic for winter.")
+    first = {**_event("e-1", post, "keep", 1), "received_at": T0 + timedelta(minutes=1)}
+    repeat = {**first, "action": "discard", "received_at": T0 + timedelta(days=2)}  # after compaction
+    other = {**_event("e-2", post, "edit", 3), "received_at": T0 + timedelta(minutes=3)}
+    assert unique_events([repeat, other, first]) == [first, other]
+
+
+@pytest.mark.slow
+def test_the_feedback_stage_compacts_old_event_files_and_reads_the_same_evidence(ray_cluster, tmp_path):
+    def run_stage(*overrides: str):
+        config = load_config(
+            None, [f"feedback.uri={tmp_path / 'fb'}", "feedback.compact_min_files=2", *overrides]
+        )
+        run = feedback_stage(PipelineRun(StageRunner(tmp_path / "run", force=True), config))
+        rows = sorted(pq.read_table(run.path / EVIDENCE).to_pylist(), key=lambda row: row["user_id"])
+        return rows, json.loads((run.path / "metrics.json").read_text())
+
+    def event_names() -> list[str]:
+        return sorted(path.name for path in (tmp_path / "fb" / "events").iterdir())
+
+    store = FeedbackStore(str(tmp_path / "fb"))
+    posts = [_post(user, f"post of {user}", "body text") for user in ("u1", "u1", "u2")]
+    for n, post in enumerate(posts):
+        store.record_post(post)
+        store.record_event(_event(f"e{n}", post, "keep" if n else "discard", n), post)
+    singles = event_names()
+    evidence, metrics = run_stage()  # the files are younger than compact_after_s: left alone
+    assert event_names() == singles and metrics["events"] == metrics["files"] == 3
+    compacted, compacted_metrics = run_stage("feedback.compact_after_s=0")
+    segments = event_names()
+    assert segments and all(name.startswith(SEGMENT_PREFIX) for name in segments)
+    assert not [path for path in (tmp_path / "fb").iterdir() if path.name.startswith(".")]  # staging gone
+    assert compacted == evidence and compacted_metrics["by_profile_version"] == metrics["by_profile_version"]
+    assert compacted_metrics["events"] == 3 and compacted_metrics["files"] == len(segments)
+    # Past the window a client's retry is stored again; readers keep the first received.
+    assert store.record_event(_event("e1", posts[1], "keep", 1), posts[1]) == "stored"
+    assert store.record_event(_event("e2", posts[2], "discard", 2), posts[2]) == "stored"
+    repeated, repeated_metrics = run_stage("feedback.compact_after_s=3600")
+    assert len(event_names()) == len(segments) + 2
+    assert repeated == evidence and repeated_metrics["events"] == 3

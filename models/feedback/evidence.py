@@ -26,6 +26,14 @@ def edit_difference(generated: str, edited: str, max_chars: int) -> str:
     return f"removed: {cut}; added: {put}"
 
 
+def unique_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One event per event id, the first received (a repeat stored after compaction is dropped)."""
+    first: dict[str, dict[str, Any]] = {}
+    for event in sorted(events, key=lambda e: e["received_at"]):
+        first.setdefault(event["event_id"], event)
+    return list(first.values())
+
+
 def last_action_per_post(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each post's latest event (by timestamp, then event id), oldest first."""
     latest: dict[str, dict[str, Any]] = {}

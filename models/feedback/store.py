@@ -5,6 +5,10 @@ reads: ``posts/<post_id>.parquet`` (one generated post) and ``events/<event key>
 event). Every file is written whole under a temporary name and then moved into place, so a reader never
 sees half a file, and names are unique per post and per event id, so Serve replicas never write the same
 file unless a client repeats an event, which then lands in the same place once.
+
+Compaction merges single-event files older than a window into ``events/segment-<id>.parquet`` files and
+deletes them: a repeated event id is recognised when it arrives only within that window; a later repeat is
+stored again and readers keep the first received (``models.feedback.evidence.unique_events``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -20,6 +24,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 POSTS, EVENTS = "posts", "events"
+SEGMENT_PREFIX = "segment-"  # compacted events; a single event's file name is 32 hex digits
 Stored = Literal["stored", "duplicate", "conflict"]
 
 POST_SCHEMA = pa.schema(
@@ -75,6 +80,7 @@ class FeedbackStore:
     """Posts and feedback events under ``uri`` (anything ``pyarrow.fs.FileSystem.from_uri`` opens)."""
 
     def __init__(self, uri: str):
+        self.uri = uri
         self.fs, root = pafs.FileSystem.from_uri(uri)
         self.root = root.rstrip("/")
         for folder in (POSTS, EVENTS):
@@ -119,13 +125,46 @@ class FeedbackStore:
         return listing_digest(self.event_listing())
 
     def event_listing(self) -> list[tuple[str, int]]:
-        """(path, size) of every stored event, sorted by path."""
-        selector = pafs.FileSelector(f"{self.root}/{EVENTS}", allow_not_found=True)
+        """(path, size) of every stored event file and segment, sorted by path."""
+        return sorted((info.path, info.size or 0) for info in self._event_infos())
+
+    def compactable(self, older_than_s: float) -> list[str]:
+        """The single-event files (not segments) written at least ``older_than_s`` seconds ago, sorted."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
         return sorted(
-            (info.path, info.size or 0)
+            info.path
+            for info in self._event_infos()
+            if not info.base_name.startswith(SEGMENT_PREFIX) and (info.mtime or cutoff) <= cutoff
+        )
+
+    def staging_folder(self) -> str:
+        """A fresh folder beside ``events/`` for a compaction's segments (no reader looks there)."""
+        return f"{self.root}/.compaction-{uuid.uuid4().hex[:12]}"
+
+    def publish_segments(self, staging: str) -> int:
+        """Move the Parquet files written under ``staging`` into ``events/`` as segments; how many moved."""
+        written = [
+            info.path
+            for info in self.fs.get_file_info(pafs.FileSelector(staging, allow_not_found=True))
+            if info.type == pafs.FileType.File and info.base_name.endswith(".parquet")
+        ]
+        for path in written:
+            self.fs.move(path, f"{self.root}/{EVENTS}/{SEGMENT_PREFIX}{uuid.uuid4().hex}.parquet")
+        self.fs.delete_dir(staging)
+        return len(written)
+
+    def delete_files(self, paths: list[str]) -> None:
+        """Delete event files whose events a published segment holds."""
+        for path in paths:
+            self.fs.delete_file(path)
+
+    def _event_infos(self) -> list[pafs.FileInfo]:
+        selector = pafs.FileSelector(f"{self.root}/{EVENTS}", allow_not_found=True)
+        return [
+            info
             for info in self.fs.get_file_info(selector)
             if info.type == pafs.FileType.File and info.base_name.endswith(".parquet")
-        )
+        ]
 
     def _post_path(self, post_id: str) -> str:
         return f"{self.root}/{POSTS}/{post_id}.parquet"
