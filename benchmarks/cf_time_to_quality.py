@@ -15,12 +15,9 @@ short (the full one takes about two and a half hours here) resumes with the sett
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
-import shutil
 import tempfile
-import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,7 @@ import numpy as np
 import torch
 
 from benchmarks.cf_quality import MOVIELENS
-from benchmarks.common import RESULTS_DIR, BenchResult
+from benchmarks.common import RESULTS_DIR, BenchResult, Checkpoints
 from models.cf import build_hypergraph, full_ranks, rank_metrics
 from models.cf.inputs import CFInputs, cf_inputs
 from models.cf.trainer import CFTrainer, cf_model
@@ -50,7 +47,6 @@ SETTINGS: dict[str, dict[str, Any]] = {
 MARKS_S = (300, 900, 3600)  # the issue's 5, 15 and 60 minutes
 Curve = list[dict[str, float]]
 PARALLEL = 2  # settings trained at a time, each on cores // PARALLEL threads
-CHECKPOINTS = RESULTS_DIR / "raw" / "cf_time_to_quality"
 
 
 def budgets(dataset: str, quick: bool) -> dict[str, float]:
@@ -124,6 +120,7 @@ def run(quick: bool = False) -> BenchResult:
     """Every setting on a synthetic graph of Gowalla's size and on MovieLens-small, two at a time."""
     result = BenchResult("cf_time_to_quality")
     threads = max(1, (os.cpu_count() or 1) // PARALLEL)
+    checkpoints = Checkpoints("cf_time_to_quality")
     with tempfile.TemporaryDirectory() as tmp:
         paths = {"synthetic-30k": Path(tmp) / "synth", "movielens-small": Path(tmp) / "ml"}
         write_synthetic(
@@ -134,8 +131,8 @@ def run(quick: bool = False) -> BenchResult:
         spawn = multiprocessing.get_context("spawn")
         budget = {dataset: budgets(dataset, quick) for dataset in paths}
         runs = [(d, n) for d in paths for n in SETTINGS]  # the rows' order
-        checkpoints = {run: checkpoint_path(*run, budget[run[0]][run[1]], threads) for run in runs}
-        curves = {run: read_checkpoint(checkpoints[run], run[1]) for run in runs}
+        keys = {run: checkpoint_key(*run, budget[run[0]][run[1]], threads) for run in runs}
+        curves = {run: checkpoints.read(keys[run], SETTINGS[run[1]]) for run in runs}
         pending = [run for run in runs if curves[run] is None]
         pending.sort(key=lambda run: -budget[run[0]][run[1]])  # longest first
         with ProcessPoolExecutor(PARALLEL, mp_context=spawn) as pool:
@@ -144,7 +141,9 @@ def run(quick: bool = False) -> BenchResult:
             }
             for future in as_completed(futures):
                 run = futures[future]
-                curves[run] = write_checkpoint(checkpoints[run], run[1], *future.result())
+                train_pairs, curve = future.result()
+                figures = {"train_pairs": train_pairs, "curve": curve}
+                curves[run] = checkpoints.write(keys[run], SETTINGS[run[1]], figures)
     for dataset, name in runs:
         measured = curves[dataset, name]
         assert measured is not None
@@ -184,34 +183,13 @@ def run(quick: bool = False) -> BenchResult:
         "measured_at is when a setting's curve finished (a run cut short resumes from its checkpoints)"
     )
     _plot(result)
-    shutil.rmtree(CHECKPOINTS, ignore_errors=True)
+    checkpoints.clear()
     return result
 
 
-def checkpoint_path(dataset: str, setting: str, budget_s: float, threads: int) -> Path:
-    """Where the curve of one setting, budget and thread count is kept until the run completes."""
-    return CHECKPOINTS / f"{dataset}-{setting.replace(' ', '_')}-{budget_s:.0f}s-{threads}t.json"
-
-
-def read_checkpoint(path: Path, setting: str) -> dict[str, Any] | None:
-    """A finished curve from an earlier, cut-short run, if it trained today's configuration of ``setting``."""
-    if not path.exists():
-        return None
-    measured: dict[str, Any] = json.loads(path.read_text())
-    return measured if measured["config"] == SETTINGS[setting] else None
-
-
-def write_checkpoint(path: Path, setting: str, train_pairs: int, curve: Curve) -> dict[str, Any]:
-    """Keep one finished curve so that a rerun skips its setting; returns what ``read_checkpoint`` would."""
-    measured = {
-        "config": SETTINGS[setting],
-        "train_pairs": train_pairs,
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "curve": curve,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(measured))
-    return measured
+def checkpoint_key(dataset: str, setting: str, budget_s: float, threads: int) -> str:
+    """The checkpoint of one setting's curve on a dataset, budget and thread count."""
+    return f"{dataset}-{setting}-{budget_s:.0f}s-{threads}t"
 
 
 def _plot(result: BenchResult) -> None:

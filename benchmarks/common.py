@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RAW_DIR = RESULTS_DIR / "raw"  # ignored by git: checkpoints of long runs
 
 
 def machine() -> dict[str, Any]:
@@ -75,6 +77,47 @@ class BenchResult:
         }
         path.write_text(json.dumps(payload, indent=2, default=float))
         return path
+
+
+class Checkpoints:
+    """Finished parts of one long benchmark under ``benchmarks/results/raw/<name>/``, so that a run cut short
+    (the machine taken back, the session over) resumes with the parts it has not finished; a part counts only
+    if it was measured with the same configuration."""
+
+    def __init__(self, name: str, root: Path = RAW_DIR):
+        self.folder = root / name
+
+    def read(self, key: str, config: Any) -> dict[str, Any] | None:
+        """The figures kept under ``key`` (and ``config``, ``measured_at``) if measured with ``config``."""
+        path = self._path(key)
+        if not path.exists():
+            return None
+        kept: dict[str, Any] = json.loads(path.read_text())
+        return kept if kept["config"] == json.loads(json.dumps(config)) else None
+
+    def write(self, key: str, config: Any, figures: dict[str, Any]) -> dict[str, Any]:
+        """Keep the figures of one finished part; returns what ``read`` will return for it."""
+        measured_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        kept = {"config": config, "measured_at": measured_at, **figures}
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_text(json.dumps(kept, default=float))
+        partial.replace(path)
+        return json.loads(path.read_text())
+
+    def work_folder(self, key: str) -> Path:
+        """A folder kept across cut-short runs, for a part that resumes by itself (a pipeline run)."""
+        folder = self.folder / key
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def clear(self) -> None:
+        """Remove every checkpoint once the results are written."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"{key.replace(' ', '_')}.json"
 
 
 def bar_plot(path: Path, title: str, labels: list[str], values: list[float], ylabel: str) -> Path:
