@@ -1,12 +1,13 @@
-"""LLM throughput of the ranking prompts with SmolLM2-135M-Instruct: four paths in one run.
+"""LLM throughput of the ranking prompts with SmolLM2-135M-Instruct: four paths, each in a process of its own.
 
 Same prompts (each a profile and 100 MovieLens candidates, top 20 as JSON), same model and sampling:
 (a) sequential transformers ``generate``, the baseline (no grammar; a subset, it is slow);
-(b) the bare vLLM engine in this process (``vllm.LLM.chat``, JSON-schema output), the ceiling;
+(b) the bare vLLM engine in one process (``vllm.LLM.chat``, JSON-schema output), the ceiling;
 (c) Ray Data with an in-job vLLM engine (``LLMStep``, backend ``vllm``: ray.data.llm's processor); its
     engine starts inside the pass, so it is timed at two sizes and the difference gives its rate;
 (d) Ray Data through the Serve deployment (``LLMStep``, backend ``serve``), engine already up.
-Prompts/s, prefill and generated tokens/s, and ratios to (a) and (b).
+Prompts/s, prefill and generated tokens/s, and ratios to (a) and (b). Each path's figures are checkpointed,
+so a run cut short resumes with the paths it has not measured.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS_DIR, BenchResult, bar_plot
+from benchmarks.common import RESULTS_DIR, BenchResult, Checkpoints, bar_plot
 
 MODEL = "smollm2://135m-instruct"
 CANDIDATES, TOP_K, MAX_TOKENS = 100, 20, 160
@@ -65,13 +66,15 @@ def _role(backend: str) -> Any:
     return RankerConfig(model_source=MODEL, backend=backend, max_tokens=MAX_TOKENS, max_retries=0, **ENGINE)
 
 
-def sequential_transformers(requests: list[dict[str, Any]]) -> dict[str, float]:
-    """(a) One prompt at a time through transformers ``generate`` (greedy, float32)."""
+def sequential_transformers(count: int) -> dict[str, float]:
+    """(a) One prompt at a time through transformers ``generate`` (greedy, float32), on the first
+    ``SEQUENTIAL`` of ``count`` prompts."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from models.tiny import resolve_model_source
 
+    requests = ranking_requests(min(SEQUENTIAL, count))
     path = resolve_model_source(MODEL)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
@@ -89,14 +92,16 @@ def sequential_transformers(requests: list[dict[str, Any]]) -> dict[str, float]:
     return _rates(len(requests), time.perf_counter() - start, prefill, generated)
 
 
-def bare_engine(requests: list[dict[str, Any]]) -> dict[str, Any]:
-    """(b) ``vllm.LLM.chat`` over every prompt in one call, JSON-schema output (engine start not timed)."""
+def bare_engine(count: int) -> dict[str, Any]:
+    """(b) ``vllm.LLM.chat`` over ``count`` prompts in one call, JSON-schema output (engine start not
+    timed)."""
     from vllm import LLM, SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
     from models.llm.engine import engine_kwargs
     from models.tiny import resolve_model_source
 
+    requests = ranking_requests(count)
     role = _role("vllm")
     kwargs = {k: v for k, v in engine_kwargs(role).items() if k != "distributed_executor_backend"}
     # the offline LLM keeps no stats by default; the prefix-cache counters need them
@@ -122,12 +127,13 @@ def bare_engine(requests: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def ray_data_pass(requests: list[dict[str, Any]], backend: str) -> dict[str, float]:
+def ray_data_pass(requests: list[dict[str, Any]], backend: str) -> dict[str, Any]:
     """(c)/(d) One LLMStep pass over the requests as Parquet-like rows; seconds and token sums."""
     import pyarrow as pa
     import ray.data
 
     from jobs.llm_step import LLMStep, request_json, row_answers
+    from models.llm.structured import summed_counts
 
     rows = [{"user": r["row_key"], "rank_requests": [request_json(r)]} for r in requests]
     start = time.perf_counter()
@@ -135,8 +141,15 @@ def ray_data_pass(requests: list[dict[str, Any]], backend: str) -> dict[str, flo
     seconds = time.perf_counter() - start
     prefill = sum(row["rank_prompt_tokens"] for row in answered)
     generated = sum(row["rank_generated_tokens"] for row in answered)
+    cached = summed_counts(row["rank_cached_tokens"] for row in answered)  # None on the in-job engine
     parsed = sum(a.error is None for row in answered for a in row_answers(row, "rank"))
-    return {"seconds": seconds, "prefill": prefill, "generated": generated, "parsed": parsed}
+    return {
+        "seconds": seconds,
+        "prefill": prefill,
+        "generated": generated,
+        "cached": cached,
+        "parsed": parsed,
+    }
 
 
 def _rates(prompts: float, seconds: float, prefill: float, generated: float) -> dict[str, float]:
@@ -156,58 +169,90 @@ def _parses(text: str) -> bool:
         return False
 
 
-def ray_paths(count: int) -> dict[str, dict[str, float]]:
-    """(c) and (d) in one Ray session: the in-job engine at two sizes, then the Serve deployment."""
+def in_job_path(count: int) -> dict[str, Any]:
+    """(c) Ray Data with an in-job engine, timed at 1/8 and all prompts; the difference gives its rate."""
+    from models.config import RayConfig
+    from runtime.cluster import connect
+
+    connect(RayConfig(num_cpus=8))
+    requests = ranking_requests(count)
+    small = ray_data_pass(requests[: count // 8], "vllm")
+    full = ray_data_pass(requests, "vllm")
+    in_job: dict[str, Any] = _rates(
+        count - count // 8,
+        full["seconds"] - small["seconds"],
+        full["prefill"] - small["prefill"],
+        full["generated"] - small["generated"],
+    )
+    return in_job | {
+        "parsed": full["parsed"],
+        "end_to_end_seconds": full["seconds"],
+        "end_to_end_prompts": count,
+    }
+
+
+def serve_path(count: int) -> dict[str, Any]:
+    """(d) Ray Data through the Serve deployment, engine up and warmed before the clock starts."""
     from models.config import RayConfig
     from runtime.cluster import connect
     from runtime.llm import ensure_llm_deployment
 
     connect(RayConfig(num_cpus=8))
     requests = ranking_requests(count)
-    small = ray_data_pass(requests[: count // 8], "vllm")
-    full = ray_data_pass(requests, "vllm")
-    marginal = full["seconds"] - small["seconds"]
-    in_job = _rates(
-        count - count // 8,
-        marginal,
-        full["prefill"] - small["prefill"],
-        full["generated"] - small["generated"],
-    )
-    in_job.update(parsed=full["parsed"], end_to_end_seconds=full["seconds"], end_to_end_prompts=count)
     ensure_llm_deployment(_role("serve"))
     ray_data_pass(requests[:8], "serve")  # warm: worker processes and the engine's first batches
     served = ray_data_pass(requests, "serve")
-    through_serve = _rates(count, served["seconds"], served["prefill"], served["generated"])
-    through_serve["parsed"] = served["parsed"]
-    return {"in_job": in_job, "serve": through_serve}
+    through_serve: dict[str, Any] = _rates(count, served["seconds"], served["prefill"], served["generated"])
+    hit_rate = served["cached"] / served["prefill"] if served["cached"] is not None else None
+    return through_serve | {
+        "parsed": served["parsed"],
+        "prefix_cache_hit_rate": hit_rate,
+    }  # as Serve reports it
+
+
+PATHS = {
+    "sequential": ("(a) transformers generate, sequential", sequential_transformers),
+    "bare": ("(b) bare vLLM engine (LLM.chat)", bare_engine),
+    "in_job": ("(c) Ray Data + in-job vLLM (ray.data.llm)", in_job_path),
+    "serve": ("(d) Ray Data + Serve deployment", serve_path),
+}
 
 
 def run(quick: bool = False) -> BenchResult:
-    """The four paths on the same prompts; ratios against (a) and (b)."""
+    """The four paths on the same prompts, each in a process of its own; ratios against (a) and (b).
+
+    Each path's figures are checkpointed under ``benchmarks/results/raw``: the full run (about four hours
+    on 2 cores) spans several sessions, and a rerun measures only the paths it has not finished.
+    """
     count = QUICK_PROMPTS if quick else PROMPTS
     result = BenchResult("llm_throughput")
-    requests = ranking_requests(count)
-    baseline = sequential_transformers(requests[: min(SEQUENTIAL, count)])
-    ceiling = _in_subprocess("bare", count)  # its own process: vLLM's engine must not share Ray's
-    paths = _in_subprocess("ray", count)
-    rows = [
-        ("(a) transformers generate, sequential", baseline),
-        ("(b) bare vLLM engine (LLM.chat)", ceiling),
-        ("(c) Ray Data + in-job vLLM (ray.data.llm)", paths["in_job"]),
-        ("(d) Ray Data + Serve deployment", paths["serve"]),
-    ]
-    for method, figures in rows:
+    checkpoints = Checkpoints("llm_throughput")
+    config = {
+        "model": MODEL,
+        "engine": ENGINE,
+        "candidates": CANDIDATES,
+        "top_k": TOP_K,
+        "max_tokens": MAX_TOKENS,
+    }
+    measured = {}
+    for path in PATHS:  # vLLM's engine must not share a process with Ray's, nor with another engine
+        key = f"{count}-prompts-{path}"
+        measured[path] = checkpoints.read(key, config) or checkpoints.write(
+            key, config, _in_subprocess(path, count)
+        )
+    baseline, ceiling = measured["sequential"], measured["bare"]
+    for path, figures in measured.items():
         result.add(
-            method=method,
-            **figures,
+            method=PATHS[path][0],
+            **{name: value for name, value in figures.items() if name != "config"},
             vs_sequential=figures["prompts_per_second"] / baseline["prompts_per_second"],
             vs_bare_engine=figures["prompts_per_second"] / ceiling["prompts_per_second"],
         )
     bar_plot(
         RESULTS_DIR / "llm_throughput.png",
         "ranking prompts/s with SmolLM2-135M (2 CPU cores)",
-        [method.split(" ", 1)[0] for method, _ in rows],
-        [figures["prompts_per_second"] for _, figures in rows],
+        [PATHS[path][0].split(" ", 1)[0] for path in measured],
+        [figures["prompts_per_second"] for figures in measured.values()],
         "prompts/s",
     )
     result.notes.append(
@@ -216,8 +261,10 @@ def run(quick: bool = False) -> BenchResult:
     )
     result.notes.append(
         "(c)'s rate is the difference of two passes (1/8 and all prompts), so its ~40 s engine start is not "
-        "counted; end_to_end_seconds includes it"
+        "counted; end_to_end_seconds includes it; measured_at is when a path finished (a run cut short "
+        "resumes with the paths it has not measured)"
     )
+    checkpoints.clear()
     return result
 
 
@@ -230,8 +277,4 @@ def _in_subprocess(what: str, count: int) -> Any:
 
 
 if __name__ == "__main__":
-    size = int(sys.argv[2])
-    if sys.argv[1] == "bare":
-        print(json.dumps(bare_engine(ranking_requests(size))))
-    else:
-        print(json.dumps(ray_paths(size)))
+    print(json.dumps(PATHS[sys.argv[1]][1](int(sys.argv[2]))))

@@ -11,7 +11,7 @@ intervals, failed rankings, and the refinement's mean validation rank per round.
 from __future__ import annotations
 
 import json
-import tempfile
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.cf_quality import MOVIELENS
-from benchmarks.common import RESULTS_DIR, BenchResult
+from benchmarks.common import RESULTS_DIR, BenchResult, Checkpoints
 from models.evaluation import KS, metrics_with_ci
 
 USERS, QUICK_USERS = 200, 8  # a ranking prompt (100 candidates) takes ~17 s of SmolLM2 on 2 cores
@@ -55,7 +55,8 @@ def overrides(users: int) -> list[str]:
 
 
 def ablation_ranks(run_dir: Path, config: Any) -> dict[str, pa.Table]:
-    """Per ablation: each user's test rank when the profile is written without CF items or without history."""
+    """Per ablation: each user's test rank when the profile is written without CF items or without history
+    (an ablation a cut-short run finished on the same refined profiles is read back)."""
     import ray.data
 
     from jobs.eval import TEST_ROUND
@@ -67,6 +68,10 @@ def ablation_ranks(run_dir: Path, config: Any) -> dict[str, pa.Table]:
     users = ray.data.read_parquet(str((run_dir / "refine" / PUBLISHED).resolve()))
     results = {}
     for name, column in ABLATIONS.items():
+        folder = run_dir / "ablations" / f"{name}-{stage_marker(run_dir / 'refine')['fingerprint']}"
+        if folder.exists():
+            results[name] = pq.read_table(folder)
+            continue
         emptied = users.map_batches(_emptied, fn_kwargs={"column": column}, batch_format="pyarrow", **LIGHT)
         asked = emptied.map_batches(
             profile_batch,
@@ -81,10 +86,12 @@ def ablation_ranks(run_dir: Path, config: Any) -> dict[str, pa.Table]:
                 _test_requests, fn_kwargs={"cards": cards, "config": config}, batch_format="pyarrow", **LIGHT
             )
         )
-        folder = run_dir / "ablations" / name
+        partial = folder.with_name(f".{folder.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
         ranked.map_batches(
             _test_ranks, fn_kwargs={"config": config}, batch_format="pyarrow", **LIGHT
-        ).write_parquet(str(folder.resolve()))
+        ).write_parquet(str(partial.resolve()))
+        partial.rename(folder)
         results[name] = pq.read_table(folder)
     return results
 
@@ -169,14 +176,17 @@ def random_metrics(candidates: int = 100) -> dict[str, float]:
 
 
 def run(quick: bool = False) -> BenchResult:
-    """The pipeline up to eval with SmolLM2, the ablations, and every ranker on the same users."""
+    """The pipeline up to eval with SmolLM2, the ablations, and every ranker on the same users; the run
+    folder is kept under ``benchmarks/results/raw`` until the results are written, so a run cut short
+    resumes from its finished stages, refinement rounds and ablations."""
     from jobs.pipeline import run_pipeline
-    from jobs.refine import PUBLISHED
+    from jobs.refine import PUBLISHED, tokens_per_round
     from models.config import load_config
 
     result = BenchResult("profiling_quality")
     users = QUICK_USERS if quick else USERS
-    run_dir = Path(tempfile.mkdtemp(prefix="profiling-quality-"))
+    checkpoints = Checkpoints("profiling_quality")
+    run_dir = checkpoints.work_folder(f"{users}-users")
     config = load_config(None, overrides(users))
     pipeline = run_pipeline(run_dir, config, until="eval")
     ranks = pq.read_table(run_dir / "eval" / "ranks.parquet")
@@ -209,6 +219,7 @@ def run(quick: bool = False) -> BenchResult:
         result.add(ranker=name, failed=failed, **metrics)
     trajectory = [r for r in refined["valid_ranks"].to_pylist() if r]
     rounds = max(len(r) for r in trajectory) if trajectory else 0
+    tokens = {row.pop("round"): row for row in tokens_per_round(refined)}
     for round_index in range(rounds):
         current = [r[min(round_index, len(r) - 1)] for r in trajectory]  # a stopped user keeps their rank
         best = [min(r[: round_index + 1]) for r in trajectory]
@@ -218,8 +229,9 @@ def run(quick: bool = False) -> BenchResult:
             mean_best_valid_rank_so_far=float(np.mean(best)),
             valid_recall_at_20=float(np.mean(np.array(current) < 20)),
             users=len(trajectory),
+            tokens=tokens.get(round_index),  # the round's prompt, generated and prefix-cached tokens
         )
-    stages = {name: r.seconds for name, r in pipeline.results.items()}
+    stages = {name: stage_marker(r.path).get("seconds") for name, r in pipeline.results.items()}
     result.notes.append(
         f"MovieLens latest-small, {len(order)} test users, 1 positive + 99 sampled negatives each, the same "
         f"candidates for every ranker; {SMOLLM2} as profiler, ranker (top 20) and optimizer, 2 refinement "
@@ -230,7 +242,17 @@ def run(quick: bool = False) -> BenchResult:
         "validation ranks are 0-based; the best-so-far column is chosen on validation (optimistic)"
     )
     _plot(result)
+    checkpoints.clear()
     return result
+
+
+def stage_marker(stage_dir: Path) -> dict[str, Any]:
+    """A finished stage's marker: its fingerprint and the seconds it took when it ran (a resumed run skips
+    it); empty for a stage without one."""
+    from jobs.stage_runner import MARKER
+
+    marker = stage_dir / MARKER
+    return json.loads(marker.read_text()) if marker.is_file() else {}
 
 
 def order_of(table: pa.Table, user: str) -> int:

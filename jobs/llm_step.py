@@ -2,8 +2,10 @@
 
 A step named ``S`` reads the column ``S_requests`` (a list of JSON texts ``{"messages": [...], "schema":
 {...}}``; an empty list asks nothing) and replaces it with ``S_answers`` (the parsed JSON values as JSON
-text, null where the request failed), ``S_errors``, ``S_attempts`` and the row's ``S_prompt_tokens`` and
-``S_generated_tokens``. Every other column passes through, so steps chain: ``update(gradient(rank(ds)))``.
+text, null where the request failed), ``S_errors``, ``S_attempts`` and the row's ``S_prompt_tokens``,
+``S_generated_tokens`` and ``S_cached_tokens`` (the prompt tokens vLLM's prefix cache served, as the Serve
+deployment reports them; null on the ``vllm`` backend, whose processor does not). Every other column passes
+through, so steps chain: ``update(gradient(rank(ds)))``.
 
 Backends (``LLMRoleConfig.backend``):
 
@@ -29,7 +31,7 @@ import pyarrow.compute as pc
 from models.llm.config import LLMRoleConfig
 from models.llm.engine import engine_kwargs, placement
 from models.llm.requests import sampling_params
-from models.llm.structured import LLMAnswer, parse_structured
+from models.llm.structured import LLMAnswer, parse_structured, summed_counts
 from models.tiny import resolve_model_source
 
 # Tasks that mostly wait on an engine or endpoint: a quarter CPU each.
@@ -51,6 +53,7 @@ def step_columns(step: str) -> dict[str, pa.DataType]:
         f"{step}_attempts": pa.list_(pa.int32()),
         f"{step}_prompt_tokens": pa.int64(),
         f"{step}_generated_tokens": pa.int64(),
+        f"{step}_cached_tokens": pa.int64(),
     }
 
 
@@ -109,6 +112,7 @@ def with_answers(batch: pa.Table, step: str, answers: dict[str, LLMAnswer]) -> p
         columns[f"{step}_attempts"].append([a.attempts if a is not None else 0 for a in got])
         columns[f"{step}_prompt_tokens"].append(sum(a.prompt_tokens for a in got if a is not None))
         columns[f"{step}_generated_tokens"].append(sum(a.generated_tokens for a in got if a is not None))
+        columns[f"{step}_cached_tokens"].append(summed_counts(a.cached_tokens if a else 0 for a in got))
     table = batch.drop_columns([f"{step}_requests"])
     for name, kind in step_columns(step).items():
         table = table.append_column(name, pa.array(columns[name], kind))
@@ -355,6 +359,7 @@ def _join_answers(batch: pa.Table, step: str) -> pa.Table:
         f"{step}_attempts": column("__attempts", []),
         f"{step}_prompt_tokens": column(_PROMPT, 0),
         f"{step}_generated_tokens": column(_GENERATED, 0),
+        f"{step}_cached_tokens": [None] * count,  # the processor does not report prefix-cache hits
     }
     _check_names(batch, step)
     helper = {"__answers", "__errors", "__attempts", _PROMPT, _GENERATED, _ROW, f"{step}_requests"}

@@ -27,6 +27,7 @@ from jobs.profiles import PROFILES, cards_ref
 from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
 from models.llm.config import LLMConfig
+from models.llm.structured import summed_counts
 from models.profiling.refiner import ProfileRefiner, refined_profile
 from runtime.cluster import connect
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 PUBLISHED = "profiles.parquet"  # a folder of Parquet files
 STEPS = ("rank", "gradient", "update")
+TOKENS = ("prompt_tokens", "generated_tokens", "cached_tokens")  # per user, one count per round
 
 
 def _refiner(cards: Any, config: TailorMindConfig) -> ProfileRefiner:
@@ -52,7 +54,7 @@ def start_batch(batch: pa.Table, cards: Any, feedback: Any, config: TailorMindCo
     rows = []
     for row in batch.to_pylist():
         state = refiner.start(row["user_id"], json.loads(row["preferences"]), row["valid_candidates"])
-        state["prompt_tokens"], state["generated_tokens"], state["llm_calls"] = [], [], None
+        state |= {counted: [] for counted in TOKENS} | {"llm_calls": None}
         state["feedback"] = evidence.get(row["user_id"], "")
         rows.append({**row, **state})
     return _table(rows, batch.schema)
@@ -98,8 +100,8 @@ def finish_batch(batch: pa.Table, cards: Any, config: TailorMindConfig, round_in
     rows = batch.to_pylist()
     for row in rows:
         refiner.apply_update(row, row_answers(row, "update"), round_index)
-        row["prompt_tokens"] = [*row["prompt_tokens"], sum(row[f"{s}_prompt_tokens"] for s in STEPS)]
-        row["generated_tokens"] = [*row["generated_tokens"], sum(row[f"{s}_generated_tokens"] for s in STEPS)]
+        for counted in TOKENS:  # this round's, summed over its steps
+            row[counted] = [*row[counted], summed_counts(row[f"{step}_{counted}"] for step in STEPS)]
         row["llm_calls"] = tally(row, STEPS, row.get("llm_calls"))
     step_names = {name for step in STEPS for name in step_columns(step)}
     schema = pa.schema([f for f in batch.schema if f.name not in step_names])
@@ -128,6 +130,7 @@ _STATE_TYPES = {
     "active": pa.bool_(),
     "prompt_tokens": pa.list_(pa.int64()),
     "generated_tokens": pa.list_(pa.int64()),
+    "cached_tokens": pa.list_(pa.int64()),  # null in a round whose engine did not report its prefix cache
     "llm_calls": pa.string(),  # {step: [requests, failed, retries]}, summed over rounds
     "feedback": pa.string(),  # what the user did with earlier posts (the feedback stage's evidence)
 }
@@ -200,13 +203,14 @@ PUBLISHED_SCHEMA = pa.schema(
         ("errors", pa.list_(pa.string())),
         ("prompt_tokens", pa.list_(pa.int64())),  # per round
         ("generated_tokens", pa.list_(pa.int64())),
+        ("cached_tokens", pa.list_(pa.int64())),
         ("history", pa.list_(pa.string())),  # the cohort's columns that eval, generate and judge read
         ("cf_items", pa.list_(pa.string())),
         ("test_candidates", pa.list_(pa.string())),
         ("llm_calls", pa.string()),
     ]
 )
-_CARRIED = ("prompt_tokens", "generated_tokens", "history", "cf_items", "test_candidates", "llm_calls")
+_CARRIED = (*TOKENS, "history", "cf_items", "test_candidates", "llm_calls")
 STEP_ROLES = {"rank": "ranker", "gradient": "optimizer", "update": "optimizer"}
 
 
@@ -214,7 +218,7 @@ def summarise(published: str, llm: LLMConfig) -> dict[str, Any]:
     """Validation-rank summary of the published profiles (read in a task: one small column per user)."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(published, columns=["valid_ranks", "llm_calls"])
+    table = pq.read_table(published, columns=["valid_ranks", "llm_calls", *TOKENS])
     ranks = table["valid_ranks"].to_pylist()
     ranked = [r for r in ranks if r]
     return {
@@ -225,7 +229,26 @@ def summarise(published: str, llm: LLMConfig) -> dict[str, Any]:
         "mean_selected_valid_rank is optimistic; the eval stage measures on the test split",
         "stopped_at_rank_1": sum(1 for r in ranked if min(r) == 0),
         "llm_calls": summed_tallies(table["llm_calls"].to_pylist(), llm, STEP_ROLES),
+        "tokens_per_round": tokens_per_round(table),
     }
+
+
+def tokens_per_round(table: pa.Table) -> list[dict[str, Any]]:
+    """Per refinement round over the users in it: prompt, generated and prefix-cache-served tokens, and the
+    cache's hit rate (None where the engine did not report it)."""
+    columns = {name: table[name].to_pylist() for name in TOKENS}
+    rounds = max((len(counts) for counts in columns["prompt_tokens"]), default=0)
+    summary = []
+    for index in range(rounds):
+        totals = {
+            name: summed_counts(counts[index] for counts in per_user if len(counts) > index)
+            for name, per_user in columns.items()
+        }
+        prompt, cached = totals["prompt_tokens"] or 0, totals["cached_tokens"]
+        users = sum(len(counts) > index for counts in columns["prompt_tokens"])
+        hit_rate = cached / prompt if cached is not None and prompt else None
+        summary.append({"round": index, "users": users, **totals, "prefix_cache_hit_rate": hit_rate})
+    return summary
 
 
 def refine_stage(pipeline: PipelineRun) -> StageResult:

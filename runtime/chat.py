@@ -75,11 +75,13 @@ def _serve_outcome(stream: Any) -> Outcome:
             choices = getattr(response, "choices", None)
             if choices:
                 usage = getattr(response, "usage", None)
+                details = getattr(usage, "prompt_tokens_details", None)
                 return Outcome(
                     choices[0].message.content,
                     None,
                     getattr(usage, "prompt_tokens", 0) or 0,
                     getattr(usage, "completion_tokens", 0) or 0,
+                    getattr(details, "cached_tokens", None),
                 )
             error = getattr(response, "error", None)
             return Outcome(None, str(getattr(error, "message", error) or response)[:300])
@@ -149,11 +151,13 @@ class HttpChat:
             if not choices:
                 return Outcome(None, f"a response without choices: {str(payload)[:200]}")
             usage = payload.get("usage") or {}
+            cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
             return Outcome(
                 choices[0]["message"]["content"],
                 None,
                 int(usage.get("prompt_tokens") or 0),
                 int(usage.get("completion_tokens") or 0),
+                None if cached is None else int(cached),
             )
 
         def attempt(pending: list[dict[str, Any]], number: int) -> dict[str, Outcome]:

@@ -28,7 +28,8 @@ def llm_server_config(role: LLMRoleConfig, deployment_name: str) -> Any:
             "model_id": role.served_model_id,
             "model_source": resolve_model_source(role.model_source),
         },
-        engine_kwargs=engine_kwargs(role),
+        # every answer's usage then counts the prompt tokens vLLM's prefix cache served
+        engine_kwargs=engine_kwargs(role) | {"enable_prompt_tokens_details": True},
         deployment_config={"name": deployment_name, "num_replicas": role.num_engines},
         log_engine_metrics=False,
         **extra,

@@ -47,8 +47,10 @@ def test_retries_bad_rows_only_and_reports_what_still_fails():
 
     def attempt(pending, number):
         seen.append([r["row_key"] for r in pending])
-        outputs = {"good": Outcome('{"caption": "ok"}', None, 5, 3), "bad": Outcome(None, "engine died")}
-        outputs["late"] = Outcome('{"caption": "second"}' if number == 2 else '{"caption": ', None, 4, 2)
+        outputs = {"good": Outcome('{"caption": "ok"}', None, 5, 3, 2), "bad": Outcome(None, "engine died")}
+        outputs["late"] = Outcome(
+            '{"caption": "second"}' if number == 2 else '{"caption": ', None, 4, 2, number
+        )
         return outputs  # "lost" never comes back
 
     answers = answer_with_retries(requests, attempt, max_retries=2)
@@ -56,6 +58,8 @@ def test_retries_bad_rows_only_and_reports_what_still_fails():
     assert answers["good"].value == {"caption": "ok"} and answers["good"].attempts == 1
     assert answers["late"].value == {"caption": "second"} and answers["late"].attempts == 2
     assert (answers["late"].prompt_tokens, answers["late"].generated_tokens) == (8, 4)  # both attempts
+    assert (answers["good"].cached_tokens, answers["late"].cached_tokens) == (2, 3)
+    assert answers["bad"].cached_tokens is None  # an engine error reports no prefix-cache count
     assert (answers["bad"].value, answers["bad"].error, answers["bad"].attempts) == (None, "engine died", 3)
     assert answers["lost"].error == "no output row"
 
@@ -68,8 +72,10 @@ def test_answers_land_in_their_rows_and_rows_that_ask_nothing_pass_through():
         }
     )
     answers = {
-        "0/0": LLMAnswer("0/0", {"caption": "x"}, None, 1, prompt_tokens=3, generated_tokens=2),
-        "0/1": LLMAnswer("0/1", None, "schema mismatch", 2),
+        "0/0": LLMAnswer(
+            "0/0", {"caption": "x"}, None, 1, prompt_tokens=3, generated_tokens=2, cached_tokens=1
+        ),
+        "0/1": LLMAnswer("0/1", None, "schema mismatch", 2, cached_tokens=0),
     }
     table = with_answers(batch, "s", answers)
     assert "s_requests" not in table.column_names and table["user"].to_pylist() == ["a", "b", "c"]
@@ -80,6 +86,9 @@ def test_answers_land_in_their_rows_and_rows_that_ask_nothing_pass_through():
         (None, "schema mismatch", 2),
     ]
     assert rows[0]["s_prompt_tokens"] == 3 and rows[1]["s_answers"] == []
+    assert [row["s_cached_tokens"] for row in rows] == [1, 0, 0]  # "c" was never answered: nothing cached
+    unreported = with_answers(batch, "s", answers | {"0/1": LLMAnswer("0/1", None, "engine died", 1)})
+    assert unreported["s_cached_tokens"].to_pylist()[0] is None  # unknown, not counted as zero
     assert row_answers(rows[2], "s")[0].error == "no answer"  # asked, never answered: reported, not dropped
 
 
@@ -119,6 +128,7 @@ def test_tiny_vlm_describes_images_through_ray_data_vllm_processor(ray_cluster, 
         assert len(answers) == i % 3  # one answer per request, in order; rows asking nothing get none
         assert all(a.error is None and isinstance(a.value["caption"], str) for a in answers)
         assert (row["c_prompt_tokens"] > 0) == bool(answers)
+        assert row["c_cached_tokens"] is None  # ray.data.llm's processor does not report prefix-cache hits
 
 
 @pytest.mark.slow
@@ -147,6 +157,7 @@ def test_chained_steps_share_one_serve_deployment(ray_cluster, tiny_models):
         assert all(len(a.value["top"]) == 3 for a in firsts)
         assert all(a.error is None for a in row_answers(row, "second"))
         assert row["first_prompt_tokens"] > 0 and row["first_generated_tokens"] > 0
+        assert 0 <= row["first_cached_tokens"] <= row["first_prompt_tokens"]  # vLLM's count, via Serve
 
 
 def test_a_step_refuses_rows_that_already_have_its_output_columns():

@@ -77,6 +77,8 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
     assert 0 <= drift["history"] <= 1 and 1 <= len(drift["rounds"]) <= 2 and "entropy" in drift["definition"]
     refined = pq.read_table(tmp_path / "refine" / "profiles.parquet").to_pylist()
     assert len(refined) == 2 and all(1 <= len(r["valid_ranks"]) <= 2 for r in refined)
+    tokens = json.loads((tmp_path / "refine" / "_stage.json").read_text())["summary"]["tokens_per_round"]
+    assert tokens and all(0 <= r["cached_tokens"] <= r["prompt_tokens"] for r in tokens)  # vLLM's, via Serve
     captions = pq.read_table(tmp_path / "captions" / "items.parquet")
     captioned = captions.filter(captions["captioned"])
     assert captioned.num_rows > 40  # history + 2 x 20 candidates + CF items of 2 users

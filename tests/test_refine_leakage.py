@@ -92,3 +92,27 @@ def test_validation_negatives_are_redrawn_each_round_when_asked(tmp_path):
         assert all(r[0] == user["valid_candidates"][0] and len(r) == 100 for r in rounds)
         assert (rounds[1] == rounds[0]) is expect_same and (rounds[2] == rounds[1]) is expect_same
         assert not set(rounds[2][1:]) & set(user["seen_items"])  # negatives are never-seen items
+
+
+def test_tokens_per_round_sum_the_users_in_each_round_and_leave_an_unreported_cache_unknown():
+    from jobs.refine import tokens_per_round
+
+    table = pa.table(
+        {
+            "prompt_tokens": [[100, 80], [200], []],
+            "generated_tokens": [[10, 8], [20], []],
+            "cached_tokens": pa.array([[50, 80], [150], []], pa.list_(pa.int64())),
+        }
+    )
+    first, second = tokens_per_round(table)
+    assert first == {
+        "round": 0,
+        "users": 2,
+        "prompt_tokens": 300,
+        "generated_tokens": 30,
+        "cached_tokens": 200,
+        "prefix_cache_hit_rate": 200 / 300,
+    }
+    assert (second["users"], second["prompt_tokens"], second["prefix_cache_hit_rate"]) == (1, 80, 1.0)
+    unreported = table.set_column(2, "cached_tokens", pa.array([[None, 80], [150], []], pa.list_(pa.int64())))
+    assert tokens_per_round(unreported)[0]["prefix_cache_hit_rate"] is None

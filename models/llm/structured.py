@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -21,6 +21,7 @@ class LLMAnswer:
     text: str | None = None
     prompt_tokens: int = 0  # summed over attempts
     generated_tokens: int = 0
+    cached_tokens: int | None = None  # prompt tokens the engine's prefix cache served; None: not reported
 
 
 class Outcome(NamedTuple):
@@ -30,6 +31,7 @@ class Outcome(NamedTuple):
     error: str | None
     prompt_tokens: int = 0
     generated_tokens: int = 0
+    cached_tokens: int | None = None  # None: the engine did not report its prefix-cache hits
 
 
 def parse_structured(text: str | None, schema: dict[str, Any]) -> tuple[Any, str | None]:
@@ -58,7 +60,7 @@ def answer_with_retries(
     schemas = {r["row_key"]: r["schema"] for r in requests}
     pending = list(requests)
     answers: dict[str, LLMAnswer] = {}
-    tokens: dict[str, tuple[int, int]] = {}
+    tokens: dict[str, tuple[int, int, int | None]] = {}
     for number in range(1, max_retries + 2):
         if not pending:
             break
@@ -66,8 +68,12 @@ def answer_with_retries(
         for request in pending:
             key = request["row_key"]
             outcome = outputs.get(key, Outcome(None, "no output row"))
-            before = tokens.get(key, (0, 0))
-            tokens[key] = (before[0] + outcome.prompt_tokens, before[1] + outcome.generated_tokens)
+            before = tokens.get(key, (0, 0, 0))
+            tokens[key] = (
+                before[0] + outcome.prompt_tokens,
+                before[1] + outcome.generated_tokens,
+                summed_counts([before[2], outcome.cached_tokens]),
+            )
             value, problem = (
                 (None, str(outcome.error)[:300])
                 if outcome.error
@@ -76,6 +82,12 @@ def answer_with_retries(
             answers[key] = LLMAnswer(key, value, problem, number, outcome.text, *tokens[key])
         pending = [r for r in pending if answers[r["row_key"]].error is not None]
     return answers
+
+
+def summed_counts(counts: Iterable[int | None]) -> int | None:
+    """The sum of token counts, None when any of them was not reported."""
+    listed = list(counts)
+    return None if any(count is None for count in listed) else sum(count or 0 for count in listed)
 
 
 def _schema(schema: dict[str, Any] | str) -> dict[str, Any]:
