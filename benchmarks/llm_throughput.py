@@ -204,11 +204,9 @@ def serve_path(count: int) -> dict[str, Any]:
     ray_data_pass(requests[count:], "serve")  # warm: worker processes and the engine's first batches
     served = ray_data_pass(requests[:count], "serve")
     through_serve: dict[str, Any] = _rates(count, served["seconds"], served["prefill"], served["generated"])
+    # the prefix cache's hit rate on the timed prompts, from the cached tokens Serve reports per answer
     hit_rate = served["cached"] / served["prefill"] if served["cached"] is not None else None
-    return through_serve | {
-        "parsed": served["parsed"],
-        "prefix_cache_hit_rate": hit_rate,
-    }  # as Serve reports it
+    return through_serve | {"parsed": served["parsed"], "prefix_cache_hit_rate": hit_rate}
 
 
 PATHS = {

@@ -66,9 +66,10 @@ def ablation_ranks(run_dir: Path, config: Any) -> dict[str, pa.Table]:
 
     cards = cards_ref(run_dir / "captions")
     users = ray.data.read_parquet(str((run_dir / "refine" / PUBLISHED).resolve()))
+    refined_by = stage_marker(run_dir / "refine")["fingerprint"]  # ablations of these refined profiles
     results = {}
     for name, column in ABLATIONS.items():
-        folder = run_dir / "ablations" / f"{name}-{stage_marker(run_dir / 'refine')['fingerprint']}"
+        folder = run_dir / "ablations" / f"{name}-{refined_by}"
         if folder.exists():
             results[name] = pq.read_table(folder)
             continue

@@ -112,7 +112,7 @@ def with_answers(batch: pa.Table, step: str, answers: dict[str, LLMAnswer]) -> p
         columns[f"{step}_attempts"].append([a.attempts if a is not None else 0 for a in got])
         columns[f"{step}_prompt_tokens"].append(sum(a.prompt_tokens for a in got if a is not None))
         columns[f"{step}_generated_tokens"].append(sum(a.generated_tokens for a in got if a is not None))
-        columns[f"{step}_cached_tokens"].append(summed_counts(a.cached_tokens if a else 0 for a in got))
+        columns[f"{step}_cached_tokens"].append(summed_counts(a.cached_tokens for a in got if a is not None))
     table = batch.drop_columns([f"{step}_requests"])
     for name, kind in step_columns(step).items():
         table = table.append_column(name, pa.array(columns[name], kind))
