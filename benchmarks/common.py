@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-RAW_DIR = RESULTS_DIR / "raw"  # ignored by git: checkpoints of long runs
+PARTIAL_DIR = RESULTS_DIR / "partial"  # tracked: finished parts of long runs, committed as they finish
+RAW_DIR = RESULTS_DIR / "raw"  # ignored by git: work folders of long runs (pipeline runs)
 
 
 def machine() -> dict[str, Any]:
@@ -80,12 +81,14 @@ class BenchResult:
 
 
 class Checkpoints:
-    """Finished parts of one long benchmark under ``benchmarks/results/raw/<name>/``, so that a run cut short
-    (the machine taken back, the session over) resumes with the parts it has not finished; a part counts only
-    if it was measured with the same configuration."""
+    """Finished parts of one long benchmark under ``benchmarks/results/partial/<name>/``, so that a run cut
+    short (the machine taken back, the session over) resumes with the parts it has not finished; a part
+    counts only if it was measured with the same configuration. The parts are small JSON files tracked by
+    git (commit them to resume on another machine); work folders go under the ignored ``raw/<name>/``."""
 
-    def __init__(self, name: str, root: Path = RAW_DIR):
+    def __init__(self, name: str, root: Path = PARTIAL_DIR, work_root: Path = RAW_DIR):
         self.folder = root / name
+        self.work_root = work_root / name
 
     def read(self, key: str, config: Any) -> dict[str, Any] | None:
         """The figures kept under ``key`` (and ``config``, ``measured_at``) if measured with ``config``."""
@@ -108,13 +111,14 @@ class Checkpoints:
 
     def work_folder(self, key: str) -> Path:
         """A folder kept across cut-short runs, for a part that resumes by itself (a pipeline run)."""
-        folder = self.folder / key
+        folder = self.work_root / key
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
     def clear(self) -> None:
-        """Remove every checkpoint once the results are written."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Remove every checkpoint and work folder once the results are written."""
+        for folder in (self.folder, self.work_root):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _path(self, key: str) -> Path:
         return self.folder / f"{key.replace(' ', '_')}.json"

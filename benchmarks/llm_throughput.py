@@ -220,7 +220,7 @@ PATHS = {
 def run(quick: bool = False) -> BenchResult:
     """The four paths on the same prompts, each in a process of its own; ratios against (a) and (b).
 
-    Each path's figures are checkpointed under ``benchmarks/results/raw``: the full run (about four hours
+    Each path's figures are checkpointed under ``benchmarks/results/partial``: the full run (about four hours
     on 2 cores) spans several sessions, and a rerun measures only the paths it has not finished.
     """
     count = QUICK_PROMPTS if quick else PROMPTS
