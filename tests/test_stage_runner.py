@@ -42,6 +42,19 @@ def test_runs_then_skips_until_config_or_input_changes(tmp_path):
     assert not changed_input.skipped and changed_input.fingerprint != changed_config.fingerprint
 
 
+def test_a_copied_input_keeps_its_fingerprint_so_a_moved_run_resumes(tmp_path):
+    data = tmp_path / "input"
+    data.mkdir()
+    (data / "rows.csv").write_text("1,2\n")
+    runner = StageRunner(tmp_path / "run")
+    first = runner.run("a", write_output("x"), config={}, inputs=[data])
+    os.utime(data / "rows.csv", ns=(0, 0))  # what a copy to another machine does to every mtime
+    assert runner.run("a", write_output("y"), config={}, inputs=[data]).skipped
+    (data / "rows.csv").write_text("1,3\n")  # same size, other content
+    changed = runner.run("a", write_output("z"), config={}, inputs=[data])
+    assert not changed.skipped and changed.fingerprint != first.fingerprint
+
+
 def test_force_and_downstream_fingerprint(tmp_path):
     runner = StageRunner(tmp_path / "run")
     up = runner.run("up", write_output("1"), config={})
