@@ -80,28 +80,37 @@ class BenchResult:
         return path
 
 
+def machine_kind() -> dict[str, Any]:
+    """What makes two machines' measurements comparable: processor, cores, accelerator, torch."""
+    return {key: value for key, value in machine().items() if key != "memory_gib"}
+
+
 class Checkpoints:
     """Finished parts of one long benchmark under ``benchmarks/results/partial/<name>/``, so that a run cut
     short (the machine taken back, the session over) resumes with the parts it has not finished; a part
-    counts only if it was measured with the same configuration. The parts are small JSON files tracked by
-    git (commit them to resume on another machine); work folders go under the ignored ``raw/<name>/``."""
+    counts only if it was measured with the same configuration on the same kind of machine (a run resumed on
+    another processor measures everything again: its ratios compare parts measured side by side). The parts
+    are small JSON files tracked by git (commit them to resume on a new machine of the same kind); work
+    folders go under the ignored ``raw/<name>/``."""
 
     def __init__(self, name: str, root: Path = PARTIAL_DIR, work_root: Path = RAW_DIR):
         self.folder = root / name
         self.work_root = work_root / name
 
     def read(self, key: str, config: Any) -> dict[str, Any] | None:
-        """The figures kept under ``key`` (and ``config``, ``measured_at``) if measured with ``config``."""
+        """The figures kept under ``key`` (and ``config``, ``machine``, ``measured_at``) if measured with
+        ``config`` on this kind of machine."""
         path = self._path(key)
         if not path.exists():
             return None
         kept: dict[str, Any] = json.loads(path.read_text())
-        return kept if kept["config"] == json.loads(json.dumps(config)) else None
+        same_config = kept["config"] == json.loads(json.dumps(config))
+        return kept if same_config and kept.get("machine") == machine_kind() else None
 
     def write(self, key: str, config: Any, figures: dict[str, Any]) -> dict[str, Any]:
         """Keep the figures of one finished part; returns what ``read`` will return for it."""
         measured_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        kept = {"config": config, "measured_at": measured_at, **figures}
+        kept = {"config": config, "machine": machine_kind(), "measured_at": measured_at, **figures}
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.partial")

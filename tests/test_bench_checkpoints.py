@@ -1,6 +1,9 @@
-"""Checkpoints of long benchmarks: a cut-short run keeps what it finished, and only for the same config."""
+"""Checkpoints of long benchmarks: a cut-short run keeps what it finished, and only for the same config
+on the same kind of machine."""
 
-from benchmarks.common import Checkpoints
+import json
+
+from benchmarks.common import Checkpoints, machine_kind
 
 
 def test_a_finished_part_is_read_back_only_with_the_config_it_was_measured_with(tmp_path):
@@ -25,3 +28,12 @@ def test_clear_removes_parts_and_work_folders(tmp_path):
     checkpoints.clear()
     assert not (tmp_path / "partial" / "bench").exists() and not (tmp_path / "raw" / "bench").exists()
     assert checkpoints.read("part", {}) is None
+
+
+def test_a_part_measured_on_another_kind_of_machine_is_measured_again(tmp_path):
+    checkpoints = Checkpoints("bench", root=tmp_path, work_root=tmp_path / "raw")
+    kept = checkpoints.write("part", {"k": 1}, {"value": 1})
+    assert kept["machine"] == machine_kind() and checkpoints.read("part", {"k": 1}) == kept
+    path = checkpoints.folder / "part.json"
+    path.write_text(json.dumps(kept | {"machine": kept["machine"] | {"cpu": "another processor"}}))
+    assert checkpoints.read("part", {"k": 1}) is None
