@@ -3,11 +3,12 @@ for the next refinement.
 
 Ray Data reads the event files, groups them by user and writes one row per user who gave feedback:
 ``RUN/feedback/evidence.parquet/`` (``user_id``, ``feedback``: the lines the textual-gradient step reads,
-``events``). ``metrics.json`` counts kept, edited and discarded posts per profile version. The stage reruns
-whenever an event arrives (the store's listing is part of its fingerprint); without a store it writes an
-empty evidence table. Before it reads, once ``feedback.compact_min_files`` event files are older than
-``feedback.compact_after_s``, it compacts them: Ray Data rewrites them as a few segment files and tasks
-delete them, so the store does not grow by one small file per event forever.
+``events``, ``actions``: the user's posts per profile version and last action). ``metrics.json`` sums
+those into kept, edited and discarded posts per profile version. The stage reruns whenever an event
+arrives (the store's listing is part of its fingerprint); without a store it writes an empty evidence table.
+Before it reads, once ``feedback.compact_min_files`` event files are older than ``feedback.compact_after_s``,
+it compacts them: Ray Data rewrites them as a few segment files and tasks delete them, so the store does not
+grow by one small file per event forever.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.llm_step import LIGHT
 from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult
 from models.config import FeedbackConfig
-from models.feedback.evidence import action_counts, unique_events, user_evidence
-from models.feedback.store import FeedbackStore, listing_digest
+from models.feedback.evidence import ACTIONS, action_counts, unique_events, user_evidence
+from models.feedback.store import FeedbackStore, compactable, listing_digest, listing_of
 from runtime.cluster import connect
 
 if TYPE_CHECKING:
@@ -35,8 +37,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("tailormind.feedback")
 
 EVIDENCE = "evidence.parquet"  # a folder of Parquet files
-EVIDENCE_SCHEMA = pa.schema([("user_id", pa.string()), ("feedback", pa.string()), ("events", pa.int64())])
-COUNTED = ["event_id", "post_id", "action", "profile_version", "timestamp", "received_at"]
+ACTION_COUNT = pa.struct([("profile_version", pa.string()), ("action", pa.string()), ("posts", pa.int64())])
+EVIDENCE_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("feedback", pa.string()),
+        ("events", pa.int64()),
+        ("actions", pa.list_(ACTION_COUNT)),  # the user's posts per (profile version, last action)
+    ]
+)
 DELETED_PER_TASK = 10_000
 
 
@@ -44,17 +53,26 @@ def evidence_of_user(events: pa.Table, settings: FeedbackConfig) -> pa.Table:
     """One user's events (a ``groupby`` group) as one evidence row."""
     rows = unique_events(events.to_pylist())
     text = user_evidence(rows, settings.max_events, settings.edit_chars)
-    return pa.Table.from_pylist(
-        [{"user_id": rows[0]["user_id"], "feedback": text, "events": len(rows)}], schema=EVIDENCE_SCHEMA
-    )
+    actions = [
+        {"profile_version": version, "action": action, "posts": posts}
+        for version, counts in action_counts(rows).items()
+        for action, posts in counts.items()
+        if posts
+    ]
+    row = {"user_id": rows[0]["user_id"], "feedback": text, "events": len(rows), "actions": actions}
+    return pa.Table.from_pylist([row], schema=EVIDENCE_SCHEMA)
 
 
-def event_counts(uri: str, files: list[str]) -> tuple[int, dict[str, dict[str, int]]]:
-    """Distinct events, and kept, edited and discarded posts per profile version (in a task: a few small
-    columns per event)."""
-    store = FeedbackStore(uri)
-    events = unique_events(pq.read_table(files, filesystem=store.fs, columns=COUNTED).to_pylist())
-    return len(events), action_counts(events)
+def evidence_totals(evidence: str) -> tuple[int, dict[str, dict[str, int]]]:
+    """Distinct events, and kept, edited and discarded posts per profile version, summed over the evidence
+    rows (in a task; a post's events all carry its user, so per-user counts add up)."""
+    table = pq.read_table(evidence, columns=["events", "actions"])
+    flat = pc.list_flatten(table["actions"])
+    counted = pa.table({name: pc.struct_field(flat, name) for name in ("profile_version", "action", "posts")})
+    totals: dict[str, dict[str, int]] = {}
+    for row in counted.group_by(["profile_version", "action"]).aggregate([("posts", "sum")]).to_pylist():
+        totals.setdefault(row["profile_version"], dict.fromkeys(ACTIONS, 0))[row["action"]] = row["posts_sum"]
+    return int(pc.sum(table["events"]).as_py() or 0), totals
 
 
 def delete_event_files(uri: str, paths: list[str]) -> None:
@@ -84,12 +102,14 @@ def feedback_stage(pipeline: PipelineRun) -> StageResult:
     config = pipeline.config
     settings = config.feedback
     store = FeedbackStore(settings.uri) if settings.uri is not None else None
-    old = store.compactable(settings.compact_after_s) if store is not None else []
+    infos = store.event_infos() if store is not None else []  # one listing, unless a compaction changes it
+    old = compactable(infos, settings.compact_after_s)
     if store is not None and len(old) >= settings.compact_min_files:
         connect(config.ray, pipeline.runner.run_dir)
         segments = compact_events(store, old, settings.segment_rows)
         log.info("feedback: compacted %d event files into %d segment(s)", len(old), segments)
-    listing = store.event_listing() if store is not None else []
+        infos = store.event_infos()
+    listing = listing_of(infos)
     files = [path for path, _ in listing]
 
     def build(out: Path) -> dict[str, Any]:
@@ -107,7 +127,8 @@ def feedback_stage(pipeline: PipelineRun) -> StageResult:
             stored.groupby("user_id").map_groups(
                 evidence_of_user, fn_kwargs={"settings": settings}, batch_format="pyarrow", **LIGHT
             ).write_parquet(str(evidence.resolve()))
-            events, counts = ray.get(ray.remote(event_counts).options(**LIGHT).remote(store.uri, files))
+            totals = ray.remote(evidence_totals).options(**LIGHT).remote(str(evidence.resolve()))
+            events, counts = ray.get(totals)
         metrics = {"events": events, "files": len(files), "by_profile_version": counts}
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return {"store": settings.uri, "events": events, "profile_versions": len(counts)}

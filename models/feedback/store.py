@@ -126,15 +126,19 @@ class FeedbackStore:
 
     def event_listing(self) -> list[tuple[str, int]]:
         """(path, size) of every stored event file and segment, sorted by path."""
-        return sorted((info.path, info.size or 0) for info in self._event_infos())
+        return listing_of(self.event_infos())
 
-    def compactable(self, older_than_s: float) -> list[str]:
-        """The single-event files (not segments) written at least ``older_than_s`` seconds ago, sorted."""
-        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+    def event_infos(self) -> list[pafs.FileInfo]:
+        """Every stored event file and segment (never a file still being written), sorted by path."""
+        selector = pafs.FileSelector(f"{self.root}/{EVENTS}", allow_not_found=True)
+        infos = self.fs.get_file_info(selector)
         return sorted(
-            info.path
-            for info in self._event_infos()
-            if not info.base_name.startswith(SEGMENT_PREFIX) and (info.mtime or cutoff) <= cutoff
+            (
+                info
+                for info in infos
+                if info.type == pafs.FileType.File and info.base_name.endswith(".parquet")
+            ),
+            key=lambda info: info.path,
         )
 
     def staging_folder(self) -> str:
@@ -158,14 +162,6 @@ class FeedbackStore:
         for path in paths:
             self.fs.delete_file(path)
 
-    def _event_infos(self) -> list[pafs.FileInfo]:
-        selector = pafs.FileSelector(f"{self.root}/{EVENTS}", allow_not_found=True)
-        return [
-            info
-            for info in self.fs.get_file_info(selector)
-            if info.type == pafs.FileType.File and info.base_name.endswith(".parquet")
-        ]
-
     def _post_path(self, post_id: str) -> str:
         return f"{self.root}/{POSTS}/{post_id}.parquet"
 
@@ -179,3 +175,18 @@ class FeedbackStore:
         tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
         pq.write_table(table, tmp, filesystem=self.fs)
         self.fs.move(tmp, path)
+
+
+def listing_of(infos: list[pafs.FileInfo]) -> list[tuple[str, int]]:
+    """(path, size) of each listed event file, in the listing's order."""
+    return [(info.path, info.size or 0) for info in infos]
+
+
+def compactable(infos: list[pafs.FileInfo], older_than_s: float) -> list[str]:
+    """The listed single-event files (not segments) written at least ``older_than_s`` seconds ago."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+    return [
+        info.path
+        for info in infos
+        if not info.base_name.startswith(SEGMENT_PREFIX) and (info.mtime or cutoff) <= cutoff
+    ]
