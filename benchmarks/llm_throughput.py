@@ -13,6 +13,7 @@ so a run cut short resumes with the paths it has not measured.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ SEQUENTIAL = 8  # prompts of the transformers baseline
 WARM_UP = 8  # prompts that warm an engine, never among the timed ones (their prefixes would be cached)
 # float32: vLLM's bf16 GEMMs take a slow fallback on this AVX2 CPU (5x slower, measured); same for (a).
 ENGINE = {
+    "cpus_per_engine": 2.0,  # both cores: one OpenMP thread per CPU (vLLM's own binding would keep one)
     "dtype": "float32",
     "max_model_len": 4096,
     "kv_cache_gb": 2.0,
@@ -99,11 +101,12 @@ def bare_engine(count: int) -> dict[str, Any]:
     from vllm import LLM, SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
-    from models.llm.engine import engine_kwargs
+    from models.llm.engine import cpu_engine_environment, engine_kwargs
     from models.tiny import resolve_model_source
 
     requests = ranking_requests(count + WARM_UP)
     role = _role("vllm")
+    os.environ.update(cpu_engine_environment(role))  # what Ray gives the engines of (c) and (d)
     kwargs = {k: v for k, v in engine_kwargs(role).items() if k != "distributed_executor_backend"}
     # the offline LLM keeps no stats by default; the prefix-cache counters need them
     llm = LLM(model=resolve_model_source(MODEL), disable_log_stats=False, **kwargs)

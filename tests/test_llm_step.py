@@ -10,6 +10,7 @@ from PIL import Image
 
 from jobs.llm_step import LLMStep, request_json, row_answers, with_answers
 from models.llm.config import LLMRoleConfig
+from models.llm.engine import placement
 from models.llm.structured import LLMAnswer, Outcome, answer_with_retries, parse_structured
 
 CAPTION = {
@@ -158,6 +159,15 @@ def test_chained_steps_share_one_serve_deployment(ray_cluster, tiny_models):
         assert all(a.error is None for a in row_answers(row, "second"))
         assert row["first_prompt_tokens"] > 0 and row["first_generated_tokens"] > 0
         assert 0 <= row["first_cached_tokens"] <= row["first_prompt_tokens"]  # vLLM's count, via Serve
+
+
+def test_a_cpu_engine_computes_with_one_thread_per_cpu_of_its_bundle_and_a_gpu_engine_is_left_alone():
+    cpu = placement(LLMRoleConfig(cpus_per_engine=2.0, tensor_parallel_size=2))
+    assert cpu["placement_group_config"] == {"bundles": [{"CPU": 2.0}, {"CPU": 2.0}]}
+    environment = cpu["runtime_env"]["env_vars"]
+    assert environment["VLLM_CPU_OMP_THREADS_BIND"] == "nobind" and environment["OMP_NUM_THREADS"] == "2"
+    assert environment["LD_PRELOAD"].endswith("libiomp5.so")  # vllm-cpu installs Intel OpenMP
+    assert placement(LLMRoleConfig(accelerator_type="H100")) == {"accelerator_type": "H100"}
 
 
 def test_a_step_refuses_rows_that_already_have_its_output_columns():

