@@ -24,7 +24,9 @@ class LLMRoleConfig(StrictModel):
     enforce_eager: bool = Field(True, description="skip CUDA graphs (required on CPU)")
     tensor_parallel_size: int = Field(1, ge=1)
     accelerator_type: str | None = Field(None, description="GPU type, e.g. H100; None runs on CPU bundles")
-    cpus_per_engine: float = Field(1.0, gt=0)
+    cpus_per_engine: float = Field(
+        1.0, gt=0, description="Ray CPUs of each engine worker; on CPU, also its compute threads"
+    )
     num_engines: int = Field(1, ge=1, description="engine replicas (Ray Data concurrency / Serve replicas)")
     batch_size: int = Field(
         16, ge=1, description="rows per engine batch (vllm) or per request batch (serve, http)"
