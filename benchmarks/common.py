@@ -81,7 +81,7 @@ class BenchResult:
 
 
 def machine_kind() -> dict[str, Any]:
-    """What makes two machines' measurements comparable: processor, cores, accelerator, torch."""
+    """What makes two machines' measurements comparable: processor, cores, accelerator, Python, torch."""
     return {key: value for key, value in machine().items() if key != "memory_gib"}
 
 

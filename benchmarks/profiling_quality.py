@@ -63,10 +63,11 @@ def ablation_ranks(run_dir: Path, config: Any) -> dict[str, pa.Table]:
     from jobs.llm_step import LIGHT, LLMStep
     from jobs.profiles import cards_ref, parse_batch, profile_batch
     from jobs.refine import PUBLISHED
+    from jobs.stage_runner import fingerprint
 
     cards = cards_ref(run_dir / "captions")
     users = ray.data.read_parquet(str((run_dir / "refine" / PUBLISHED).resolve()))
-    refined_by = stage_marker(run_dir / "refine")["fingerprint"]  # ablations of these refined profiles
+    refined_by = fingerprint(run_dir / "refine")  # ablations of these refined profiles
     results = {}
     for name, column in ABLATIONS.items():
         folder = run_dir / "ablations" / f"{name}-{refined_by}"
@@ -248,8 +249,8 @@ def run(quick: bool = False) -> BenchResult:
 
 
 def stage_marker(stage_dir: Path) -> dict[str, Any]:
-    """A finished stage's marker: its fingerprint and the seconds it took when it ran (a resumed run skips
-    it); empty for a stage without one."""
+    """A finished stage's marker, with the seconds it took when it ran (a resumed run skips it); empty for a
+    stage without one."""
     from jobs.stage_runner import MARKER
 
     marker = stage_dir / MARKER
