@@ -116,3 +116,26 @@ def test_tokens_per_round_sum_the_users_in_each_round_and_leave_an_unreported_ca
     assert (second["users"], second["prompt_tokens"], second["prefix_cache_hit_rate"]) == (1, 80, 1.0)
     unreported = table.set_column(2, "cached_tokens", pa.array([[None, 80], [150], []], pa.list_(pa.int64())))
     assert tokens_per_round(unreported)[0]["prefix_cache_hit_rate"] is None
+
+
+def test_summarise_reads_each_users_first_and_best_rank_across_files(tmp_path):
+    import pyarrow.parquet as pq
+
+    from jobs.refine import summarise
+    from models.config import TailorMindConfig
+
+    counts = pa.array([[1, 2], [3], [], [4, 5, 6]], pa.list_(pa.int64()))
+    table = pa.table(
+        {
+            "valid_ranks": pa.array([[5, 0], [3], [], [7, 2, 4]], pa.list_(pa.int64())),
+            "llm_calls": pa.array([None] * 4, pa.string()),
+            **dict.fromkeys(("prompt_tokens", "generated_tokens", "cached_tokens"), counts),
+        }
+    )
+    pq.write_table(table.slice(0, 2), tmp_path / "a.parquet")  # a user's lists never span files
+    pq.write_table(table.slice(2), tmp_path / "b.parquet")
+    summary = summarise(str(tmp_path), TailorMindConfig().llm)
+    assert (summary["users"], summary["mean_initial_valid_rank"], summary["stopped_at_rank_1"]) == (4, 5.0, 1)
+    assert summary["mean_selected_valid_rank"] == pytest.approx((0 + 3 + 2) / 3)
+    assert [r["users"] for r in summary["tokens_per_round"]] == [3, 2, 1]
+    assert [r["prompt_tokens"] for r in summary["tokens_per_round"]] == [1 + 3 + 4, 2 + 5, 6]
