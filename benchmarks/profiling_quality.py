@@ -193,8 +193,7 @@ def run(quick: bool = False) -> BenchResult:
     pipeline = run_pipeline(run_dir, config, until="eval")
     ranks = pq.read_table(run_dir / "eval" / "ranks.parquet")
     refined = pq.read_table(run_dir / "refine" / PUBLISHED)
-    order = {user: i for i, user in enumerate(refined["user_id"].to_pylist())}
-    aligned = ranks.take(pa.array([order_of(ranks, user) for user in refined["user_id"].to_pylist()]))
+    aligned = aligned_to(ranks, refined["user_id"])
     per_ranker: dict[str, tuple[np.ndarray, int]] = {
         "most_popular": (most_popular_ranks(run_dir, refined), 0),
         "embedding (MiniLM)": (aligned["embedding"].to_numpy(), 0),
@@ -209,13 +208,13 @@ def run(quick: bool = False) -> BenchResult:
         ),
     }
     for name, table in ablation_ranks(run_dir, config).items():
-        table = table.take(pa.array([order_of(table, user) for user in refined["user_id"].to_pylist()]))
+        table = aligned_to(table, refined["user_id"])
         failed = int(np.sum(table["failed"].to_numpy(zero_copy_only=False)))
         per_ranker[f"profile without {name.removeprefix('no_').replace('_', ' ')} (SmolLM2)"] = (
             table["rank"].to_numpy(),
             failed,
         )
-    result.add(ranker="random (analytic)", num_users=len(order), **random_metrics())
+    result.add(ranker="random (analytic)", num_users=refined.num_rows, **random_metrics())
     for name, (values, failed) in per_ranker.items():
         metrics = metrics_with_ci(values, seed=config.seed)
         result.add(ranker=name, failed=failed, **metrics)
@@ -235,9 +234,9 @@ def run(quick: bool = False) -> BenchResult:
         )
     stages = {name: stage_marker(r.path).get("seconds") for name, r in pipeline.results.items()}
     result.notes.append(
-        f"MovieLens latest-small, {len(order)} test users, 1 positive + 99 sampled negatives each, the same "
-        f"candidates for every ranker; {SMOLLM2} as profiler, ranker (top 20) and optimizer, 2 refinement "
-        "rounds; "
+        f"MovieLens latest-small, {refined.num_rows} test users, 1 positive + 99 sampled negatives each, the "
+        f"same candidates for every ranker; {SMOLLM2} as profiler, ranker (top 20) and optimizer, 2 "
+        "refinement rounds; "
         f"item cards are titles, genres and tags (no VLM); stage seconds: {json.dumps(stages)}"
     )
     result.notes.append(
@@ -257,9 +256,14 @@ def stage_marker(stage_dir: Path) -> dict[str, Any]:
     return json.loads(marker.read_text()) if marker.is_file() else {}
 
 
-def order_of(table: pa.Table, user: str) -> int:
-    """The row of ``user`` in a table keyed by user_id."""
-    return table["user_id"].to_pylist().index(user)
+def aligned_to(table: pa.Table, users: pa.ChunkedArray) -> pa.Table:
+    """The rows of ``table`` (keyed by user_id) in the order of ``users``, every one of whom it must hold."""
+    import pyarrow.compute as pc
+
+    rows = pc.index_in(users, value_set=table["user_id"])
+    if rows.null_count:
+        raise KeyError(f"{rows.null_count} users have no row in a table of {table.num_rows}")
+    return table.take(rows)
 
 
 def _plot(result: BenchResult) -> None:
