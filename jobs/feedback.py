@@ -4,8 +4,9 @@ for the next refinement.
 Ray Data reads the event files, groups them by user and writes one row per user who gave feedback:
 ``RUN/feedback/evidence.parquet/`` (``user_id``, ``feedback``: the lines the textual-gradient step reads,
 ``events``, ``actions``: the user's posts per profile version and last action). ``metrics.json`` sums
-those into kept, edited and discarded posts per profile version. The stage reruns whenever an event
-arrives (the store's listing is part of its fingerprint); without a store it writes an empty evidence table.
+those into kept, edited and discarded posts, in all and for the profile versions with the most posts. The
+stage reruns whenever an event arrives (the store's listing is part of its fingerprint); without a store it
+writes an empty evidence table.
 Before it reads, once ``feedback.compact_min_files`` event files are older than ``feedback.compact_after_s``,
 it compacts them: Ray Data rewrites them as a few segment files and tasks delete them, so the store does not
 grow by one small file per event forever.
@@ -47,6 +48,7 @@ EVIDENCE_SCHEMA = pa.schema(
     ]
 )
 DELETED_PER_TASK = 10_000
+TOP_VERSIONS = 20  # profile versions listed in metrics.json, the most posts first
 
 
 def evidence_of_user(events: pa.Table, settings: FeedbackConfig) -> pa.Table:
@@ -63,16 +65,30 @@ def evidence_of_user(events: pa.Table, settings: FeedbackConfig) -> pa.Table:
     return pa.Table.from_pylist([row], schema=EVIDENCE_SCHEMA)
 
 
-def evidence_totals(evidence: str) -> tuple[int, dict[str, dict[str, int]]]:
-    """Distinct events, and kept, edited and discarded posts per profile version, summed over the evidence
-    rows (in a task; a post's events all carry its user, so per-user counts add up)."""
+def evidence_totals(evidence: str, top: int = TOP_VERSIONS) -> dict[str, Any]:
+    """Distinct events, kept, edited and discarded posts in all and for the ``top`` profile versions with
+    the most posts, summed over the evidence rows (in a task; a post's events all carry its user, so
+    per-user counts add up). The summary's size does not grow with the users: a profile version names one
+    profile text, so there are about as many as users."""
     table = pq.read_table(evidence, columns=["events", "actions"])
     flat = pc.list_flatten(table["actions"])
     counted = pa.table({name: pc.struct_field(flat, name) for name in ("profile_version", "action", "posts")})
-    totals: dict[str, dict[str, int]] = {}
-    for row in counted.group_by(["profile_version", "action"]).aggregate([("posts", "sum")]).to_pylist():
-        totals.setdefault(row["profile_version"], dict.fromkeys(ACTIONS, 0))[row["action"]] = row["posts_sum"]
-    return int(pc.sum(table["events"]).as_py() or 0), totals
+    by_pair = counted.group_by(["profile_version", "action"]).aggregate([("posts", "sum")])
+    per_version = by_pair.group_by("profile_version").aggregate([("posts_sum", "sum")])
+    leading = per_version.sort_by([("posts_sum_sum", "descending"), ("profile_version", "ascending")])[:top]
+    top_versions = {version: dict.fromkeys(ACTIONS, 0) for version in leading["profile_version"].to_pylist()}
+    shown = by_pair.filter(pc.is_in(by_pair["profile_version"], value_set=leading["profile_version"]))
+    for row in shown.to_pylist():
+        top_versions[row["profile_version"]][row["action"]] = row["posts_sum"]
+    posts = dict.fromkeys(ACTIONS, 0)
+    for row in by_pair.group_by("action").aggregate([("posts_sum", "sum")]).to_pylist():
+        posts[row["action"]] = row["posts_sum_sum"]
+    return {
+        "events": int(pc.sum(table["events"]).as_py() or 0),
+        "posts": posts,
+        "profile_versions": per_version.num_rows,
+        "top_profile_versions": top_versions,
+    }
 
 
 def delete_event_files(uri: str, paths: list[str]) -> None:
@@ -117,21 +133,19 @@ def feedback_stage(pipeline: PipelineRun) -> StageResult:
         import ray.data
 
         evidence = out / EVIDENCE
-        events, counts = 0, {}
         if store is None or not files:
             evidence.mkdir()
             pq.write_table(EVIDENCE_SCHEMA.empty_table(), evidence / "empty.parquet")
+            totals = evidence_totals(str(evidence))
         else:
             connect(config.ray, pipeline.runner.run_dir)
             stored = ray.data.read_parquet(files, filesystem=store.fs)
             stored.groupby("user_id").map_groups(
                 evidence_of_user, fn_kwargs={"settings": settings}, batch_format="pyarrow", **LIGHT
             ).write_parquet(str(evidence.resolve()))
-            totals = ray.remote(evidence_totals).options(**LIGHT).remote(str(evidence.resolve()))
-            events, counts = ray.get(totals)
-        metrics = {"events": events, "files": len(files), "by_profile_version": counts}
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        return {"store": settings.uri, "events": events, "profile_versions": len(counts)}
+            totals = ray.get(ray.remote(evidence_totals).options(**LIGHT).remote(str(evidence.resolve())))
+        (out / "metrics.json").write_text(json.dumps({**totals, "files": len(files)}, indent=2))
+        return {"store": settings.uri, **{k: totals[k] for k in ("events", "profile_versions")}}
 
     section = {"feedback": settings, "events": listing_digest(listing) if store is not None else None}
     return pipeline.runner.run("feedback", build, config=section)

@@ -271,19 +271,22 @@ def generation_section(posts: list[PostSummary] | None) -> str:
 
 
 def feedback_section(feedback: dict[str, Any] | None) -> str:
-    """Kept, edited and discarded posts per profile version (the last action on each post counts)."""
+    """Kept, edited and discarded posts in all and for the profile versions with the most posts (the last
+    action on each post counts)."""
     if feedback is None:
         return NOT_RUN
-    versions = feedback["by_profile_version"]
-    if not versions:
+    if not feedback["profile_versions"]:
         return "<p><em>no feedback events in the store (feedback.uri)</em></p>"
-    rows = []
-    for version, counts in versions.items():
-        total = sum(counts.values())
-        rates = [number(counts[action] / total) for action in ("keep", "edit", "discard")]
-        rows.append([version, str(total), *rates])
+    rows = [feedback_row(f"all {feedback['profile_versions']}", feedback["posts"])]
+    rows += [feedback_row(version, counts) for version, counts in feedback["top_profile_versions"].items()]
     header = ["profile version", "posts with feedback", "keep rate", "edit rate", "discard rate"]
     return table(header, rows) + f"<p>{feedback['events']} events in the store.</p>"
+
+
+def feedback_row(version: str, counts: dict[str, int]) -> list[str]:
+    """One profile version's posts with feedback and its keep, edit and discard rates."""
+    total = sum(counts.values())
+    return [version, str(total), *(number(counts[action] / total) for action in ("keep", "edit", "discard"))]
 
 
 def cold_start_section(cold_start: dict[str, Any] | None) -> str:

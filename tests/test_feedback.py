@@ -148,9 +148,10 @@ def test_the_feedback_stage_groups_the_stores_events_per_user(ray_cluster, tmp_p
         "- kept the post 'post of u1' (evidence for the profile)",
     ]
     metrics = json.loads((run.path / "metrics.json").read_text())
-    assert metrics["events"] == 3 and metrics["by_profile_version"] == {
+    assert metrics["events"] == 3 and metrics["top_profile_versions"] == {
         posts[0]["profile_version"]: {"keep": 2, "edit": 0, "discard": 1}
     }
+    assert metrics["posts"] == {"keep": 2, "edit": 0, "discard": 1} and metrics["profile_versions"] == 1
     assert run_stage().skipped  # no new event: up to date
     store.record_event(_event("e9", posts[2], "discard", 9), posts[2])
     assert not run_stage().skipped
@@ -189,7 +190,8 @@ def test_the_feedback_stage_compacts_old_event_files_and_reads_the_same_evidence
     segments = event_names()
     assert segments and all(name.startswith(SEGMENT_PREFIX) for name in segments)
     assert not [path for path in (tmp_path / "fb").iterdir() if path.name.startswith(".")]  # staging gone
-    assert compacted == evidence and compacted_metrics["by_profile_version"] == metrics["by_profile_version"]
+    assert compacted == evidence and compacted_metrics["posts"] == metrics["posts"]
+    assert compacted_metrics["top_profile_versions"] == metrics["top_profile_versions"]
     assert compacted_metrics["events"] == 3 and compacted_metrics["files"] == len(segments)
     # Past the window a client's retry is stored again; readers keep the first received.
     assert store.record_event(_event("e1", posts[1], "keep", 1), posts[1]) == "stored"
@@ -197,3 +199,22 @@ def test_the_feedback_stage_compacts_old_event_files_and_reads_the_same_evidence
     repeated, repeated_metrics = run_stage("feedback.compact_after_s=3600")
     assert len(event_names()) == len(segments) + 2
     assert repeated == evidence and repeated_metrics["events"] == 3
+
+
+def test_evidence_totals_list_only_the_profile_versions_with_most_posts_and_sum_them_all(tmp_path):
+    from jobs.feedback import evidence_totals
+
+    def user(name: str, *actions: tuple[str, str, int]) -> dict:
+        counts = [{"profile_version": v, "action": a, "posts": n} for v, a, n in actions]
+        return {"user_id": name, "feedback": "", "events": sum(n for *_, n in actions), "actions": counts}
+
+    users = [user("u1", ("v1", "keep", 3), ("v1", "discard", 1)), user("u2", ("v2", "edit", 1))]
+    users += [user("u3", ("v3", "keep", 2)), user("u4")]
+    pq.write_table(pa.Table.from_pylist(users, schema=EVIDENCE_SCHEMA), tmp_path / "part.parquet")
+    totals = evidence_totals(str(tmp_path), top=2)
+    assert totals["events"] == 7 and totals["profile_versions"] == 3
+    assert totals["posts"] == {"keep": 5, "edit": 1, "discard": 1}
+    assert list(totals["top_profile_versions"].items()) == [
+        ("v1", {"keep": 3, "edit": 0, "discard": 1}),
+        ("v3", {"keep": 2, "edit": 0, "discard": 0}),
+    ]

@@ -62,7 +62,8 @@ def fake_run(run_dir):
     }
     write_json(run_dir / "refine" / "_stage.json", {"fingerprint": "f", "summary": {"llm_calls": calls}})
     counts = {"keep": 3, "edit": 0, "discard": 1}
-    write_json(run_dir / "feedback" / "metrics.json", {"events": 5, "by_profile_version": {"ab12": counts}})
+    feedback = {"events": 5, "posts": counts, "profile_versions": 1, "top_profile_versions": {"ab12": counts}}
+    write_json(run_dir / "feedback" / "metrics.json", feedback)
 
 
 def write_judge(run_dir):
@@ -84,6 +85,7 @@ def test_report_shows_every_table_escaped_text_and_embedded_images(tmp_path):
     assert "<td>u1</td>" in page and "<td>1.000</td>" in page  # best combined score of u1's 2 versions
     assert "No post: writer failed" in page
     assert "<td>ab12</td><td>4</td><td>0.750</td><td>0.000</td><td>0.250</td>" in page  # feedback rates
+    assert "<td>all 1</td><td>4</td><td>0.750</td>" in page
     profiled = "<td>profiled</td><td>0.800</td><td>0.500</td><td>0.250</td><td>0.250</td><td>–</td>"
     assert (
         profiled in page
