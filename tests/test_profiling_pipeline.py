@@ -14,7 +14,7 @@ from tests.browser import file_url, page_media
 from tests.conftest import REPO_ROOT
 
 RANKERS = {"profile_initial", "profile_refined", "cf", "embedding"}
-TINY_CHAT = ("model_source=tiny://chat", "dtype=float32")
+TINY_CHAT = ("model_source=tiny://chat", "dtype=float32", "cpus_per_engine=1")  # test_llm_step's deployment
 JUDGED = ("ground_truth", "full", "no_reflection")  # the user's test item, the system and one ablation
 
 
