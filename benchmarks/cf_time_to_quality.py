@@ -5,7 +5,7 @@ worker process, two settings at a time with half the cores each (an hour per set
 the whole run four). After every epoch, on a stopped clock, the valid and test splits are ranked in one
 pass; the figures reported are the test figures of the epoch the CF job would keep by then (the best valid
 Recall@20 so far, as its early stopping does), with the last epoch's alongside. BPR with
-4,096-triple batches (LightGCN's own recipe, this project's former default) is the baseline every setting
+4,096-triple batches (LightGCN's own recipe) is the baseline every setting
 is compared with at equal training time. One challenger draws four negatives per positive into the same
 step (the propagation, which dominates a step, is shared by them). The full run gives the baseline and the
 default an hour on the synthetic graph and the challengers 15 minutes (a challenger that beats the default

@@ -63,7 +63,7 @@ class CFConfig(StrictModel):
         4,
         ge=1,
         description="bpr: never-seen negatives drawn per positive, each its own BPR term in the same step "
-        "(the step's propagation is shared by them, 4 cost 17% more per epoch and reach the best recall "
+        "(the step's propagation is shared by them: 4 cost 5% more per epoch and reach the best recall "
         "at 15 and 60 minutes: benchmarks/cf_time_to_quality)",
     )
     negatives: int = Field(1024, ge=1, description="softmax: uniform negatives shared by each step")
