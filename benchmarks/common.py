@@ -91,7 +91,8 @@ class Checkpoints:
     counts only if it was measured with the same configuration on the same kind of machine (a run resumed on
     another processor measures everything again: its ratios compare parts measured side by side). The parts
     are small JSON files tracked by git (commit them to resume on a new machine of the same kind); work
-    folders go under the ignored ``raw/<name>/``."""
+    folders go under the ignored ``raw/<name>/``, or under the tracked ``work_root`` a benchmark names (a
+    pipeline run whose outputs do not depend on the machine; its logs are ignored)."""
 
     def __init__(self, name: str, root: Path = PARTIAL_DIR, work_root: Path = RAW_DIR):
         self.folder = root / name

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.cf_quality import MOVIELENS
-from benchmarks.common import RESULTS_DIR, BenchResult, Checkpoints
+from benchmarks.common import PARTIAL_DIR, RESULTS_DIR, BenchResult, Checkpoints
 from models.evaluation import KS, metrics_with_ci
 
 USERS, QUICK_USERS = 200, 8  # a ranking prompt (100 candidates) takes ~17 s of SmolLM2 on 2 cores
@@ -179,15 +179,16 @@ def random_metrics(candidates: int = 100) -> dict[str, float]:
 
 def run(quick: bool = False) -> BenchResult:
     """The pipeline up to eval with SmolLM2, the ablations, and every ranker on the same users; the run
-    folder is kept under ``benchmarks/results/raw`` until the results are written, so a run cut short
-    resumes from its finished stages, refinement rounds and ablations."""
+    folder is kept under the tracked ``benchmarks/results/partial`` until the results are written (its logs
+    are ignored), so a run cut short resumes from its finished stages, refinement rounds and ablations,
+    after a commit on a new machine too: its figures are model answers, not timings."""
     from jobs.pipeline import run_pipeline
     from jobs.refine import PUBLISHED, tokens_per_round
     from models.config import load_config
 
     result = BenchResult("profiling_quality")
     users = QUICK_USERS if quick else USERS
-    checkpoints = Checkpoints("profiling_quality")
+    checkpoints = Checkpoints("profiling_quality", work_root=PARTIAL_DIR)
     run_dir = checkpoints.work_folder(f"{users}-users")
     config = load_config(None, overrides(users))
     pipeline = run_pipeline(run_dir, config, until="eval")

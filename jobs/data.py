@@ -46,7 +46,9 @@ def data_stage(pipeline: PipelineRun) -> StageResult:
         return dataset.report.to_dict()
 
     inputs = [Path(data_path)] if "://" not in data_path else []
-    return pipeline.runner.run("data", build, config={"path": data_path, "strict": strict}, inputs=inputs)
+    return pipeline.runner.run(
+        "data", build, config={"path": pipeline.runner.key(data_path), "strict": strict}, inputs=inputs
+    )
 
 
 if __name__ == "__main__":

@@ -134,8 +134,15 @@ class StageRunner:
         log.info("stage %s finished in %.1f s -> %s", name, seconds, final)
         return StageResult(name, final, stage_fp, skipped=False, seconds=seconds)
 
+    def key(self, path: str | Path) -> str:
+        """How markers name ``path``: relative to the run folder when inside it, so a moved run resumes."""
+        inside = Path(path).resolve()
+        return (
+            inside.relative_to(self.run_dir).as_posix() if inside.is_relative_to(self.run_dir) else str(path)
+        )
+
     def _inputs(self, inputs: Sequence[Path]) -> dict[str, str]:
-        return {str(Path(p)): fingerprint(Path(p)) for p in inputs}
+        return {self.key(p): fingerprint(Path(p)) for p in inputs}
 
     def finished(self, name: str) -> StageResult:
         """The published output of stage ``name`` (for running a later stage on its own)."""

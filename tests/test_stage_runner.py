@@ -55,6 +55,22 @@ def test_a_copied_input_keeps_its_fingerprint_so_a_moved_run_resumes(tmp_path):
     assert not changed.skipped and changed.fingerprint != first.fingerprint
 
 
+def test_a_run_folder_moved_to_another_path_resumes(tmp_path):
+    raw = tmp_path / "raw.csv"
+    raw.write_text("1,2\n")
+    runner = StageRunner(tmp_path / "run")
+    up = runner.run("up", write_output("1"), config={"path": runner.key(runner.path("up"))}, inputs=[raw])
+    down = runner.run("down", write_output("2"), config={}, inputs=[up.path])
+    assert runner.key(up.path) == "up" and runner.key(raw) == str(raw)
+
+    (tmp_path / "run").rename(tmp_path / "moved")  # the run folder synced to another machine or path
+    moved = StageRunner(tmp_path / "moved")
+    up_again = moved.run("up", write_output("x"), config={"path": moved.key(moved.path("up"))}, inputs=[raw])
+    assert up_again.skipped
+    again = moved.run("down", write_output("y"), config={}, inputs=[moved.path("up")])
+    assert again.skipped and again.fingerprint == down.fingerprint
+
+
 def test_force_and_downstream_fingerprint(tmp_path):
     runner = StageRunner(tmp_path / "run")
     up = runner.run("up", write_output("1"), config={})
