@@ -107,7 +107,7 @@ def run(quick: bool = False) -> BenchResult:
     result = BenchResult("cold_start")
     users_wanted = QUICK_USERS if quick else USERS
     run_dir = Path(tempfile.mkdtemp(prefix="cold-start-"))
-    role = f"model_source: '{SMOLLM2}', backend: serve, dtype: float32, max_model_len: 4096, kv_cache_gb: 2.0"
+    role = f"model_source: '{SMOLLM2}', backend: serve, max_model_len: 4096, kv_cache_gb: 2.0"
     settings = [*overrides(users_wanted), f"llm.summarizer={{{role}, {LABELLER[1:-1]}}}"]
     config = load_config(None, settings)
     start = time.perf_counter()

@@ -30,10 +30,10 @@ CANDIDATES, TOP_K, MAX_TOKENS = 100, 20, 160
 PROMPTS, QUICK_PROMPTS = 256, 32
 SEQUENTIAL = 8  # prompts of the transformers baseline
 WARM_UP = 8  # prompts that warm an engine, never among the timed ones (their prefixes would be cached)
-# float32: vLLM's bf16 GEMMs take a slow fallback on this AVX2 CPU (5x slower, measured); same for (a).
+# dtype auto: bf16 with AMX, else float32 (vLLM's bf16 takes a slow path on AVX2); (a) computes in the same.
 ENGINE = {
     "cpus_per_engine": 2.0,  # both cores: one OpenMP thread per CPU (vLLM's own binding would keep one)
-    "dtype": "float32",
+    "dtype": "auto",
     "max_model_len": 4096,
     "kv_cache_gb": 2.0,
     "batch_size": 32,
@@ -72,17 +72,20 @@ def _role(backend: str) -> Any:
 
 
 def sequential_transformers(count: int) -> dict[str, float]:
-    """(a) One prompt at a time through transformers ``generate`` (greedy, float32), on the first
+    """(a) One prompt at a time through transformers ``generate`` (greedy, the engines' dtype), on the first
     ``SEQUENTIAL`` of ``count`` prompts."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from models.llm.engine import engine_dtype
     from models.tiny import resolve_model_source
 
     requests = ranking_requests(min(SEQUENTIAL, count))
     path = resolve_model_source(MODEL)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=getattr(torch, engine_dtype(_role("vllm")))
+    ).eval()
     prefill = generated = 0
     start = time.perf_counter()
     for request in requests:
@@ -232,9 +235,11 @@ def run(quick: bool = False) -> BenchResult:
     count = QUICK_PROMPTS if quick else PROMPTS
     result = BenchResult("llm_throughput")
     checkpoints = Checkpoints("llm_throughput")
+    from models.llm.engine import engine_dtype
+
     config = {
         "model": MODEL,
-        "engine": ENGINE,
+        "engine": ENGINE | {"dtype": engine_dtype(_role("vllm"))},  # as resolved on this machine
         "candidates": CANDIDATES,
         "top_k": TOP_K,
         "max_tokens": MAX_TOKENS,

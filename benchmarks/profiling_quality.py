@@ -35,6 +35,9 @@ ABLATIONS = {"no_cf_items": "cf_items", "no_history": "history"}
 
 def overrides(users: int) -> list[str]:
     """The benchmark's config: the demo's profiling settings on every text role, more users, no VLM."""
+    from models.llm.config import LLMRoleConfig
+    from models.llm.engine import engine_dtype
+
     settings = [
         f"data.movielens_src={MOVIELENS}",
         "cf.epochs=20",
@@ -47,8 +50,9 @@ def overrides(users: int) -> list[str]:
         "profiling.rank_top_k=20",
         "ray.num_cpus=8",
     ]
+    dtype = engine_dtype(LLMRoleConfig())  # resolved here: a run resumed elsewhere must compute the same
     for role, extra in ROLE_SETTINGS.items():
-        base = f"model_source: '{SMOLLM2}', backend: serve, dtype: float32, max_model_len: 4096"
+        base = f"model_source: '{SMOLLM2}', backend: serve, dtype: {dtype}, max_model_len: 4096"
         base += ", kv_cache_gb: 2.0, batch_size: 32, cpus_per_engine: 2.0"  # both cores compute
         settings.append(f"llm.{role}={{{base}, {extra[1:-1]}}}")
     return settings

@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from jobs.llm_step import LLMStep, request_json, row_answers, with_answers
+from models.llm import engine
 from models.llm.config import LLMRoleConfig
-from models.llm.engine import placement
+from models.llm.engine import engine_kwargs, placement
 from models.llm.structured import LLMAnswer, Outcome, answer_with_retries, parse_structured
 
 CAPTION = {
@@ -169,6 +170,16 @@ def test_a_cpu_engine_computes_with_one_thread_per_cpu_of_its_bundle_and_a_gpu_e
     assert environment["VLLM_CPU_OMP_THREADS_BIND"] == "nobind" and environment["OMP_NUM_THREADS"] == "2"
     assert environment["LD_PRELOAD"].split()[0].endswith("libiomp5.so")  # vllm-cpu installs Intel OpenMP
     assert placement(LLMRoleConfig(accelerator_type="H100")) == {"accelerator_type": "H100"}
+
+
+def test_auto_dtype_is_bf16_on_gpus_and_amx_cpus_and_float32_on_other_cpus(monkeypatch):
+    monkeypatch.setattr(engine, "cpu_has_amx_bf16", lambda: False)
+    assert engine_kwargs(LLMRoleConfig())["dtype"] == "float32"
+    assert engine_kwargs(LLMRoleConfig(accelerator_type="H100"))["dtype"] == "bfloat16"
+    assert engine_kwargs(LLMRoleConfig(dtype="float16"))["dtype"] == "float16"  # as configured
+    monkeypatch.setattr(engine, "cpu_has_amx_bf16", lambda: True)
+    assert engine_kwargs(LLMRoleConfig())["dtype"] == "bfloat16"
+    assert engine_kwargs(LLMRoleConfig(dtype="float32"))["dtype"] == "float32"
 
 
 def test_an_engine_process_preloads_intel_openmp_before_what_its_node_preloads(ray_cluster):

@@ -19,7 +19,11 @@ class LLMRoleConfig(StrictModel):
         "(started by the job when absent, kept across passes); http: any OpenAI-compatible endpoint",
     )
     # vLLM engine (backends vllm and serve)
-    dtype: str = "bfloat16"
+    dtype: str = Field(
+        "auto",
+        description="auto: bfloat16 on GPUs and on CPUs with AMX, float32 on other CPUs (where vLLM's bf16 "
+        "takes a slow path); or any vLLM dtype",
+    )
     max_model_len: int = Field(2048, ge=128)
     enforce_eager: bool = Field(True, description="skip CUDA graphs (required on CPU)")
     tensor_parallel_size: int = Field(1, ge=1)

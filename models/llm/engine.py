@@ -14,10 +14,32 @@ INTEL_OPENMP = Path(sysconfig.get_paths()["data"]) / "lib" / "libiomp5.so"  # fr
 _STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
 
 
+def cpu_has_amx_bf16() -> bool:
+    """Whether this node's CPU has Intel AMX bf16 tile units (``amx_bf16`` in /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return any(line.startswith("flags") and " amx_bf16" in line for line in cpuinfo)
+    except OSError:
+        return False
+
+
+def engine_dtype(role: LLMRoleConfig) -> str:
+    """The dtype a role's engine computes in, ``auto`` resolved for the node that builds its arguments.
+
+    ``auto`` is bfloat16 on GPUs and on CPUs with AMX, float32 on other CPUs. Measured with SmolLM2 on 2
+    cores (bare engine, 16 ranking prompts): with AMX, bf16 made 0.82 prompts/s against 0.26 in fp32
+    (3.2x); on an AVX2 CPU vLLM's bf16 GEMMs take a slow path, 5x slower than fp32. AVX512-BF16 without
+    AMX (AMD Zen 4) is not measured yet and stays float32; set ``dtype`` to choose.
+    """
+    if role.dtype != "auto":
+        return role.dtype
+    return "bfloat16" if role.accelerator_type is not None or cpu_has_amx_bf16() else "float32"
+
+
 def engine_kwargs(role: LLMRoleConfig) -> dict[str, Any]:
     """vLLM engine arguments of a role (shared by the in-job engine and the Serve deployment)."""
     kwargs: dict[str, Any] = dict(
-        dtype=role.dtype,
+        dtype=engine_dtype(role),
         max_model_len=role.max_model_len,
         enforce_eager=role.enforce_eager,
         tensor_parallel_size=role.tensor_parallel_size,
