@@ -16,8 +16,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
+from pathlib import Path
 from string import Template
 from typing import Any
 
@@ -279,12 +281,16 @@ def run(quick: bool = False) -> BenchResult:
 
 
 def _in_subprocess(what: str, count: int) -> Any:
-    command = [sys.executable, "-m", "benchmarks.llm_throughput", what, str(count)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"llm_throughput {what} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """Measure one path in a fresh process; its figures come back in a file (Ray and Serve print to stdout
+    as they shut down, after the figures)."""
+    with tempfile.TemporaryDirectory() as folder:
+        figures = Path(folder) / "figures.json"
+        command = [sys.executable, "-m", "benchmarks.llm_throughput", what, str(count), str(figures)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0 or not figures.is_file():
+            raise RuntimeError(f"llm_throughput {what} failed:\n{done.stderr[-3000:]}")
+        return json.loads(figures.read_text())
 
 
 if __name__ == "__main__":
-    print(json.dumps(PATHS[sys.argv[1]][1](int(sys.argv[2]))))
+    Path(sys.argv[3]).write_text(json.dumps(PATHS[sys.argv[1]][1](int(sys.argv[2]))))
