@@ -237,6 +237,7 @@ def run(quick: bool = False) -> BenchResult:
             users=len(trajectory),
             tokens=tokens.get(round_index),  # the round's prompt, generated and prefix-cached tokens
         )
+    result.add(**ranker_diagnostics(run_dir, refined, aligned, config))
     stages = {name: stage_marker(r.path).get("seconds") for name, r in pipeline.results.items()}
     result.notes.append(
         f"MovieLens latest-small, {refined.num_rows} test users, 1 positive + 99 sampled negatives each, the "
@@ -250,6 +251,40 @@ def run(quick: bool = False) -> BenchResult:
     _plot(result)
     checkpoints.clear()
     return result
+
+
+def ranker_diagnostics(run_dir: Path, refined: pa.Table, test_ranks: pa.Table, config: Any) -> dict[str, Any]:
+    """Whether the LLM ranker reads the profile: its refinement answers that list candidates in the order
+    shown, and the users whose test rank did not move although their refined profile differs."""
+    from models.profiling.refiner import user_permutation
+
+    rankings = in_shown_order = 0
+    if config.profiling.rank_permutations == 1:  # with more shuffles the Borda order hides the shown one
+        folders = sorted(
+            (run_dir / "refine").glob("round_*"), key=lambda f: int(f.name.removeprefix("round_"))
+        )
+        for round_index, folder in enumerate(folders):
+            columns = ["user_id", "valid_candidates", "valid_ranks", "ranked_first"]
+            rows = pq.read_table(folder, columns=columns).to_pylist()
+            for row in rows:
+                if len(row["valid_ranks"]) != round_index + 1 or not row["ranked_first"]:
+                    continue  # stopped before this round, or an empty answer
+                order = user_permutation(
+                    row["user_id"], config.seed, round_index, 0, len(row["valid_candidates"])
+                )
+                shown = np.argsort(order)[row["ranked_first"]]
+                rankings += 1
+                in_shown_order += bool(np.all(np.diff(shown) == 1) and shown[0] <= 1)
+    initial, refined_text = refined["profile_initial"].to_pylist(), refined["profile_refined"].to_pylist()
+    changed = np.array([a != b for a, b in zip(initial, refined_text, strict=True)])
+    moved = test_ranks["profile_initial"].to_numpy() != test_ranks["profile_refined"].to_numpy()
+    return {
+        "diagnostic": "llm_ranker",
+        "refinement_rankings": rankings,
+        "rankings_in_shown_order": in_shown_order,
+        "users_with_a_changed_profile": int(changed.sum()),
+        "of_them_with_a_moved_test_rank": int((changed & moved).sum()),
+    }
 
 
 def stage_marker(stage_dir: Path) -> dict[str, Any]:
