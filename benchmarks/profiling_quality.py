@@ -256,6 +256,7 @@ def run(quick: bool = False) -> BenchResult:
 def ranker_diagnostics(run_dir: Path, refined: pa.Table, test_ranks: pa.Table, config: Any) -> dict[str, Any]:
     """Whether the LLM ranker reads the profile: its refinement answers that list candidates in the order
     shown, and the users whose test rank did not move although their refined profile differs."""
+    from models.profiling.ranking import in_shown_order as in_shown_order_of
     from models.profiling.refiner import user_permutation
 
     rankings = in_shown_order = 0
@@ -274,7 +275,7 @@ def ranker_diagnostics(run_dir: Path, refined: pa.Table, test_ranks: pa.Table, c
                 )
                 shown = np.argsort(order)[row["ranked_first"]]
                 rankings += 1
-                in_shown_order += bool(np.all(np.diff(shown) == 1) and shown[0] <= 1)
+                in_shown_order += in_shown_order_of(shown.tolist())
     initial, refined_text = refined["profile_initial"].to_pylist(), refined["profile_refined"].to_pylist()
     changed = np.array([a != b for a, b in zip(initial, refined_text, strict=True)])
     moved = test_ranks["profile_initial"].to_numpy() != test_ranks["profile_refined"].to_numpy()

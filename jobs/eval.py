@@ -12,6 +12,7 @@ task. A failed LLM ranking counts as a miss (rank = the number of candidates) an
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,13 +35,14 @@ from models.evaluation import KS, finite_mean, metrics_with_ci, ranks_from_score
 from models.llm.config import LLMConfig
 from models.llm.structured import LLMAnswer
 from models.profiling.drift import DEFINITION
-from models.profiling.ranking import positive_rank
+from models.profiling.ranking import in_shown_order, positive_rank
 from models.profiling.refiner import rank_depth, rank_requests, ranked_columns
 from runtime.cluster import connect
 
 if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
 
+log = logging.getLogger("tailormind.eval")
 TEST_ROUND = 10_000  # shuffle seed offset of the test ranking, distinct from every refinement round
 LLM_RANKERS = {"profile_initial": "profile_initial", "profile_refined": "profile_refined"}
 RANKS = "ranks.parquet"  # a folder of Parquet files
@@ -82,17 +84,20 @@ class TestRankers:
         self.spread = taste_spread(catalogue, self.card_vectors) if catalogue else None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        """user_id, one rank column per ranker, and ``failed_<ranker>`` for the LLM rankers."""
+        """user_id, one rank column per ranker, and ``failed_<ranker>`` and ``shown_order_<ranker>`` (every
+        answer listed the candidates in the order shown) for the LLM rankers."""
         rows = batch.to_pylist()
         permutations = self.config.profiling.rank_permutations
         columns: dict[str, list[Any]] = {"user_id": [row["user_id"] for row in rows]}
         for number, ranker in enumerate(LLM_RANKERS):
-            ranks, failed = [], []
+            ranks, failed, shown_order = [], [], []
             for row in rows:
                 answers = row_answers(row, "test")[number * permutations : (number + 1) * permutations]
                 ranks.append(self._llm_rank(row, answers))
                 failed.append(any(a.error is not None for a in answers))
+                shown_order.append(all(a.value and in_shown_order(a.value["top"]) for a in answers))
             columns[ranker], columns[f"failed_{ranker}"] = ranks, failed
+            columns[f"shown_order_{ranker}"] = shown_order
         columns["llm_calls"] = [tally(row, ["test"]) for row in rows]
         columns["embedding"] = self._embedding_ranks(rows).tolist()
         if self.cf is not None:
@@ -180,7 +185,8 @@ def drift_summary(table: pa.Table) -> dict[str, Any]:
 def ranker_metrics(ranks_path: str, seed: int, depth: int, llm: LLMConfig) -> dict[str, Any]:
     """Each ranker's metrics with intervals and failed LLM answers (read in a task: ints per user).
 
-    LLM rankers return their top ``depth``: only Recall/NDCG@k with k <= depth are reported for them.
+    LLM rankers return their top ``depth``: only Recall/NDCG@k with k <= depth are reported for them, with
+    ``in_shown_order``: the users whose every answer listed the candidates in the order shown.
     """
     table = pq.read_table(ranks_path)
     rankers = [name for name in (*LLM_RANKERS, "cf", "embedding") if name in table.column_names]
@@ -188,9 +194,9 @@ def ranker_metrics(ranks_path: str, seed: int, depth: int, llm: LLMConfig) -> di
     for name in rankers:
         ks = [k for k in KS if k <= depth] if name in LLM_RANKERS else list(KS)
         values = metrics_with_ci(table[name].to_numpy(), ks=ks, seed=seed)
-        failed = f"failed_{name}"
-        if failed in table.column_names:
-            values["failed"] = int(pc.sum(table[failed]).as_py() or 0)
+        for count, column in (("failed", f"failed_{name}"), ("in_shown_order", f"shown_order_{name}")):
+            if column in table.column_names:
+                values[count] = int(pc.sum(table[column]).as_py() or 0)
         metrics[name] = values
     drift = drift_summary(table) if "spread_history" in table.column_names else None
     return {
@@ -251,6 +257,16 @@ def evaluate_stage(pipeline: PipelineRun) -> StageResult:
             "ranked below that, or a failed LLM answer (failed = such users per ranker), counts as a miss",
         }
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        for name in LLM_RANKERS:
+            positional = rankers.get(name, {}).get("in_shown_order", 0)
+            if positional * 2 > num_users:
+                log.warning(
+                    "the %s ranker listed the candidates in the order shown for %d of %d users: its ranks "
+                    "carry no signal of the profile (the ranker model is too small to rank)",
+                    name,
+                    positional,
+                    num_users,
+                )
         summary = {name: {k: v for k, v in m.items() if k != "ci95"} for name, m in rankers.items()}
         return {**summary, "llm_calls": computed["llm_calls"]}
 

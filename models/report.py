@@ -71,6 +71,7 @@ class RunResults:
     judge_facts: dict[str, Any]
     posts: list[PostSummary] | None
     ranker_failures: dict[str, int] = field(default_factory=dict)  # failed LLM answers, counted as misses
+    ranker_in_shown_order: dict[str, int] = field(default_factory=dict)  # users answered in shown order
     profiling_note: str = ""
     llm_calls: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> step -> counts and model
     feedback: dict[str, Any] | None = None  # the feedback stage's metrics
@@ -89,11 +90,8 @@ def read_run(run_dir: Path) -> RunResults:
         cf=cf,
         profiling=ranker_intervals(evaluation) if evaluation else None,
         profiling_users=evaluation.get("num_users") if evaluation else None,
-        ranker_failures={
-            name: int(values["failed"])
-            for name, values in (evaluation or {}).get("rankers", {}).items()
-            if "failed" in values
-        },
+        ranker_failures=_ranker_counts(evaluation, "failed"),
+        ranker_in_shown_order=_ranker_counts(evaluation, "in_shown_order"),
         profiling_note=(evaluation or {}).get("note", ""),
         drift=(evaluation or {}).get("drift"),
         post_drift=((_read_json(generate / "_stage.json") or {}).get("summary") or {}).get("drift"),
@@ -104,6 +102,12 @@ def read_run(run_dir: Path) -> RunResults:
         feedback=_read_json(run_dir / "feedback" / "metrics.json"),
         cold_start=read_cold_start(run_dir),
     )
+
+
+def _ranker_counts(evaluation: dict[str, Any] | None, count: str) -> dict[str, int]:
+    """One count (failed, in_shown_order) of each ranker that has it in the eval metrics."""
+    rankers = (evaluation or {}).get("rankers", {})
+    return {name: int(values[count]) for name, values in rankers.items() if count in values}
 
 
 def read_cold_start(run_dir: Path) -> dict[str, Any] | None:
@@ -219,6 +223,12 @@ def profiling_section(results: RunResults) -> str:
     if results.ranker_failures:
         failed = ", ".join(f"{name} {count}" for name, count in results.ranker_failures.items())
         users += f" Failed LLM rankings (each counted as a miss): {text(failed)}."
+    if any(results.ranker_in_shown_order.values()):
+        listed = ", ".join(f"{name} {count}" for name, count in results.ranker_in_shown_order.items())
+        users += (
+            " Users whose LLM ranking only listed the candidates in the order shown (no signal of the "
+            f"profile): {text(listed)}."
+        )
     if results.profiling_note:
         users += f" {text(results.profiling_note)}"
     drift = drift_table(results.drift, results.post_drift)

@@ -70,7 +70,8 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
     assert set(metrics["rankers"]) == RANKERS
     for name, ranker in metrics["rankers"].items():
         assert ranker["num_users"] == 2
-        assert ("failed" in ranker) == name.startswith("profile_")  # failed LLM rankings are counted
+        llm = name.startswith("profile_")
+        assert ("failed" in ranker) == llm and ("in_shown_order" in ranker) == llm  # counted per LLM ranker
         assert set(ranker["ci95"]) == {"recall@10", "ndcg@10", "recall@20", "ndcg@20"}
         assert 0.0 <= ranker["recall@20"] <= 1.0
     drift = metrics["drift"]  # taste spread of the histories and of each round's profiles

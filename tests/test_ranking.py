@@ -2,7 +2,13 @@
 
 import numpy as np
 
-from models.profiling.ranking import borda_ranking, positive_rank, shown_to_original, shuffle_candidates
+from models.profiling.ranking import (
+    borda_ranking,
+    in_shown_order,
+    positive_rank,
+    shown_to_original,
+    shuffle_candidates,
+)
 
 
 def test_shown_positions_map_back_to_original_columns():
@@ -25,3 +31,9 @@ def test_shuffles_are_seeded_per_round_and_permutation():
     assert np.array_equal(first, shuffle_candidates(candidates, seed=0, round_index=1, permutation=0))
     assert not np.array_equal(first, shuffle_candidates(candidates, seed=0, round_index=1, permutation=1))
     assert all(sorted(row) == list(range(10)) for row in first.tolist())
+
+
+def test_an_answer_that_counts_the_shown_positions_is_no_ranking():
+    assert in_shown_order([0, 1, 2, 3]) and in_shown_order([1, 2, 3])  # as SmolLM2-135M answers
+    assert not in_shown_order([1, 3, 2]) and not in_shown_order([4, 5, 6]) and not in_shown_order([2])
+    assert not in_shown_order([])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import pairwise
+
 import numpy as np
 
 
@@ -39,3 +42,9 @@ def borda_ranking(tops: list[list[int]], num_candidates: int, top_k: int) -> lis
 def positive_rank(ranking: list[int], num_candidates: int) -> int:
     """0-based rank of the positive (original column 0); ``num_candidates`` when it is not listed."""
     return ranking.index(0) if 0 in ranking else num_candidates
+
+
+def in_shown_order(top: Sequence[int]) -> bool:
+    """Whether a ranker's answer lists consecutive shown positions from the first: the order shown, not a
+    ranking (small models count instead of ranking)."""
+    return len(top) > 1 and top[0] <= 1 and all(b == a + 1 for a, b in pairwise(top))
