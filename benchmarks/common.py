@@ -137,6 +137,52 @@ class Checkpoints:
         return self.folder / f"{key.replace(' ', '_')}.json"
 
 
+PROCESS_ROLES = (  # (role, what its process title or command line holds), the first match wins
+    ("vLLM engine core", ("VLLM::", "EngineCore")),
+    ("Serve replica", ("ServeReplica",)),
+    ("Serve proxy and controller", ("ProxyActor", "ServeController")),
+    ("Ray workers (Data tasks, other actors)", ("ray::",)),
+    ("Ray system (raylet, GCS, dashboard)", ("raylet", "gcs_server", "dashboard", "log_monitor")),
+)
+
+
+def cpu_seconds_by_role() -> dict[str, float]:
+    """CPU seconds (user + system) each role's live processes on this machine have used so far."""
+    import psutil
+
+    totals: dict[str, float] = {}
+    me = os.getpid()
+    for process in psutil.process_iter(["pid", "name", "cmdline", "cpu_times"]):
+        info = process.info
+        if info["cpu_times"] is None:  # gone, or not ours to read
+            continue
+        title = " ".join([info["name"] or "", *(info["cmdline"] or [])[:3]])
+        role = next((r for r, marks in PROCESS_ROLES if any(m in title for m in marks)), "other processes")
+        role = "this process (the driver)" if info["pid"] == me else role
+        totals[role] = totals.get(role, 0.0) + info["cpu_times"].user + info["cpu_times"].system
+    return totals
+
+
+class CoreShares:
+    """Which processes had the machine's cores over a timed window: the share of ``cores x seconds`` each
+    role used (processes that end inside the window are not counted), and the idle rest."""
+
+    def __init__(self) -> None:
+        self.before = cpu_seconds_by_role()
+        self.start = time.perf_counter()
+
+    def stop(self) -> dict[str, float]:
+        """Each role's share of the cores since the window opened, largest first, with ``idle``."""
+        seconds = time.perf_counter() - self.start
+        capacity = seconds * (os.cpu_count() or 1)
+        used = {
+            role: max(0.0, total - self.before.get(role, 0.0)) / capacity
+            for role, total in cpu_seconds_by_role().items()
+        }
+        shares = {role: share for role, share in sorted(used.items(), key=lambda kv: -kv[1]) if share > 0.001}
+        return shares | {"idle": max(0.0, 1.0 - sum(used.values()))}
+
+
 def bar_plot(path: Path, title: str, labels: list[str], values: list[float], ylabel: str) -> Path:
     """Save a labelled bar chart (PNG) of one figure per configuration."""
     import matplotlib

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS_DIR, BenchResult, Checkpoints, bar_plot
+from benchmarks.common import RESULTS_DIR, BenchResult, Checkpoints, CoreShares, bar_plot
 
 MODEL = "smollm2://135m-instruct"
 CANDIDATES, TOP_K, MAX_TOKENS = 100, 20, 160
@@ -124,7 +124,7 @@ def bare_engine(count: int) -> dict[str, Any]:
         structured_outputs=StructuredOutputsParams(json=requests[0]["schema"]),
     )
     llm.chat([r["messages"] for r in requests[count:]], params, use_tqdm=False)  # warm-up
-    start = time.perf_counter()
+    cores, start = CoreShares(), time.perf_counter()
     outputs = llm.chat([r["messages"] for r in requests[:count]], params, use_tqdm=False)
     seconds = time.perf_counter() - start
     prefill = sum(len(o.prompt_token_ids) for o in outputs)
@@ -136,6 +136,7 @@ def bare_engine(count: int) -> dict[str, Any]:
         **_rates(count, seconds, prefill, generated),
         "parsed": parsed,
         "prefix_cache_hit_rate": hits / queries if queries else None,  # vLLM's counters, whole run
+        "core_shares": cores.stop(),
     }
 
 
@@ -148,9 +149,10 @@ def ray_data_pass(requests: list[dict[str, Any]], backend: str) -> dict[str, Any
     from models.llm.structured import summed_counts
 
     rows = [{"user": r["row_key"], "rank_requests": [request_json(r)]} for r in requests]
-    start = time.perf_counter()
+    cores, start = CoreShares(), time.perf_counter()
     answered = LLMStep("rank", _role(backend), 0)(ray.data.from_arrow(pa.Table.from_pylist(rows))).take_all()
     seconds = time.perf_counter() - start
+    core_shares = cores.stop()
     prefill = sum(row["rank_prompt_tokens"] for row in answered)
     generated = sum(row["rank_generated_tokens"] for row in answered)
     cached = summed_counts(row["rank_cached_tokens"] for row in answered)  # None on the in-job engine
@@ -161,6 +163,7 @@ def ray_data_pass(requests: list[dict[str, Any]], backend: str) -> dict[str, Any
         "generated": generated,
         "cached": cached,
         "parsed": parsed,
+        "core_shares": core_shares,
     }
 
 
@@ -198,6 +201,7 @@ def in_job_path(count: int) -> dict[str, Any]:
     )
     return in_job | {
         "parsed": full["parsed"],
+        "core_shares": full["core_shares"],  # over the whole pass, the engine's start included
         "end_to_end_seconds": full["seconds"],
         "end_to_end_prompts": count,
     }
@@ -217,7 +221,11 @@ def serve_path(count: int) -> dict[str, Any]:
     through_serve: dict[str, Any] = _rates(count, served["seconds"], served["prefill"], served["generated"])
     # the prefix cache's hit rate on the timed prompts, from the cached tokens Serve reports per answer
     hit_rate = served["cached"] / served["prefill"] if served["cached"] is not None else None
-    return through_serve | {"parsed": served["parsed"], "prefix_cache_hit_rate": hit_rate}
+    return through_serve | {
+        "parsed": served["parsed"],
+        "prefix_cache_hit_rate": hit_rate,
+        "core_shares": served["core_shares"],  # where the cores went: the engine, Serve, Ray Data
+    }
 
 
 PATHS = {

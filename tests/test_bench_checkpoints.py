@@ -37,3 +37,23 @@ def test_a_part_measured_on_another_kind_of_machine_is_measured_again(tmp_path):
     path = checkpoints.folder / "part.json"
     path.write_text(json.dumps(kept | {"machine": kept["machine"] | {"cpu": "another processor"}}))
     assert checkpoints.read("part", {"k": 1}) is None
+
+
+def test_core_shares_name_the_process_that_used_the_cores():
+    import subprocess
+    import sys
+    import time
+
+    from benchmarks.common import CoreShares
+
+    cores = CoreShares()
+    busy = subprocess.Popen(
+        [sys.executable, "-c", "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"]
+    )
+    deadline = time.perf_counter() + 1.0
+    while time.perf_counter() < deadline:  # this process spins too
+        pass
+    shares = cores.stop()  # the child is still spinning: a live process is counted
+    busy.wait()
+    assert shares["this process (the driver)"] > 0.15 and shares["other processes"] > 0.15, shares
+    assert abs(sum(shares.values()) - 1.0) < 1e-6 or shares["idle"] == 0.0, shares
