@@ -22,7 +22,7 @@ def machine() -> dict[str, Any]:
     """The hardware and software a result was measured on."""
     import torch
 
-    from models.llm.engine import cpu_has_amx_bf16
+    from models.llm.engine import cpu_bf16_units
 
     info: dict[str, Any] = {
         "cpu": _cpu_model(),
@@ -31,7 +31,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "amx_bf16": cpu_has_amx_bf16(),  # one model name covers Xeons with and without AMX
+        "cpu_bf16": cpu_bf16_units(),  # one model name covers Xeons with and without AMX
     }
     return info
 

@@ -32,7 +32,7 @@ CANDIDATES, TOP_K, MAX_TOKENS = 100, 20, 160
 PROMPTS, QUICK_PROMPTS = 256, 32
 SEQUENTIAL = 8  # prompts of the transformers baseline
 WARM_UP = 8  # prompts that warm an engine, never among the timed ones (their prefixes would be cached)
-# dtype auto: bf16 with AMX, else float32 (vLLM's bf16 takes a slow path on AVX2); (a) computes in the same.
+# dtype auto: bf16 with AMX or AVX512-BF16, else float32 (vLLM's bf16 is slow on AVX2); (a) computes the same.
 ENGINE = {
     "cpus_per_engine": 2.0,  # both cores: one OpenMP thread per CPU (vLLM's own binding would keep one)
     "dtype": "auto",

@@ -172,13 +172,21 @@ def test_a_cpu_engine_computes_with_one_thread_per_cpu_of_its_bundle_and_a_gpu_e
     assert placement(LLMRoleConfig(accelerator_type="H100")) == {"accelerator_type": "H100"}
 
 
-def test_auto_dtype_is_bf16_on_gpus_and_amx_cpus_and_float32_on_other_cpus(monkeypatch):
-    monkeypatch.setattr(engine, "cpu_has_amx_bf16", lambda: False)
+def test_auto_dtype_is_bf16_on_gpus_and_cpus_with_bf16_units_and_float32_on_other_cpus(monkeypatch):
+    def cpu_with(flags: str) -> None:
+        monkeypatch.setattr(
+            engine, "open", lambda _: io.StringIO(f"processor\t: 0\nflags\t\t: {flags}\n"), raising=False
+        )
+
+    cpu_with("fpu sse avx2 fma")  # an AVX2 CPU: vLLM's bf16 takes a slow path there
+    assert engine.cpu_bf16_units() is None
     assert engine_kwargs(LLMRoleConfig())["dtype"] == "float32"
     assert engine_kwargs(LLMRoleConfig(accelerator_type="H100"))["dtype"] == "bfloat16"
     assert engine_kwargs(LLMRoleConfig(dtype="float16"))["dtype"] == "float16"  # as configured
-    monkeypatch.setattr(engine, "cpu_has_amx_bf16", lambda: True)
-    assert engine_kwargs(LLMRoleConfig())["dtype"] == "bfloat16"
+    cpu_with("avx2 avx512f avx512_bf16")  # AMD Zen 4
+    assert engine.cpu_bf16_units() == "avx512" and engine_kwargs(LLMRoleConfig())["dtype"] == "bfloat16"
+    cpu_with("avx512f avx512_bf16 amx_bf16 amx_tile")  # Intel Sapphire Rapids and later
+    assert engine.cpu_bf16_units() == "amx" and engine_kwargs(LLMRoleConfig())["dtype"] == "bfloat16"
     assert engine_kwargs(LLMRoleConfig(dtype="float32"))["dtype"] == "float32"
 
 

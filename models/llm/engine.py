@@ -14,26 +14,27 @@ INTEL_OPENMP = Path(sysconfig.get_paths()["data"]) / "lib" / "libiomp5.so"  # fr
 _STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
 
 
-def cpu_has_amx_bf16() -> bool:
-    """Whether this node's CPU has Intel AMX bf16 tile units (``amx_bf16`` in /proc/cpuinfo)."""
+def cpu_bf16_units() -> str | None:
+    """This node's CPU bf16 matmul units: ``amx`` (Intel AMX tiles), ``avx512`` (AVX512-BF16), or None."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            return any(line.startswith("flags") and " amx_bf16" in line for line in cpuinfo)
+            flags = next((line.split() for line in cpuinfo if line.startswith("flags")), [])
     except OSError:
-        return False
+        return None
+    return "amx" if "amx_bf16" in flags else "avx512" if "avx512_bf16" in flags else None
 
 
 def engine_dtype(role: LLMRoleConfig) -> str:
     """The dtype a role's engine computes in, ``auto`` resolved for the node that builds its arguments.
 
-    ``auto`` is bfloat16 on GPUs and on CPUs with AMX, float32 on other CPUs. Measured with SmolLM2 on 2
-    cores (bare engine, 16 ranking prompts): with AMX, bf16 made 0.82 prompts/s against 0.26 in fp32
-    (3.2x); on an AVX2 CPU vLLM's bf16 GEMMs take a slow path, 5x slower than fp32. AVX512-BF16 without
-    AMX (AMD Zen 4) is not measured yet and stays float32; set ``dtype`` to choose.
+    ``auto`` is bfloat16 on GPUs and on CPUs with bf16 units (AMX or AVX512-BF16), float32 on other CPUs.
+    Measured with SmolLM2 on 2 cores (bare engine, 16 ranking prompts), bf16 against fp32: 0.82 against
+    0.26 prompts/s with AMX (Intel Xeon, 3.2x), 0.300 against 0.196 with AVX512-BF16 (AMD EPYC Zen 4,
+    1.53x); on an AVX2 CPU vLLM's bf16 GEMMs take a slow path, 5x slower than fp32. Set ``dtype`` to choose.
     """
     if role.dtype != "auto":
         return role.dtype
-    return "bfloat16" if role.accelerator_type is not None or cpu_has_amx_bf16() else "float32"
+    return "bfloat16" if role.accelerator_type is not None or cpu_bf16_units() else "float32"
 
 
 def engine_kwargs(role: LLMRoleConfig) -> dict[str, Any]:
