@@ -1,4 +1,4 @@
-"""``tailormind import movielens --src DIR --out DATASET``: public datasets into the TailorBench format."""
+"""``tailormind import movielens|lightgcn --src DIR --out DATASET``: public data as TailorBench datasets."""
 
 from __future__ import annotations
 
@@ -7,17 +7,27 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
-from models.data import write_dataset
+from models.data import TailorBenchDataset, write_dataset
+from models.data.lightgcn import import_lightgcn
 from models.data.movielens import import_movielens
 from models.data.synth import SynthSpec, write_synthetic
 
 if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
 
-IMPORTERS = {"movielens": import_movielens}
+
+def _movielens(src: Path) -> tuple[TailorBenchDataset, pa.Table | None]:
+    return import_movielens(src), None
+
+
+IMPORTERS = {"movielens": _movielens, "lightgcn": import_lightgcn}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,14 +38,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, config: TailorMindConfig) -> int:
-    """Convert and write; print the counts."""
-    dataset = IMPORTERS[args.source](args.src)
+    """Convert and write; print the counts, and where quarantined input lines went."""
+    dataset, quarantined = IMPORTERS[args.source](args.src)
     write_dataset(dataset, args.out)
-    users = len(set(dataset.interactions["user_id"].to_pylist()))
+    users = pc.count_distinct(dataset.interactions["user_id"]).as_py()
     print(
         f"wrote {args.out}: {users} users, {dataset.items.num_rows} items, "
         f"{dataset.interactions.num_rows} interactions"
+        + ("" if dataset.has_timestamps else " (no timestamps: held-out items are drawn at random, seeded)")
     )
+    print(dataset.report.summary())
+    if quarantined is not None and quarantined.num_rows:
+        (args.out / "quarantine").mkdir(exist_ok=True)
+        path = args.out / "quarantine" / "lines.parquet"
+        pq.write_table(quarantined, path)
+        print(f"{quarantined.num_rows} malformed lines quarantined in {path}")
     return 0
 
 

@@ -16,19 +16,17 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import scipy.sparse as sp
 import torch
 
 from jobs.pipeline import stage_main
 from jobs.stage_runner import MARKER, StageResult, StageRunner
-from models.cf import topk_unseen
+from models.cf.topk import UnseenTopK, train_rows
 from models.config import TailorMindConfig
-from models.data import encode_interactions, load_dataset
 from models.errors import TailorMindError
+from models.vectors import embedding_matrix
+from runtime.artifacts import parquet_rows
 from runtime.cluster import connect
 
 if TYPE_CHECKING:
@@ -47,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class TopKScorer:
-    """Scores blocks of users against every item and keeps each user's K best unseen items."""
+    """A Ray Data actor: the item embeddings (on the GPU when there is one) and every user's train row,
+    and each block's top-K unseen items."""
 
     def __init__(self, items_path: str, seen: Any, k: int, use_gpu: bool = False, threads: int = 1):
         import ray
@@ -55,51 +54,14 @@ class TopKScorer:
         torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))  # its CPUs, at most this node's
         seen = ray.get(seen) if isinstance(seen, ray.ObjectRef) else seen  # shared once via the object store
         items = pq.read_table(items_path)
-        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        self.item_ids = items["item_id"].combine_chunks()
-        self.item_emb = torch.as_tensor(embedding_matrix(items["embedding"]), device=self.device)
-        self.user_rows = pd.Index(seen["user_ids"].to_pandas())  # hashed once, looked up per block
-        self.seen = sp.csr_matrix(
-            (np.ones(len(seen["indices"]), np.float32), seen["indices"], seen["indptr"]),
-            shape=(len(self.user_rows), len(self.item_ids)),
-        )
-        self.k = min(k, len(self.item_ids))
+        device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        item_emb = torch.as_tensor(embedding_matrix(items["embedding"]), device=device)
+        self.topk = UnseenTopK(items["item_id"].combine_chunks(), item_emb, seen, k)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """``user_id``, ``item_ids`` (best first) and ``scores`` for the users of one block."""
-        rows = self.user_rows.get_indexer(batch["user_id"].to_numpy())
-        known = rows >= 0
-        seen = self.seen[np.where(known, rows, 0)]
-        seen = seen.multiply(known[:, None].astype(np.float32)).tocsr()  # unknown users have seen nothing
-        user_emb = torch.as_tensor(embedding_matrix(batch["embedding"]), device=self.device)
-        scores, index = topk_unseen(user_emb, self.item_emb, seen, self.k)
-        scores_np, index_np = scores.cpu().numpy(), index.cpu().numpy()
-        valid = np.isfinite(scores_np)
-        offsets = np.r_[0, np.cumsum(valid.sum(axis=1))].astype(np.int32)
-        item_ids = pa.ListArray.from_arrays(offsets, self.item_ids.take(pa.array(index_np[valid])))
-        score_list = pa.ListArray.from_arrays(offsets, pa.array(scores_np[valid], pa.float32()))
-        return pa.table({"user_id": batch["user_id"], "item_ids": item_ids, "scores": score_list})
-
-
-def vector_column(matrix: np.ndarray) -> pa.ListArray:
-    """The rows of a [rows, dim] matrix as a list<float> column (the inverse of ``embedding_matrix``)."""
-    rows, dim = matrix.shape
-    offsets = pa.array(np.arange(0, rows * dim + 1, dim, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(matrix, np.float32).ravel()))
-
-
-def embedding_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A list<float> column of equal-length rows as a [rows, dim] float32 array."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    values = array.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    return values.reshape(len(array), -1) if len(array) else values.reshape(0, 0)
-
-
-def seen_items(data_dir: Path) -> dict[str, Any]:
-    """Each user's train items as CSR arrays plus the user-id order of its rows."""
-    encoded = encode_interactions(load_dataset(data_dir))
-    train = encoded.matrix(("train",))
-    return {"user_ids": encoded.user_ids, "indptr": train.indptr, "indices": train.indices}
+        user_ids = batch["user_id"].combine_chunks()
+        return self.topk(user_ids, torch.as_tensor(embedding_matrix(batch["embedding"])))
 
 
 def score(run_dir: Path, out: Path, k: int, actors: int, config: TailorMindConfig) -> dict[str, Any]:
@@ -115,7 +77,7 @@ def score(run_dir: Path, out: Path, k: int, actors: int, config: TailorMindConfi
             actors = usable
         cpus = usable // actors  # each actor's matmuls use its share of the cores
     # built by a task: the driver never holds the interactions (the actors read it from the object store)
-    seen = ray.remote(seen_items).options(num_cpus=1).remote(trained_on(run_dir))
+    seen = ray.remote(train_rows).options(num_cpus=1).remote(trained_on(run_dir))
     users = ray.data.read_parquet(str((run_dir / "cf" / "embeddings" / "users.parquet").resolve()))
     scored = users.map_batches(
         TopKScorer,
@@ -133,7 +95,7 @@ def score(run_dir: Path, out: Path, k: int, actors: int, config: TailorMindConfi
         num_gpus=1 if config.cf.use_gpu else 0,
     )
     scored.write_parquet(str(out.resolve()))
-    return {"users": pq.ParquetDataset(out).read(columns=["user_id"]).num_rows, "k": k}
+    return {"users": parquet_rows(out), "k": k}
 
 
 def trained_on(run_dir: Path) -> Path:

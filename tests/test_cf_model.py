@@ -14,12 +14,13 @@ from models.cf import (
     bpr_loss,
     build_hypergraph,
     full_ranking_metrics,
-    full_ranks,
+    full_ranking_per_user,
+    full_ranking_sums,
     popularity_embeddings,
     popularity_scores,
     rank_metrics,
     sample_bpr_triples,
-    sampled_metrics,
+    sampled_ranks,
     sampled_softmax_loss,
     seen_keys,
     topk_unseen,
@@ -254,6 +255,12 @@ def test_rank_metrics_from_ranks():
     assert out["x_ndcg@5"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(6)) / 4)
 
 
+def _positives(num_users: int, num_items: int, users, items) -> sp.csr_matrix:
+    """users x items held-out matrix with a 1 at each (user, item)."""
+    data = np.ones(len(users), np.float32)
+    return sp.csr_matrix((data, (np.asarray(users), np.asarray(items))), shape=(num_users, num_items))
+
+
 def test_full_ranking_metrics_known_ranks():
     # item i scores 10 - i for every user, except items 6 and 7 which tie at 4.
     item_scores = 10.0 - np.arange(10)
@@ -265,57 +272,60 @@ def test_full_ranking_metrics_known_ranks():
     train[2, 0] = 1  # user 2: positive 9, items 1..8 above it -> rank 8
     train[3, [5, 7]] = 1  # user 3: positive 6, 0..4 above, tie with 7 excluded as seen -> rank 5
     train[4, 6] = 1  # user 4: positive 7 ties with 6, but 6 is seen -> 0..5 above -> rank 6
-    # user 1: positive 0 -> rank 0; last row: user 0 again with positive 2, items 0 and 1 seen -> rank 0
-    eval_users = np.array([2, 0, 1, 3, 4, 0])
-    eval_items = np.array([9, 4, 0, 6, 7, 2])
-    ranks = np.array([8, 2, 0, 5, 6, 0])
-    expected = rank_metrics(ranks, (1, 3, 10))
-    got = full_ranking_metrics(
-        user_emb, item_emb, sp.csr_matrix(train), eval_users, eval_items, (1, 3, 10), 4
-    )
+    # user 1: positive 0 -> rank 0
+    held = _positives(5, 10, [2, 0, 1, 3, 4], [9, 4, 0, 6, 7])
+    expected = rank_metrics(np.array([8, 2, 0, 5, 6]), (1, 3, 10))
+    got = full_ranking_metrics(user_emb, item_emb, sp.csr_matrix(train), held, (1, 3, 10), 4)
     assert got == pytest.approx(expected)
-    assert got["recall@3"] == pytest.approx(3 / 6)
+    assert got["recall@3"] == pytest.approx(2 / 5)
     # pessimistic ties: an unseen tying item counts above the positive
-    tie = full_ranking_metrics(user_emb, item_emb, sp.csr_matrix((5, 10)), np.array([1]), np.array([7]), (7,))
+    tie = full_ranking_metrics(user_emb, item_emb, sp.csr_matrix((5, 10)), _positives(5, 10, [1], [7]), (7,))
     assert tie["recall@7"] == 0.0
-    default = full_ranking_metrics(user_emb, item_emb, sp.csr_matrix(train), eval_users, eval_items)
+    default = full_ranking_metrics(user_emb, item_emb, sp.csr_matrix(train), held)
     assert set(default) == {"recall@10", "ndcg@10", "recall@20", "ndcg@20"}
     # a positive the user also has in train is ranked among the unseen items rather than excluded
     seen_pos = full_ranking_metrics(
-        user_emb, item_emb, sp.csr_matrix(train), np.array([0]), np.array([1]), (1, 2)
+        user_emb, item_emb, sp.csr_matrix(train), _positives(5, 10, [0], [1]), (1, 2)
     )
     assert seen_pos["recall@1"] == 1.0
 
 
-def test_full_ranks_of_two_splits_in_one_pass_equal_one_split_at_a_time():
-    g = torch.Generator().manual_seed(3)
-    user_emb, item_emb = torch.randn(6, 4, generator=g), torch.randn(30, 4, generator=g)
-    rng = np.random.default_rng(3)
-    train = sp.csr_matrix((rng.random((6, 30)) < 0.3).astype(np.float32))
-    users = np.array([0, 1, 2, 3, 4, 5, 0])
-    valid = np.array([3, 7, -1, 11, 0, 29, 5])  # user 2 has no valid item
-    test = rng.integers(0, 30, 7)
-    test[1] = train[1].indices[0]  # a test positive that is also in its user's train row
-    both = full_ranks(user_emb, item_emb, train, users, np.stack([valid, test], axis=1), block_size=4)
-    has = valid >= 0
-    assert both.shape == (7, 2) and both[2, 0] == -1
-    assert (both[has, 0] == full_ranks(user_emb, item_emb, train, users[has], valid[has])).all()
-    assert (both[:, 1] == full_ranks(user_emb, item_emb, train, users, test)).all()
+def test_full_ranking_metrics_count_every_positive_of_a_user():
+    """LightGCN's protocol by hand: items score 10 - i; user 0 has 3 positives, user 1 one."""
+    item_emb = torch.as_tensor(10.0 - np.arange(10), dtype=torch.float32)[:, None]
+    user_emb = torch.ones(2, 1)
+    train = np.zeros((2, 10), np.float32)
+    train[0, 0] = 1  # user 0 ranks items 1, 2, 3, ... at positions 0, 1, 2, ...
+    held = _positives(2, 10, [0, 0, 0, 1], [1, 3, 8, 5])  # user 0: positions 0, 2, 7; user 1: position 5
+    got = full_ranking_metrics(user_emb, item_emb, sp.csr_matrix(train), held, (3, 10))
+    dcg0_3 = 1 + 1 / math.log2(4)
+    idcg_3 = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    assert got["recall@3"] == pytest.approx((2 / 3 + 0) / 2)
+    assert got["ndcg@3"] == pytest.approx((dcg0_3 / idcg_3 + 0) / 2)
+    dcg0_10 = dcg0_3 + 1 / math.log2(9)
+    assert got["recall@10"] == pytest.approx((1 + 1) / 2)
+    assert got["ndcg@10"] == pytest.approx((dcg0_10 / idcg_3 + 1 / math.log2(7)) / 2)
+    # blocks of one user sum to the same per-user values
+    users, per_user = full_ranking_per_user(
+        user_emb, item_emb, sp.csr_matrix(train), held, (3,), block_size=1
+    )
+    assert users.tolist() == [0, 1] and per_user["recall@3"].tolist() == pytest.approx([2 / 3, 0])
+    sums = full_ranking_sums(user_emb, item_emb, sp.csr_matrix(train), held, (3,), rows=np.array([1]))
+    assert sums == {"recall@3": 0.0, "ndcg@3": 0.0, "users": 1.0}
 
 
-def test_sampled_metrics_known_ranks():
+def test_sampled_ranks_known_ranks():
     user_emb = torch.tensor([[1.0], [-1.0]])
     item_emb = torch.arange(10, dtype=torch.float32)[:, None]
     candidates = np.array([[5, 1, 7, 9, 2], [5, 1, 7, 9, 5]])
     # user 0: 7 and 9 beat 5 -> rank 2; user 1 scores -i: -1 beats -5, the duplicate 5 ties -> rank 2
-    got = sampled_metrics(user_emb, item_emb, np.array([0, 1]), candidates, ks=(2, 3))
-    assert got == pytest.approx(rank_metrics(np.array([2, 2]), (2, 3), prefix="sampled_"))
+    assert sampled_ranks(user_emb, item_emb, np.array([0, 1]), candidates).tolist() == [2, 2]
+    got = rank_metrics(np.array([2, 2]), (2, 3), prefix="sampled_")
     assert got["sampled_recall@2"] == 0.0 and got["sampled_recall@3"] == 1.0
     assert got["sampled_ndcg@3"] == pytest.approx(0.5)
     # user 1 on row 0: -1 and -2 beat -5 -> rank 2; user 0 on row 1: 7, 9 and the tying 5 -> rank 3
-    swapped = sampled_metrics(user_emb, item_emb, np.array([1, 0]), candidates, ks=(3, 4))
-    assert swapped["sampled_recall@3"] == 0.5 and swapped["sampled_recall@4"] == 1.0
-    assert set(sampled_metrics(user_emb, item_emb, np.array([0]), candidates[:1])) == {
+    assert sampled_ranks(user_emb, item_emb, np.array([1, 0]), candidates).tolist() == [2, 3]
+    assert set(rank_metrics(np.array([0]), (10, 20), prefix="sampled_")) == {
         "sampled_recall@10",
         "sampled_ndcg@10",
         "sampled_recall@20",
@@ -367,14 +377,15 @@ def test_short_training_beats_most_popular(use_tags, loss, bpr_negatives):
     torch.manual_seed(0)
     model = cf_model(graph, cf)
     trainer = CFTrainer(model, graph, train, cf)
-    losses = [trainer.epoch(epoch)["loss"] for epoch in range(1, 301)]  # one step per epoch
+    losses = [trainer.train_steps(1)["loss"] for _ in range(300)]  # one step per epoch
     floor = {"bpr": 0.5, "softmax": 0.9}[loss]  # a softmax over a cluster's many equal items stays high
     assert np.mean(losses[-20:]) < floor * np.mean(losses[:20])
     with torch.no_grad():
         user_emb, item_emb = model(graph)
-    trained = full_ranking_metrics(user_emb, item_emb, train, eval_users, eval_items)
+    held = _positives(*train.shape, eval_users, eval_items)
+    trained = full_ranking_metrics(user_emb, item_emb, train, held)
     pop_users, pop_items = popularity_embeddings(train)
-    popular = full_ranking_metrics(pop_users, pop_items, train, eval_users, eval_items)
+    popular = full_ranking_metrics(pop_users, pop_items, train, held)
     assert trained["recall@10"] > popular["recall@10"] + 0.2, (trained, popular)
     assert trained["ndcg@10"] > popular["ndcg@10"]
 
@@ -383,11 +394,30 @@ def test_short_training_beats_most_popular(use_tags, loss, bpr_negatives):
 def test_bpr_negatives_add_terms_not_steps(bpr_negatives):
     train, _, _, item_index, tag_index = _two_cluster_data(0)
     graph = build_hypergraph(train, item_index, tag_index, 4)
-    cf = CFConfig(dim=8, layers=1, batch_size=-(-train.nnz // 3), bpr_negatives=bpr_negatives)
+    cf = CFConfig(dim=8, layers=1, batch_size=-(-train.nnz // 3), bpr_negatives=bpr_negatives, loss="bpr")
     trainer = CFTrainer(cf_model(graph, cf), graph, train, cf)
     steps = []
     step = trainer.optimizer.step
     trainer.optimizer.step = lambda: steps.append(step())  # type: ignore[method-assign]
-    metrics = trainer.epoch(1)
-    assert len(steps) == 3
-    assert metrics["pairs_per_second"] * metrics["epoch_seconds"] == pytest.approx(train.nnz, rel=0.01)
+    metrics = trainer.train_steps(trainer.steps_per_epoch)
+    assert len(steps) == 3 and trainer.position() == {"epoch": 2, "step_in_epoch": 0, "steps": 3}
+    assert metrics["pairs_per_second"] * metrics["seconds"] == pytest.approx(train.nnz, rel=0.01)
+
+
+def test_a_resumed_trainer_takes_the_same_steps():
+    train, _, _, item_index, tag_index = _two_cluster_data(0)
+    graph = build_hypergraph(train, item_index, tag_index, 4)
+    cf = CFConfig(dim=8, layers=1, batch_size=-(-train.nnz // 3))
+    torch.manual_seed(0)
+    straight = CFTrainer(cf_model(graph, cf), graph, train, cf)
+    straight.train_steps(5)
+    torch.manual_seed(0)
+    first = CFTrainer(cf_model(graph, cf), graph, train, cf)
+    first.train_steps(2)
+    second = CFTrainer(cf_model(graph, cf), graph, train, cf)
+    second.core.load_state_dict(first.core.state_dict())
+    second.optimizer.load_state_dict(first.optimizer.state_dict())
+    second.seek(first.position())
+    second.train_steps(3)
+    for a, b in zip(straight.core.state_dict().values(), second.core.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)

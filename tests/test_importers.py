@@ -72,3 +72,55 @@ def test_synth_dataset_validates_with_images_and_power_law(tmp_path):
 def test_synth_rejects_impossible_sizes(tmp_path, capsys):
     assert main(["synth", "--users", "0", "--items", "10", "--tags", "2", "--out", str(tmp_path)]) == 2
     assert "users" in capsys.readouterr().err
+
+
+def _lightgcn_folder(root):
+    """A LightGCN-format folder: 3 users, a malformed train line, a blank line and a user without tests."""
+    root.mkdir()
+    (root / "train.txt").write_text("0 10 11 12 13\n1 11 14\n2 x 15\n\n3 10 12 15 16\n")
+    (root / "test.txt").write_text("0 14 15\n1 10\n3\n")
+    return root
+
+
+def test_lightgcn_import_round_trips_and_quarantines_bad_lines(tmp_path, capsys):
+    src, out = _lightgcn_folder(tmp_path / "src"), tmp_path / "ds"
+    assert main(["import", "lightgcn", "--src", str(src), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "no timestamps" in printed and "train.txt: 3 accepted, 2 quarantined" in printed
+    quarantined = pq.read_table(out / "quarantine" / "lines.parquet").to_pylist()
+    assert [(q["file"], q["line"]) for q in quarantined] == [("train.txt", 3), ("train.txt", 4)]
+    dataset = load_dataset(out)
+    assert not dataset.has_timestamps
+    pairs = {
+        (u, i, s)
+        for u, i, s in zip(
+            *(dataset.interactions[c].to_pylist() for c in ("user_id", "item_id", "split")), strict=True
+        )
+    }
+    expected_train = {("0", i) for i in ("10", "11", "12", "13")} | {("1", "11"), ("1", "14")}
+    expected_train |= {("3", i) for i in ("10", "12", "15", "16")}
+    assert {(u, i) for u, i, s in pairs if s == "train"} == expected_train
+    assert {(u, i) for u, i, s in pairs if s == "test"} == {("0", "14"), ("0", "15"), ("1", "10")}
+    assert sorted(dataset.items["item_id"].to_pylist()) == [str(i) for i in (10, 11, 12, 13, 14, 15, 16)]
+    assert dataset.report.to_dict()["interactions"]["quarantined"] == 0
+
+
+def test_without_timestamps_the_held_out_items_are_a_seeded_draw(tmp_path):
+    from models.cf.inputs import cf_inputs
+
+    src, out = _lightgcn_folder(tmp_path / "src"), tmp_path / "ds"
+    main(["import", "lightgcn", "--src", str(src), "--out", str(out)])
+    dataset = load_dataset(out)
+    first, again = (cf_inputs(dataset, seed=0, num_negatives=1) for _ in range(2))
+    assert first.validation == "held_out_random_train"
+    assert (first.valid != again.valid).nnz == 0 and first.validation_users == 3
+    assert first.test.nnz == 3  # every test item stays a positive: user 0 has two
+    drawn = {tuple(cf_inputs(dataset, seed=s, num_negatives=1).valid[0].indices) for s in range(20)}
+    assert len(drawn) > 1  # not always the last of user 0's train line
+
+
+def test_lightgcn_import_needs_both_files(tmp_path, capsys):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.txt").write_text("0 1\n")
+    assert main(["import", "lightgcn", "--src", str(tmp_path / "src"), "--out", str(tmp_path / "ds")]) == 2
+    assert "test.txt" in capsys.readouterr().err

@@ -35,7 +35,14 @@ def planted(tmp_path_factory):
 def _config(**cf):
     overrides = [
         f"cf.{k}={v}"
-        for k, v in {"epochs": 4, "dim": 32, "batch_size": 2048, "patience": 10, "lr": 0.02, **cf}.items()
+        for k, v in {
+            "epochs": 4,
+            "dim": 32,
+            "batch_size": 2048,
+            "eval_every_steps": 3,
+            "lr": 0.01,
+            **cf,
+        }.items()
     ]
     return load_config(None, overrides)
 
@@ -57,8 +64,8 @@ def test_training_writes_contract_outputs_and_beats_most_popular(ray_cluster, pl
 @pytest.mark.slow
 def test_worker_killed_midway_resumes_from_checkpoint(ray_cluster, planted, tmp_path):
     steady = train(str(planted), tmp_path / "a", _config(use_tags=False))
-    drilled = train(str(planted), tmp_path / "b", _config(use_tags=False, fault_injection_epoch=2))
-    assert drilled["epochs"] == steady["epochs"] == 4
+    drilled = train(str(planted), tmp_path / "b", _config(use_tags=False, fault_injection_step=6))
+    assert drilled["epochs"] == steady["epochs"] == 4 and drilled["steps"] == steady["steps"]
     assert drilled["fault_injected"] and not steady["fault_injected"]
     for key in ("recall@20", "ndcg@20", "sampled_recall@20"):
         assert drilled[key] == pytest.approx(steady[key], abs=0.02)
@@ -103,20 +110,22 @@ def test_without_validation_rows_each_users_latest_train_interaction_validates(p
     assert given.validation == "given" and held.validation == "held_out_last_train"
     # the former validation item is back in train and the latest train interaction took its place
     assert held.train.nnz == given.train.nnz
-    users, items = held.valid
-    assert len(users) == given.num_users and not held.train[users, items].any()
-    np.testing.assert_array_equal(held.test[1], given.test[1])
+    assert held.validation_users == given.num_users and not held.train.multiply(held.valid).nnz
+    assert (held.test != given.test).nnz == 0
 
 
 @pytest.mark.slow
 def test_without_validation_rows_a_time_budget_ends_training_with_a_validated_epoch(
     ray_cluster, planted, tmp_path
 ):
-    """No validation rows, and out of time after epoch 1 (of 20): that epoch is validated on the held-out
-    train interactions, although validation is every 5th epoch."""
+    """No validation rows, and out of time after the first validation (step 2 of an epoch of 7): training
+    ends inside the epoch, validated on the held-out train interactions."""
     data = _without_validation(planted, tmp_path / "ds")
-    config = _config(epochs=20, eval_every=5, time_budget_s=0.001, loss="softmax", cpus_per_worker=2)
+    config = _config(epochs=20, eval_every_steps=2, time_budget_s=0.001, loss="bpr", cpus_per_worker=2)
     metrics = train(str(data), tmp_path / "cf", config)
     assert metrics["validation"] == "held_out_last_train" and metrics["validation_users"] == 500
-    assert metrics["epochs"] == 1 and metrics["loss"] == "softmax"
+    assert (
+        metrics["steps"] == metrics["kept_step"] == 2 and metrics["epochs"] == 1 and metrics["loss"] == "bpr"
+    )
+    assert metrics["stopped_by"] == "time budget"
     assert 0 < metrics["best_valid_recall@20"] <= 1 and np.isfinite(metrics["recall@20"])

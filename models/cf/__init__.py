@@ -5,13 +5,14 @@ from models.cf.losses import bpr_loss, sampled_softmax_loss
 from models.cf.model import HypergraphCF
 from models.cf.ranking import (
     full_ranking_metrics,
-    full_ranks,
+    full_ranking_per_user,
+    full_ranking_sums,
     popularity_embeddings,
     popularity_scores,
     rank_metrics,
-    sampled_metrics,
     sampled_ranks,
     topk_unseen,
+    unseen_scores,
 )
 from models.cf.sampling import is_seen, sample_bpr_triples, seen_keys
 
@@ -21,16 +22,17 @@ __all__ = [
     "bpr_loss",
     "build_hypergraph",
     "full_ranking_metrics",
-    "full_ranks",
+    "full_ranking_per_user",
+    "full_ranking_sums",
     "is_seen",
     "popularity_embeddings",
     "popularity_scores",
     "rank_metrics",
     "sample_bpr_triples",
-    "sampled_metrics",
     "sampled_ranks",
     "sampled_softmax_loss",
     "seen_keys",
     "symmetric_weights",
     "topk_unseen",
+    "unseen_scores",
 ]

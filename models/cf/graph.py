@@ -43,7 +43,8 @@ class HypergraphAdjacency:
         """
         if self._adjacency is None:
             size = (self.num_nodes, self.num_nodes)
-            coo = torch.sparse_coo_tensor(self.edge_index, self.edge_weight, size).coalesce()
+            coo = torch.sparse_coo_tensor(self.edge_index, self.edge_weight, size, check_invariants=False)
+            coo = coo.coalesce()
             self._adjacency = coo.to_sparse_csr()
         return self._adjacency
 

@@ -13,7 +13,11 @@ from models.data import TailorBenchDataset, encode_interactions, encode_item_tag
 
 @dataclass(frozen=True)
 class CFInputs:
-    """Train matrix, item-tag pairs, held-out positives and seeded 1:99 test candidates of a dataset."""
+    """Train matrix, item-tag pairs, held-out positives and seeded 1:99 test candidates of a dataset.
+
+    ``valid`` and ``test`` hold every held-out item of each user (users x items); the 1:99 candidates
+    keep one positive per user.
+    """
 
     user_ids: pa.Array
     item_ids: pa.Array
@@ -21,8 +25,8 @@ class CFInputs:
     train: sp.csr_matrix
     item_index: np.ndarray
     tag_index: np.ndarray
-    valid: tuple[np.ndarray, np.ndarray]
-    test: tuple[np.ndarray, np.ndarray]
+    valid: sp.csr_matrix
+    test: sp.csr_matrix
     test_candidates: tuple[np.ndarray, np.ndarray]
     validation: str = "given"
 
@@ -37,6 +41,11 @@ class CFInputs:
         return self.train.shape[1]
 
     @property
+    def validation_users(self) -> int:
+        """Users with at least one validation item."""
+        return int((np.diff(self.valid.indptr) > 0).sum())
+
+    @property
     def num_tags(self) -> int:
         """Distinct tags over all items."""
         return len(self.tag_names)
@@ -46,12 +55,14 @@ def cf_inputs(dataset: TailorBenchDataset, seed: int, num_negatives: int = 99) -
     """Encode a dataset for CF: the train split only feeds the graph; valid/test are held out.
 
     A dataset without validation rows (train and test files only, as in LightGCN's format) gets one: each
-    user's latest train interaction, for users with at least two; ``validation`` says which happened.
+    user's latest train interaction (a seeded random one when the dataset has no timestamps), for users
+    with at least two; ``validation`` says which happened.
     """
     encoded = encode_interactions(dataset)
     validation = "given"
     if not encoded.mask(("valid",)).any():
-        encoded, validation = encoded.with_last_train_as_valid(), "held_out_last_train"
+        held_out = "held_out_last_train" if encoded.ordered else "held_out_random_train"
+        encoded, validation = encoded.with_last_train_as_valid(seed), held_out
     tag_names, item_index, tag_index = encode_item_tags(dataset.items)
     sample = sample_candidates(encoded, "test", num_negatives=num_negatives, seed=seed, salt="cf")
     return CFInputs(
@@ -61,8 +72,8 @@ def cf_inputs(dataset: TailorBenchDataset, seed: int, num_negatives: int = 99) -
         train=encoded.matrix(("train",)),
         item_index=item_index,
         tag_index=tag_index,
-        valid=encoded.last_per_user("valid"),
-        test=encoded.last_per_user("test"),
+        valid=encoded.matrix(("valid",)),
+        test=encoded.matrix(("test",)),
         test_candidates=(sample.users, sample.candidates),
         validation=validation,
     )

@@ -46,7 +46,8 @@ def sampled_softmax_loss(
     """Mean cross-entropy of each (user, positive) pair against negatives shared by the whole batch, plus
     ``l2`` times half the batch's mean squared layer-0 norm of its users and positives.
 
-    Scores are dot products (as in BPR and ranking) over ``temperature``; a shared negative that is the
+    Scores are dot products of the model's outputs (unit-length users under this loss) over
+    ``temperature``; a shared negative that is the
     pair's own positive is masked out. ``user_final`` and ``pos_final`` are [B, d], ``neg_final`` is
     [N, d], ``positives`` [B] and ``negatives`` [N] are the item ids (for the mask). An empty batch gives a
     zero loss.

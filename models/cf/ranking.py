@@ -23,46 +23,17 @@ def topk_unseen(
     if not 0 <= k <= num_items:
         raise ValueError(f"k={k} must be between 0 and the number of items ({num_items})")
     with torch.no_grad():
-        scores = _scores(user_emb, item_emb)
-        _exclude(scores, sp.csr_matrix(seen))
-        top, index = torch.topk(scores, k, dim=1)
+        top, index = torch.topk(unseen_scores(user_emb, item_emb, seen), k, dim=1)
     return top, index
 
 
-def full_ranks(
-    user_emb: torch.Tensor,
-    item_emb: torch.Tensor,
-    train: sp.csr_matrix,
-    eval_users: np.ndarray,
-    eval_items: np.ndarray,
-    block_size: int = 4096,
-) -> np.ndarray:
-    """0-based rank of each eval user's positive among all items outside that user's train row.
-
-    Ties count against the positive: the rank is the number of other candidate items scoring at least as
-    high. The positive is ranked even if it also appears in the train row. ``eval_items`` [N, S] ranks S
-    positives per user (one per held-out split, say) from one scoring pass: ranks are [N, S], and -1 where
-    an item is negative (the user has none in that column).
-    """
-    eval_users, eval_items = np.asarray(eval_users, np.int64), np.asarray(eval_items, np.int64)
-    columns = eval_items.reshape(len(eval_items), -1)
-    train = sp.csr_matrix(train)
-    ranks = []
+def unseen_scores(user_emb: torch.Tensor, item_emb: torch.Tensor, seen: sp.csr_matrix) -> torch.Tensor:
+    """float32 [B, I] dot products of each user row with every item, -inf where row b of ``seen`` has the
+    item: the blocked scoring that top-K (``topk_unseen``) and full-ranking evaluation both rank from."""
     with torch.no_grad():
-        for start in range(0, len(eval_users), block_size):
-            users = eval_users[start : start + block_size]
-            pos = torch.as_tensor(columns[start : start + block_size], device=user_emb.device)
-            index = pos.clamp(min=0)  # -1 (no positive) reads column 0; masked at the end
-            scores = _scores(user_emb[torch.as_tensor(users, device=user_emb.device)], item_emb)
-            pos_scores = scores.gather(1, index)
-            _exclude(scores, train[users])
-            # a positive outside the train row is still in ``scores`` and must not outrank itself
-            candidate = scores.gather(1, index) > float("-inf")
-            at_least = [(scores >= pos_scores[:, [s]]).sum(dim=1) for s in range(pos.shape[1])]
-            block = torch.stack(at_least, dim=1) - candidate.to(torch.int64)
-            ranks.append(block.masked_fill(pos < 0, -1))
-    out = torch.cat(ranks).cpu().numpy() if ranks else np.zeros((0, columns.shape[1]), np.int64)
-    return out if eval_items.ndim > 1 else out[:, 0]
+        scores = _scores(user_emb, item_emb)
+        _exclude(scores, sp.csr_matrix(seen))
+    return scores
 
 
 def sampled_ranks(
@@ -103,24 +74,88 @@ def full_ranking_metrics(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
     train: sp.csr_matrix,
-    eval_users: np.ndarray,
-    eval_items: np.ndarray,
+    positives: sp.csr_matrix,
     ks: Sequence[int] = (10, 20),
     block_size: int = 4096,
 ) -> dict[str, float]:
-    """Leave-one-out recall@k / ndcg@k against every item outside the user's train row (see full_ranks)."""
-    return rank_metrics(full_ranks(user_emb, item_emb, train, eval_users, eval_items, block_size), ks)
+    """LightGCN's protocol: recall@k and ndcg@k over every item outside the user's train row, averaged
+    over the users with at least one positive (see ``full_ranking_per_user``); NaN when nobody has one."""
+    sums = full_ranking_sums(user_emb, item_emb, train, positives, ks, block_size)
+    users = sums.pop("users")
+    return {key: (value / users if users else float("nan")) for key, value in sums.items()}
 
 
-def sampled_metrics(
+def full_ranking_sums(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
-    users: np.ndarray,
-    candidates: np.ndarray,
+    train: sp.csr_matrix,
+    positives: sp.csr_matrix,
     ks: Sequence[int] = (10, 20),
+    block_size: int = 4096,
+    rows: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """``sampled_recall@k`` / ``sampled_ndcg@k`` of the positive in column 0 of each candidate row."""
-    return rank_metrics(sampled_ranks(user_emb, item_emb, users, candidates), ks, prefix="sampled_")
+    """``full_ranking_per_user``'s metrics summed over users, and ``users`` (their count): what blocks add."""
+    _, per_user = full_ranking_per_user(user_emb, item_emb, train, positives, ks, block_size, rows)
+    return {
+        **{key: float(v.sum()) for key, v in per_user.items()},
+        "users": float(len(per_user[f"recall@{ks[0]}"])),
+    }
+
+
+def full_ranking_per_user(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    train: sp.csr_matrix,
+    positives: sp.csr_matrix,
+    ks: Sequence[int] = (10, 20),
+    block_size: int = 4096,
+    rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(users, {"recall@k"/"ndcg@k": per-user values}) for the users with at least one positive.
+
+    Row u of ``positives`` holds user u's held-out items, every one of which counts: recall@k = hits in the
+    top k / the user's positives, ndcg@k = DCG of the hits / the ideal DCG of min(positives, k) hits. A
+    positive's rank is the number of other candidates scoring at least as high (ties count against it);
+    candidates are the items outside the train row, plus the positives themselves even where a train row
+    also has them. ``rows`` limits the users to those rows of ``user_emb``/``train``/``positives``.
+    """
+    positives, train = sp.csr_matrix(positives), sp.csr_matrix(train)
+    counts = np.diff(positives.indptr)
+    users = np.flatnonzero(counts) if rows is None else np.asarray(rows)[counts[np.asarray(rows)] > 0]
+    depth = max(ks)
+    ideal = np.cumsum(1.0 / np.log2(np.arange(depth) + 2.0))
+    out: dict[str, list[np.ndarray]] = {f"{m}@{k}": [] for k in ks for m in ("recall", "ndcg")}
+    with torch.no_grad():
+        for start in range(0, len(users), block_size):
+            block = users[start : start + block_size]
+            held, seen = positives[block], train[block]
+            block_emb = user_emb[torch.as_tensor(block, device=user_emb.device)]
+            scores = unseen_scores(block_emb, item_emb, seen - seen.multiply(held))
+            ranks = _positive_ranks(scores, held, min(depth, scores.shape[1]))
+            row, n = held.nonzero()[0], np.diff(held.indptr)
+            for k in ks:
+                hit = ranks < k
+                gain = np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)
+                out[f"recall@{k}"].append(np.bincount(row, weights=hit, minlength=len(block)) / n)
+                dcg = np.bincount(row, weights=gain, minlength=len(block))
+                out[f"ndcg@{k}"].append(dcg / ideal[np.minimum(n, k) - 1])
+    empty = np.zeros(0, np.float64)
+    return users, {key: (np.concatenate(parts) if parts else empty) for key, parts in out.items()}
+
+
+def _positive_ranks(scores: torch.Tensor, held: sp.csr_matrix, depth: int) -> np.ndarray:
+    """0-based pessimistic rank of each nonzero of ``held`` (row order) in its row of ``scores``; ``depth``
+    or more stands for "outside the top ``depth``"."""
+    row, col = held.nonzero()
+    r, c = torch.as_tensor(row, device=scores.device), torch.as_tensor(col, device=scores.device)
+    top = torch.topk(scores, depth, dim=1).values
+    value, kth = scores[r, c], top[r, -1]
+    count = (top[r] >= value[:, None]).sum(dim=1)
+    tie = value == kth  # items tying at the cut may lie beyond the top ``depth``: count them in full
+    if tie.any():
+        count[tie] = (scores[r[tie]] >= value[tie, None]).sum(dim=1)
+    rank = (count - 1).masked_fill(value < kth, depth)
+    return rank.cpu().numpy()
 
 
 def popularity_scores(train: sp.csr_matrix) -> np.ndarray:

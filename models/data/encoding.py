@@ -24,6 +24,7 @@ class EncodedInteractions:
     item: np.ndarray
     timestamp: np.ndarray
     split: np.ndarray
+    ordered: bool = True
 
     @property
     def num_users(self) -> int:
@@ -48,25 +49,33 @@ class EncodedInteractions:
         m.data[:] = 1.0
         return m
 
-    def last_per_user(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """(users, items): each user's latest interaction in ``split``, for users that have one."""
-        rows = np.flatnonzero(self.split == SPLIT_CODES[split])
-        order = rows[np.lexsort((self.timestamp[rows], self.user[rows]))]
-        users = self.user[order]
-        last = np.r_[users[1:] != users[:-1], True] if len(users) else np.array([], dtype=bool)
-        return users[last], self.item[order][last]
+    def last_per_user(self, split: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(users, items): each user's latest interaction in ``split``, for users that have one.
 
-    def with_last_train_as_valid(self) -> EncodedInteractions:
-        """A copy with each user's latest train interaction as validation, for users with two or more."""
+        Without real timestamps (``ordered`` false) "latest" is a seeded random one of the user's rows.
+        """
+        rows = np.flatnonzero(self.split == SPLIT_CODES[split])
+        last = self._last_rows(rows, seed)
+        return self.user[last], self.item[last]
+
+    def with_last_train_as_valid(self, seed: int = 0) -> EncodedInteractions:
+        """A copy with each user's latest train interaction as validation, for users with two or more.
+
+        Without real timestamps the held-out interaction is a seeded random one, not the last in file order.
+        """
         train = self.split == SPLIT_CODES["train"]
         counts = np.bincount(self.user[train], minlength=self.num_users)
-        rows = np.flatnonzero(train & (counts[self.user] >= 2))
-        order = rows[np.lexsort((self.timestamp[rows], self.user[rows]))]
-        users = self.user[order]
-        last = order[np.r_[users[1:] != users[:-1], True]] if len(users) else order
+        last = self._last_rows(np.flatnonzero(train & (counts[self.user] >= 2)), seed)
         split = self.split.copy()
         split[last] = SPLIT_CODES["valid"]
         return replace(self, split=split)
+
+    def _last_rows(self, rows: np.ndarray, seed: int) -> np.ndarray:
+        """Of ``rows``, each user's latest one (by time, or by a seeded draw when there is no time)."""
+        time = self.timestamp[rows] if self.ordered else np.random.default_rng(seed).random(len(rows))
+        order = rows[np.lexsort((time, self.user[rows]))]
+        users = self.user[order]
+        return order[np.r_[users[1:] != users[:-1], True]] if len(users) else order
 
 
 def encode_interactions(dataset: TailorBenchDataset) -> EncodedInteractions:
@@ -85,6 +94,7 @@ def encode_interactions(dataset: TailorBenchDataset) -> EncodedInteractions:
         item=item,
         timestamp=inter["timestamp"].to_numpy().astype(np.int64),
         split=split,
+        ordered=dataset.has_timestamps,
     )
 
 

@@ -28,9 +28,28 @@ class TailorBenchDataset:
     root: str
     report: ValidationReport
 
+    @property
+    def has_timestamps(self) -> bool:
+        """False when the interactions file says its timestamps carry no order (``without_timestamps``)."""
+        return has_timestamps(self.interactions)
+
     def resolve_uri(self, uri: str) -> str:
         """Absolute form of a media URI; relative URIs are relative to the dataset directory."""
         return resolve_media_uri(self.root, uri)
+
+
+TIMESTAMPS_KEY = b"tailormind.timestamps"
+
+
+def without_timestamps(interactions: pa.Table) -> pa.Table:
+    """``interactions`` marked as having no real timestamps (its ``timestamp`` column is a placeholder)."""
+    metadata = {**(interactions.schema.metadata or {}), TIMESTAMPS_KEY: b"absent"}
+    return interactions.replace_schema_metadata(metadata)
+
+
+def has_timestamps(interactions: pa.Table) -> bool:
+    """Whether the ``timestamp`` column orders the interactions (see ``without_timestamps``)."""
+    return (interactions.schema.metadata or {}).get(TIMESTAMPS_KEY) != b"absent"
 
 
 def resolve_media_uri(root: str, uri: str) -> str:
@@ -57,6 +76,7 @@ def load_dataset(
 
     inter_raw = tables["interactions"]
     assert inter_raw is not None
+    timestamps = has_timestamps(inter_raw)
     interactions, rejections = _coerce_table("interactions.parquet", inter_raw, INTERACTIONS, strict)
     known = pc.is_in(interactions["item_id"], value_set=items["item_id"]).to_numpy(zero_copy_only=False)
     rejections.reject(~known, "unknown item_id", "item_id")
@@ -71,7 +91,9 @@ def load_dataset(
             interactions.schema.get_field_index("split"), "split", interactions["split"].cast(pa.string())
         )
     else:
-        interactions = assign_leave_two_out(interactions)
+        interactions = assign_leave_two_out(interactions, by_time=timestamps)
+    if not timestamps:
+        interactions = without_timestamps(interactions)
 
     users = None
     if tables["users"] is not None:

@@ -8,14 +8,22 @@ import pyarrow.compute as pc
 
 SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
 MIN_INTERACTIONS_TO_HOLD_OUT = 3
+SPLIT_SEED = 0
 
 
-def assign_leave_two_out(interactions: pa.Table) -> pa.Table:
-    """Interactions sorted by (user, time, item_id) with ``split``: last = test, second last = valid."""
-    order = pc.sort_indices(
-        interactions,
-        sort_keys=[("user_id", "ascending"), ("timestamp", "ascending"), ("item_id", "ascending")],
-    )
+def assign_leave_two_out(interactions: pa.Table, by_time: bool = True) -> pa.Table:
+    """Interactions sorted by (user, time, item_id) with ``split``: last = test, second last = valid.
+
+    Without real timestamps (``by_time=False``) a seeded random order within each user stands in for time,
+    so the held-out items are a random draw rather than the last ones in file order.
+    """
+    if by_time:
+        keys = [("user_id", "ascending"), ("timestamp", "ascending"), ("item_id", "ascending")]
+        order = pc.sort_indices(interactions, sort_keys=keys)
+    else:
+        shuffled = np.random.default_rng(SPLIT_SEED).permutation(interactions.num_rows)
+        ranked = interactions.select(["user_id"]).append_column("draw", pa.array(shuffled))
+        order = pc.sort_indices(ranked, sort_keys=[("user_id", "ascending"), ("draw", "ascending")])
     ordered = interactions.take(order)
     users = pc.dictionary_encode(ordered["user_id"]).combine_chunks().indices.to_numpy()
     position = np.arange(len(users))

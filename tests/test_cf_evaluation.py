@@ -1,0 +1,42 @@
+"""CF test metrics over blocks of users (what the Ray Data evaluation adds) equal one pass over everyone."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from models.cf import full_ranking_metrics, popularity_embeddings, rank_metrics, sampled_ranks
+from models.cf.evaluation import BlockEvaluator, EvalInputs, added, metrics_of
+from models.cf.inputs import cf_inputs
+from models.data.movielens import import_movielens
+from models.data.split import assign_leave_two_out
+
+
+@pytest.fixture(scope="module")
+def movielens_inputs(movielens_src):
+    dataset = import_movielens(movielens_src)
+    split = dataclasses.replace(dataset, interactions=assign_leave_two_out(dataset.interactions))
+    return EvalInputs.of(cf_inputs(split, seed=0))
+
+
+def test_blocks_of_users_add_up_to_the_whole_on_movielens(movielens_inputs):
+    inputs = movielens_inputs
+    users, items = inputs.train.shape
+    g = torch.Generator().manual_seed(0)
+    user_emb, item_emb = torch.randn(users, 16, generator=g), torch.randn(items, 16, generator=g)
+    evaluate = BlockEvaluator(item_emb, inputs, seed=0)
+    order = np.random.default_rng(0).permutation(users)  # blocks arrive in any order and any size
+    blocks = np.array_split(order, [97, 300, 301])
+    got = added(evaluate(rows, user_emb[torch.as_tensor(rows)]) for rows in blocks)
+
+    whole = full_ranking_metrics(user_emb, item_emb, inputs.train, inputs.test)
+    ranks = sampled_ranks(user_emb, item_emb, inputs.candidate_users, inputs.candidates)
+    whole.update(rank_metrics(ranks, (10, 20), prefix="sampled_"))
+    assert metrics_of(got, "model") == pytest.approx(whole, abs=1e-9)
+
+    pop_users, pop_items = popularity_embeddings(inputs.train, seed=0)
+    popular = full_ranking_metrics(pop_users, pop_items, inputs.train, inputs.test)
+    assert metrics_of(got, "most_popular")["recall@20"] == pytest.approx(popular["recall@20"], abs=1e-9)
+    assert got["model/users"] == np.diff(inputs.test.indptr).astype(bool).sum()
+    assert popular["recall@20"] > 0 and whole["recall@20"] < popular["recall@20"]  # random vs popular
