@@ -1,11 +1,14 @@
-"""Profiling quality with real weights: SmolLM2 profiles against simple rankers on MovieLens (1:99, test).
+"""Profiling quality with real weights: SmolLM2's likelihood ranker against simple rankers and its controls.
 
 The pipeline runs up to ``eval`` on MovieLens latest-small (item cards from titles, genres and tags; no VLM)
-with SmolLM2-135M-Instruct as profiler, ranker and optimizer; then, for the same users and the same 100
-candidates each: random (analytic), most popular (train interactions), MiniLM embedding, CF, the initial and
-the refined profile, and the paper's evidence ablations (a profile written without the CF items, and one
-without the history), each ranked by the same LLM ranker. Recall and NDCG@10/20 with 95% bootstrap
-intervals, failed rankings, and the refinement's mean validation rank per round.
+with SmolLM2-135M-Instruct as profiler, likelihood ranker and optimizer, then, for the same users and the
+same 100 candidates each (uniform negatives, and popularity-matched ones): random (analytic), most popular,
+MiniLM, CF, the listwise ranker with the initial profile, the likelihood ranker with the user's own initial
+and refined profile, with another user's profile and with the item prior alone, the paper's evidence
+ablations (a profile written without the CF items, one without the history) and CF + profile fusion.
+Recall and NDCG@10/20 with 95% intervals, paired differences (own - swapped, refined - initial, fusion -
+CF) with paired bootstrap intervals in Recall@20 and mean reciprocal rank, the refinement's mean validation
+rank per round, degenerate profiles, and tokens per round.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from benchmarks.cf_quality import MOVIELENS
 from benchmarks.common import PARTIAL_DIR, RESULTS_DIR, BenchResult, Checkpoints
-from models.evaluation import KS, metrics_with_ci
+from models.evaluation import KS, BootstrapSums, rank_values, summary, user_keys
 
-USERS, QUICK_USERS = 200, 8  # a ranking prompt (100 candidates) takes ~17 s of SmolLM2 on 2 cores
+USERS, QUICK_USERS = 200, 8
 SMOLLM2 = "smollm2://135m-instruct"
 ROLE_SETTINGS = {
     "profiler": "{temperature: 0.0, max_tokens: 256, max_retries: 2}",
@@ -31,23 +35,40 @@ ROLE_SETTINGS = {
     "optimizer": "{temperature: 0.0, max_tokens: 256, max_retries: 2}",
 }
 ABLATIONS = {"no_cf_items": "cf_items", "no_history": "history"}
+SETS = ("uniform", "popularity_matched")
+# eval's ranker columns -> the names this benchmark's rows use
+RANKERS = {
+    "profile_initial": "likelihood_own",
+    "profile_refined": "likelihood_own_refined",
+    "profile_swapped": "likelihood_swapped",
+    "item_prior": "likelihood_prior",
+    "cf": "cf",
+    "embedding": "embedding",
+    "fusion": "fusion",
+}
+PAIRS = (
+    ("likelihood_own", "likelihood_swapped"),
+    ("likelihood_own_refined", "likelihood_own"),
+    ("fusion", "cf"),
+)
 
 
 def overrides(users: int) -> list[str]:
-    """The benchmark's config: the demo's profiling settings on every text role, more users, no VLM."""
+    """The benchmark's config: SmolLM2 in every text role, the likelihood ranker with its controls."""
     from models.llm.config import LLMRoleConfig
     from models.llm.engine import engine_dtype
 
     settings = [
         f"data.movielens_src={MOVIELENS}",
-        "cf.epochs=20",
         f"profiling.max_users={users}",
         "profiling.caption_scope=none",
         "profiling.history_items=10",
         "profiling.cf_items=5",
         "profiling.candidate_chars=40",
         "profiling.rounds=2",
-        "profiling.rank_top_k=20",
+        "profiling.rank_mode=likelihood",
+        "profiling.controls=true",
+        "profiling.candidate_sets=[uniform, popularity_matched]",
         "ray.num_cpus=8",
     ]
     dtype = engine_dtype(LLMRoleConfig())  # resolved here: a run resumed elsewhere must compute the same
@@ -58,117 +79,116 @@ def overrides(users: int) -> list[str]:
     return settings
 
 
-def ablation_ranks(run_dir: Path, config: Any) -> dict[str, pa.Table]:
-    """Per ablation: each user's test rank when the profile is written without CF items or without history
-    (an ablation a cut-short run finished on the same refined profiles is read back)."""
+def extra_ranks(run_dir: Path, config: Any) -> dict[str, pa.Table]:
+    """Per extra ranker (the two evidence ablations and the listwise ranker with the initial profile): each
+    user's test ranks on both candidate sets; a part a cut-short run finished is read back."""
     import ray.data
 
-    from jobs.eval import TEST_ROUND
+    from jobs.eval import RankerActor, requests_batch
     from jobs.llm_step import LIGHT, LLMStep
-    from jobs.profiles import cards_ref, parse_batch, profile_batch
-    from jobs.refine import PUBLISHED
+    from jobs.profiles import profile_batch
+    from jobs.score_step import ScoreStep
     from jobs.stage_runner import fingerprint
+    from models.profiling.initial import parse_batch
+    from runtime.artifacts import REFINED, cards_ref, facts_ref, priors_ref
 
-    cards = cards_ref(run_dir / "captions")
-    users = ray.data.read_parquet(str((run_dir / "refine" / PUBLISHED).resolve()))
-    refined_by = fingerprint(run_dir / "refine")  # ablations of these refined profiles
+    cards, priors = cards_ref(run_dir / "captions"), priors_ref(run_dir / "priors")
+    facts = facts_ref(run_dir / "cohort", run_dir / "catalogue")
+    users = ray.data.read_parquet(str((run_dir / "refine" / REFINED).resolve()))
+    refined_by = fingerprint(run_dir / "refine")
+    listwise = config.model_copy(deep=True)
+    listwise.profiling.rank_mode, listwise.profiling.controls = "listwise", False
+    plain = config.model_copy(deep=True)
+    plain.profiling.controls = False
     results = {}
-    for name, column in ABLATIONS.items():
-        folder = run_dir / "ablations" / f"{name}-{refined_by}"
-        if folder.exists():
-            results[name] = pq.read_table(folder)
-            continue
-        emptied = users.map_batches(_emptied, fn_kwargs={"column": column}, batch_format="pyarrow", **LIGHT)
-        asked = emptied.map_batches(
-            profile_batch,
-            fn_kwargs={"cards": cards, "evidence_chars": config.profiling.evidence_chars},
-            batch_format="pyarrow",
-            **LIGHT,
-        )
-        profiled = LLMStep("profile", config.llm.profiler, config.seed)(asked)
-        parsed = profiled.map_batches(parse_batch, batch_format="pyarrow", **LIGHT)
-        ranked = LLMStep("test", config.llm.ranker, config.seed + TEST_ROUND)(
-            parsed.map_batches(
-                _test_requests, fn_kwargs={"cards": cards, "config": config}, batch_format="pyarrow", **LIGHT
+    for name in (*ABLATIONS, "listwise"):
+        folder = run_dir / "extra" / f"{name}-{refined_by}"
+        if not folder.exists():
+            stage_config = listwise if name == "listwise" else plain
+            rows = users.map_batches(_initial_only, batch_format="pyarrow", **LIGHT)
+            if name in ABLATIONS:
+                emptied = users.map_batches(
+                    _emptied, fn_kwargs={"column": ABLATIONS[name]}, batch_format="pyarrow", **LIGHT
+                )
+                asked = emptied.map_batches(
+                    profile_batch,
+                    fn_kwargs={
+                        "cards": cards,
+                        "facts": facts,
+                        "evidence_chars": config.profiling.evidence_chars,
+                    },
+                    batch_format="pyarrow",
+                    **LIGHT,
+                )
+                profiled = LLMStep("profile", config.llm.profiler, config.seed)(asked)
+                rows = profiled.map_batches(parse_batch, batch_format="pyarrow", **LIGHT).map_batches(
+                    _as_profiles, batch_format="pyarrow", **LIGHT
+                )
+            requests = rows.map_batches(
+                requests_batch,
+                fn_kwargs={"cards": cards, "config": stage_config},
+                batch_format="pyarrow",
+                **LIGHT,
             )
-        )
-        partial = folder.with_name(f".{folder.name}.partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        ranked.map_batches(
-            _test_ranks, fn_kwargs={"config": config}, batch_format="pyarrow", **LIGHT
-        ).write_parquet(str(partial.resolve()))
-        partial.rename(folder)
+            if name == "listwise":
+                answered = LLMStep("test", config.llm.ranker, config.seed + 10_000)(requests)
+            else:
+                answered = ScoreStep("test", config.llm.ranker)(requests)
+            ranked = answered.map_batches(
+                RankerActor,
+                fn_constructor_kwargs={
+                    "cards": cards,
+                    "priors": priors,
+                    "cf_embeddings": None,
+                    "catalogue": None,
+                    "config": stage_config,
+                },
+                batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(size=1),
+                num_cpus=1,
+            )
+            partial = folder.with_name(f".{folder.name}.partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            ranked.write_parquet(str(partial.resolve()))
+            partial.rename(folder)
         results[name] = pq.read_table(folder)
     return results
 
 
+def _initial_only(batch: pa.Table) -> pa.Table:
+    """The refined users with their initial profile in both profile columns (one ranking per user)."""
+    index = batch.schema.get_field_index("profile_refined")
+    return batch.set_column(index, "profile_refined", batch["profile_initial"])
+
+
 def _emptied(batch: pa.Table, column: str) -> pa.Table:
-    batch = batch.select(["user_id", "history", "cf_items", "test_candidates"])
+    """The refined users with one evidence column emptied (the ablation's profile input)."""
+    batch = batch.drop_columns(["llm_calls"])
     index = batch.schema.get_field_index(column)
     return batch.set_column(
         index, column, pa.array([[] for _ in range(batch.num_rows)], pa.list_(pa.string()))
     )
 
 
-def _test_requests(batch: pa.Table, cards: Any, config: Any) -> pa.Table:
-    from jobs.broadcast import mapping_of
-    from jobs.eval import TEST_ROUND
-    from jobs.llm_step import request_json
-    from models.profiling.refiner import rank_requests
-
-    lookup = mapping_of(cards, "item_id", "card")
-    asked = [
-        [
-            request_json(r)
-            for r in rank_requests(
-                row["user_id"],
-                row["user_id"],
-                row["text"],
-                row["test_candidates"],
-                lookup,
-                config.profiling,
-                config.seed,
-                TEST_ROUND,
-            )
-        ]
-        for row in batch.select(["user_id", "text", "test_candidates"]).to_pylist()
-    ]
-    return batch.append_column("test_requests", pa.array(asked, pa.list_(pa.string())))
+def _as_profiles(batch: pa.Table) -> pa.Table:
+    """An ablation's new profile in both profile columns (the ranker reads one of them)."""
+    batch = batch.drop_columns([c for c in ("profile_initial", "profile_refined") if c in batch.column_names])
+    return batch.append_column("profile_initial", batch["text"]).append_column(
+        "profile_refined", batch["text"]
+    )
 
 
-def _test_ranks(batch: pa.Table, config: Any) -> pa.Table:
-    from jobs.eval import TEST_ROUND
-    from jobs.llm_step import row_answers
-    from models.profiling.ranking import positive_rank
-    from models.profiling.refiner import rank_depth, ranked_columns
-
-    users, ranks, failed = [], [], []
-    for row in batch.to_pylist():
-        size = len(row["test_candidates"])
-        answers = row_answers(row, "test")
-        ranked = ranked_columns(
-            answers, row["user_id"], config.seed, TEST_ROUND, size, rank_depth(config.profiling, size)
-        )
-        users.append(row["user_id"])
-        ranks.append(positive_rank(ranked, size))
-        failed.append(any(a.error is not None for a in answers) or row["error"] is not None)
-    return pa.table({"user_id": users, "rank": ranks, "failed": failed})
-
-
-def most_popular_ranks(run_dir: Path, users: pa.Table) -> np.ndarray:
+def most_popular_ranks(run_dir: Path, users: pa.Table, column: str) -> np.ndarray:
     """Test ranks when candidates are ordered by their number of train interactions."""
-    import pyarrow.compute as pc
+    from models.evaluation import ranks_from_scores
 
     interactions = pq.read_table(run_dir / "data" / "interactions.parquet", columns=["item_id", "split"])
     train = interactions.filter(pc.equal(interactions["split"], "train"))
     counts = train.group_by("item_id").aggregate([("item_id", "count")])
     popularity = dict(zip(counts["item_id"].to_pylist(), counts["item_id_count"].to_pylist(), strict=True))
-    scores = np.array(
-        [[popularity.get(item, 0) for item in row] for row in users["test_candidates"].to_pylist()],
-        dtype=float,
-    )
-    from models.evaluation import ranks_from_scores
-
+    rows = users[column].to_pylist()
+    jitter = np.random.default_rng(0).random((len(rows), len(rows[0]) if rows else 0)) * 0.5  # ties broken
+    scores = np.array([[popularity.get(item, 0) for item in row] for row in rows], dtype=float) + jitter
     return ranks_from_scores(scores)
 
 
@@ -182,47 +202,92 @@ def random_metrics(candidates: int = 100) -> dict[str, float]:
 
 
 def run(quick: bool = False) -> BenchResult:
-    """The pipeline up to eval with SmolLM2, the ablations, and every ranker on the same users; the run
+    """The pipeline up to eval with SmolLM2, the extra rankers, and every row on the same users; the run
     folder is kept under the tracked ``benchmarks/results/partial`` until the results are written (its logs
-    are ignored), so a run cut short resumes from its finished stages, refinement rounds and ablations,
-    after a commit on a new machine too: its figures are model answers, not timings."""
+    are ignored), so a run cut short resumes from its finished stages, rounds and extra rankers."""
     from jobs.pipeline import run_pipeline
-    from jobs.refine import PUBLISHED, tokens_per_round
     from models.config import load_config
+    from models.profiling.test_ranking import CANDIDATE_SETS
+    from runtime.artifacts import REFINED
 
     result = BenchResult("profiling_quality")
     users = QUICK_USERS if quick else USERS
     checkpoints = Checkpoints("profiling_quality", work_root=PARTIAL_DIR)
-    run_dir = checkpoints.work_folder(f"{users}-users")
+    run_dir = checkpoints.work_folder(f"{users}-users-likelihood")
     config = load_config(None, overrides(users))
     pipeline = run_pipeline(run_dir, config, until="eval")
-    ranks = pq.read_table(run_dir / "eval" / "ranks.parquet")
-    refined = pq.read_table(run_dir / "refine" / PUBLISHED)
-    aligned = aligned_to(ranks, refined["user_id"])
-    per_ranker: dict[str, tuple[np.ndarray, int]] = {
-        "most_popular": (most_popular_ranks(run_dir, refined), 0),
-        "embedding (MiniLM)": (aligned["embedding"].to_numpy(), 0),
-        "cf (hypergraph)": (aligned["cf"].to_numpy(), 0),
-        "profile_initial (SmolLM2)": (
-            aligned["profile_initial"].to_numpy(),
-            int(np.sum(aligned["failed_profile_initial"].to_numpy(zero_copy_only=False))),
-        ),
-        "profile_refined (SmolLM2)": (
-            aligned["profile_refined"].to_numpy(),
-            int(np.sum(aligned["failed_profile_refined"].to_numpy(zero_copy_only=False))),
-        ),
-    }
-    for name, table in ablation_ranks(run_dir, config).items():
-        table = aligned_to(table, refined["user_id"])
-        failed = int(np.sum(table["failed"].to_numpy(zero_copy_only=False)))
-        per_ranker[f"profile without {name.removeprefix('no_').replace('_', ' ')} (SmolLM2)"] = (
-            table["rank"].to_numpy(),
-            failed,
-        )
-    result.add(ranker="random (analytic)", num_users=refined.num_rows, **random_metrics())
-    for name, (values, failed) in per_ranker.items():
-        metrics = metrics_with_ci(values, seed=config.seed)
-        result.add(ranker=name, failed=failed, **metrics)
+    refined = pq.read_table(run_dir / "refine" / REFINED)
+    eval_ranks = aligned_to(pq.read_table(run_dir / "eval" / "ranks.parquet"), refined["user_id"])
+    fusion = json.loads((run_dir / "eval" / "metrics.json").read_text())["fusion_weight"]
+    from models.profiling.fusion import FUSION_WEIGHTS
+
+    weight_index = FUSION_WEIGHTS.index(fusion)
+    extra = {name: aligned_to(t, refined["user_id"]) for name, t in extra_ranks(run_dir, config).items()}
+    keys = user_keys(refined["user_id"].to_pylist())
+    result.add(
+        ranker="random (analytic)", candidates="uniform", num_users=refined.num_rows, **random_metrics()
+    )
+    for candidates in SETS:
+        candidate_column, suffix = CANDIDATE_SETS[candidates]
+        columns = {"most_popular": most_popular_ranks(run_dir, refined, candidate_column)}
+        for column, name in RANKERS.items():
+            source = f"fusion_w{weight_index}{suffix}" if column == "fusion" else column + suffix
+            if source in eval_ranks.column_names:
+                columns[name] = eval_ranks[source].to_numpy()
+        for name, table in extra.items():
+            source = "profile_initial" + suffix
+            if source in table.column_names:
+                columns[f"likelihood_{name}" if name != "listwise" else "listwise_own"] = table[
+                    source
+                ].to_numpy()
+        sums = BootstrapSums(config.seed)
+        sums.add(keys, {f"{n}/{m}": v for n, ranks in columns.items() for m, v in rank_values(ranks).items()})
+        for name in columns:
+            metrics = summary(_prefixed(sums, name), [m for k in KS for m in (f"recall@{k}", f"ndcg@{k}")])
+            result.add(ranker=name, candidates=candidates, **metrics, mrr=sums.mean(f"{name}/mrr"))
+        for a, b in PAIRS:
+            if a in columns and b in columns:
+                for metric in ("recall@20", "mrr"):
+                    diff = sums.mean(f"{a}/{metric}") - sums.mean(f"{b}/{metric}")
+                    interval = sums.interval(f"{a}/{metric}", minus=f"{b}/{metric}")
+                    result.add(
+                        paired=True, a=a, b=b, candidates=candidates, metric=metric, diff=diff, ci95=interval
+                    )
+    _trajectory(result, refined)
+    profiles = json.loads((run_dir / "profiles" / "_stage.json").read_text())["summary"]
+    result.add(
+        diagnostic="profiles",
+        users=profiles["users"],
+        degenerate=profiles["degenerate"],
+        repaired=profiles["repaired"],
+    )
+    stages = {name: stage_marker(r.path).get("seconds") for name, r in pipeline.results.items()}
+    result.notes.append(
+        f"MovieLens latest-small, {refined.num_rows} test users, 1 positive + 99 negatives each (uniform, "
+        "and from the positive's popularity decile), the same candidates for every ranker; "
+        f"{SMOLLM2} as profiler, likelihood ranker and optimizer, 2 refinement rounds, 3 validation "
+        f"positives per user; fusion weight {fusion} (chosen on validation); item cards are titles, "
+        f"genres and tags (no VLM); stage seconds: {json.dumps(stages)}"
+    )
+    result.notes.append("paired rows: a - b over the same users, with a paired Poisson bootstrap interval")
+    _plot(result)
+    checkpoints.clear()
+    return result
+
+
+def _prefixed(sums: BootstrapSums, name: str) -> BootstrapSums:
+    """The sums of one ranker's metrics under their plain names."""
+    view = BootstrapSums(sums.seed, sums.resamples, sums.users, weights=sums.weights)
+    prefix = f"{name}/"
+    view.totals = {k.removeprefix(prefix): v for k, v in sums.totals.items() if k.startswith(prefix)}
+    view.weighted = {k.removeprefix(prefix): v for k, v in sums.weighted.items() if k.startswith(prefix)}
+    return view
+
+
+def _trajectory(result: BenchResult, refined: pa.Table) -> None:
+    """Mean validation rank of the current and of the best-so-far profile per round, and its tokens."""
+    from models.profiling.refinement_summary import tokens_per_round
+
     trajectory = [r for r in refined["valid_ranks"].to_pylist() if r]
     rounds = max(len(r) for r in trajectory) if trajectory else 0
     tokens = {row.pop("round"): row for row in tokens_per_round(refined)}
@@ -233,64 +298,13 @@ def run(quick: bool = False) -> BenchResult:
             trajectory_round=round_index,
             mean_valid_rank=float(np.mean(current)),
             mean_best_valid_rank_so_far=float(np.mean(best)),
-            valid_recall_at_20=float(np.mean(np.array(current) < 20)),
             users=len(trajectory),
-            tokens=tokens.get(round_index),  # the round's prompt, generated and prefix-cached tokens
+            tokens=tokens.get(round_index),
         )
-    result.add(**ranker_diagnostics(run_dir, refined, aligned, config))
-    stages = {name: stage_marker(r.path).get("seconds") for name, r in pipeline.results.items()}
-    result.notes.append(
-        f"MovieLens latest-small, {refined.num_rows} test users, 1 positive + 99 sampled negatives each, the "
-        f"same candidates for every ranker; {SMOLLM2} as profiler, ranker (top 20) and optimizer, 2 "
-        "refinement rounds; "
-        f"item cards are titles, genres and tags (no VLM); stage seconds: {json.dumps(stages)}"
-    )
-    result.notes.append(
-        "validation ranks are 0-based; the best-so-far column is chosen on validation (optimistic)"
-    )
-    _plot(result)
-    checkpoints.clear()
-    return result
-
-
-def ranker_diagnostics(run_dir: Path, refined: pa.Table, test_ranks: pa.Table, config: Any) -> dict[str, Any]:
-    """Whether the LLM ranker reads the profile: its refinement answers that list candidates in the order
-    shown, and the users whose test rank did not move although their refined profile differs."""
-    from models.profiling.ranking import in_shown_order as in_shown_order_of
-    from models.profiling.refiner import user_permutation
-
-    rankings = in_shown_order = 0
-    if config.profiling.rank_permutations == 1:  # with more shuffles the Borda order hides the shown one
-        folders = sorted(
-            (run_dir / "refine").glob("round_*"), key=lambda f: int(f.name.removeprefix("round_"))
-        )
-        for round_index, folder in enumerate(folders):
-            columns = ["user_id", "valid_candidates", "valid_ranks", "ranked_first"]
-            rows = pq.read_table(folder, columns=columns).to_pylist()
-            for row in rows:
-                if len(row["valid_ranks"]) != round_index + 1 or not row["ranked_first"]:
-                    continue  # stopped before this round, or an empty answer
-                order = user_permutation(
-                    row["user_id"], config.seed, round_index, 0, len(row["valid_candidates"])
-                )
-                shown = np.argsort(order)[row["ranked_first"]]
-                rankings += 1
-                in_shown_order += in_shown_order_of(shown.tolist())
-    initial, refined_text = refined["profile_initial"].to_pylist(), refined["profile_refined"].to_pylist()
-    changed = np.array([a != b for a, b in zip(initial, refined_text, strict=True)])
-    moved = test_ranks["profile_initial"].to_numpy() != test_ranks["profile_refined"].to_numpy()
-    return {
-        "diagnostic": "llm_ranker",
-        "refinement_rankings": rankings,
-        "rankings_in_shown_order": in_shown_order,
-        "users_with_a_changed_profile": int(changed.sum()),
-        "of_them_with_a_moved_test_rank": int((changed & moved).sum()),
-    }
 
 
 def stage_marker(stage_dir: Path) -> dict[str, Any]:
-    """A finished stage's marker, with the seconds it took when it ran (a resumed run skips it); empty for a
-    stage without one."""
+    """A finished stage's marker, with the seconds it took when it ran (empty for a stage without one)."""
     from jobs.stage_runner import MARKER
 
     marker = stage_dir / MARKER
@@ -299,8 +313,6 @@ def stage_marker(stage_dir: Path) -> dict[str, Any]:
 
 def aligned_to(table: pa.Table, users: pa.ChunkedArray) -> pa.Table:
     """The rows of ``table`` (keyed by user_id) in the order of ``users``, every one of whom it must hold."""
-    import pyarrow.compute as pc
-
     rows = pc.index_in(users, value_set=table["user_id"])
     if rows.null_count:
         raise KeyError(f"{rows.null_count} users have no row in a table of {table.num_rows}")
@@ -313,33 +325,34 @@ def _plot(result: BenchResult) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rankers = [row for row in result.rows if "ranker" in row]
-    rounds = [row for row in result.rows if "trajectory_round" in row]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 1]})
-    names = [row["ranker"] for row in rankers]
-    values = [row["recall@20"] for row in rankers]
-    errors = [
-        [row["recall@20"] - row["ci95"]["recall@20"][0], row["ci95"]["recall@20"][1] - row["recall@20"]]
-        if "ci95" in row
-        else [0.0, 0.0]
-        for row in rankers
-    ]
-    axes[0].bar(range(len(names)), values, yerr=np.array(errors).T, color="#3b7dd8", capsize=3)
-    axes[0].set_xticks(range(len(names)), names, rotation=25, ha="right", fontsize=7)
-    axes[0].set_ylabel("Recall@20 (test, 1:99)")
-    axes[0].set_title("rankers on the same users, 95% intervals")
-    axes[1].plot(
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4), gridspec_kw={"width_ratios": [3, 3, 1.2]})
+    for ax, candidates in zip(axes[:2], SETS, strict=True):
+        rows = [r for r in result.rows if r.get("candidates") == candidates and "ranker" in r]
+        names = [r["ranker"] for r in rows]
+        values = [r["recall@20"] for r in rows]
+        errors = [
+            [r["recall@20"] - r["ci95"]["recall@20"][0], r["ci95"]["recall@20"][1] - r["recall@20"]]
+            if "ci95" in r
+            else [0.0, 0.0]
+            for r in rows
+        ]
+        ax.bar(range(len(names)), values, yerr=np.array(errors).T.reshape(2, -1), color="#3b7dd8", capsize=3)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel("Recall@20 (test, 1:99)")
+        ax.set_title(f"{candidates} negatives, 95% intervals")
+    rounds = [r for r in result.rows if "trajectory_round" in r]
+    axes[2].plot(
         [r["trajectory_round"] for r in rounds], [r["mean_valid_rank"] for r in rounds], "o-", label="current"
     )
-    axes[1].plot(
+    axes[2].plot(
         [r["trajectory_round"] for r in rounds],
         [r["mean_best_valid_rank_so_far"] for r in rounds],
         "s--",
         label="best so far",
     )
-    axes[1].set_xlabel("refinement round")
-    axes[1].set_ylabel("mean validation rank (0-based)")
-    axes[1].legend(fontsize=7)
+    axes[2].set_xlabel("refinement round")
+    axes[2].set_ylabel("mean validation rank (0-based)")
+    axes[2].legend(fontsize=7)
     fig.tight_layout()
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     fig.savefig(RESULTS_DIR / "profiling_quality.png", dpi=110)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -31,101 +30,18 @@ import pyarrow.compute as pc
 from models.llm.config import LLMRoleConfig
 from models.llm.engine import engine_kwargs, placement
 from models.llm.requests import sampling_params
-from models.llm.structured import LLMAnswer, parse_structured, summed_counts
+from models.llm.rows import (
+    _check_names,
+    step_columns,
+    with_answers,
+)
+from models.llm.structured import parse_structured
 from models.tiny import resolve_model_source
 
 # Tasks that mostly wait on an engine or endpoint: a quarter CPU each.
 LIGHT = {"num_cpus": 0.25}
 _ROW, _INDEX, _REQUEST = "__row", "__index", "__request"
 _PROMPT, _GENERATED = "__prompt_tokens", "__generated_tokens"  # sums over a request's attempts
-
-
-def request_json(request: dict[str, Any]) -> str:
-    """A request (``messages`` and ``schema``; ``row_key`` is dropped) as the JSON text a step row carries."""
-    return json.dumps({"messages": request["messages"], "schema": request["schema"]})
-
-
-def step_columns(step: str) -> dict[str, pa.DataType]:
-    """The columns a step adds, with their Arrow types."""
-    return {
-        f"{step}_answers": pa.list_(pa.string()),
-        f"{step}_errors": pa.list_(pa.string()),
-        f"{step}_attempts": pa.list_(pa.int32()),
-        f"{step}_prompt_tokens": pa.int64(),
-        f"{step}_generated_tokens": pa.int64(),
-        f"{step}_cached_tokens": pa.int64(),
-    }
-
-
-def row_answers(row: dict[str, Any], step: str) -> list[LLMAnswer]:
-    """The answers of one row (a dict from ``to_pylist``), decoded, in the order of its requests."""
-    return [
-        LLMAnswer(str(i), json.loads(text) if text is not None else None, error, attempts)
-        for i, (text, error, attempts) in enumerate(
-            zip(row[f"{step}_answers"], row[f"{step}_errors"], row[f"{step}_attempts"], strict=True)
-        )
-    ]
-
-
-def tally(row: dict[str, Any], steps: Sequence[str], into: str | None = None) -> str:
-    """JSON of ``{step: [requests, failed, retries]}`` for a row's answered steps, added to ``into``."""
-    counts: dict[str, list[int]] = json.loads(into) if into else {}
-    for step in steps:
-        errors, attempts = row[f"{step}_errors"], row[f"{step}_attempts"]
-        before = counts.get(step, [0, 0, 0])
-        counts[step] = [
-            before[0] + len(errors),
-            before[1] + sum(error is not None for error in errors),
-            before[2] + sum(max(0, a - 1) for a in attempts),
-        ]
-    return json.dumps(counts)
-
-
-def summed_tallies(tallies: Sequence[str | None], llm: Any, roles: Mapping[str, str]) -> dict[str, Any]:
-    """Per step (or role) over rows: the role and its model, requests, failed answers and retries.
-
-    ``llm`` is the config's ``LLMConfig``; ``roles`` maps a step to its role (a role maps to itself).
-    """
-    total: dict[str, list[int]] = {}
-    for text in tallies:
-        for step, counts in (json.loads(text) if text else {}).items():
-            total[step] = [a + b for a, b in zip(total.get(step, [0, 0, 0]), counts, strict=True)]
-    summary = {}
-    for step, (n, failed, retries) in total.items():
-        role = roles.get(step, step)
-        model = getattr(llm, role).model_source if hasattr(llm, role) else None
-        summary[step] = {"role": role, "model": model, "requests": n, "failed": failed, "retries": retries}
-    return summary
-
-
-def with_answers(batch: pa.Table, step: str, answers: dict[str, LLMAnswer]) -> pa.Table:
-    """``batch`` with its ``S_requests`` column replaced by the answers keyed ``"row/index"``."""
-    _check_names(batch, step)
-    asked = batch[f"{step}_requests"].to_pylist()
-    columns: dict[str, list[Any]] = {name: [] for name in step_columns(step)}
-    for row, requests in enumerate(asked):
-        got = [answers.get(f"{row}/{index}") for index in range(len(requests or []))]
-        columns[f"{step}_answers"].append(
-            [json.dumps(a.value) if a is not None and a.error is None else None for a in got]
-        )
-        columns[f"{step}_errors"].append([(a.error if a is not None else "no answer") for a in got])
-        columns[f"{step}_attempts"].append([a.attempts if a is not None else 0 for a in got])
-        columns[f"{step}_prompt_tokens"].append(sum(a.prompt_tokens for a in got if a is not None))
-        columns[f"{step}_generated_tokens"].append(sum(a.generated_tokens for a in got if a is not None))
-        columns[f"{step}_cached_tokens"].append(summed_counts(a.cached_tokens for a in got if a is not None))
-    table = batch.drop_columns([f"{step}_requests"])
-    for name, kind in step_columns(step).items():
-        table = table.append_column(name, pa.array(columns[name], kind))
-    return table
-
-
-def _check_names(batch: pa.Table, step: str) -> None:
-    """A step's output columns must not exist yet (a stage's own column named like them would be doubled)."""
-    taken = sorted(set(step_columns(step)) & set(batch.column_names))
-    if taken:
-        raise ValueError(
-            f"LLM step '{step}' would add columns that the rows already have: {', '.join(taken)}"
-        )
 
 
 def _client_step(batch: pa.Table, step: str, role_json: str, seed: int, api_key: str | None) -> pa.Table:
@@ -195,16 +111,21 @@ class LLMStep:
             last = attempt == self.role.max_retries + 1
             finished.append(answered if last else answered.map_batches(_answered, **keep))
             todo = answered.map_batches(_unanswered, **keep).drop_columns(["text", "error", "attempts"])
-        join_answers = {"fn_kwargs": {"step": self.step}, "batch_format": "pyarrow", **LIGHT}
-        if not finished:  # no row asked anything
-            return rows.map_batches(_join_answers, **join_answers)
-        outcomes = finished[0].union(*finished[1:]) if len(finished) > 1 else finished[0]
-        partitions = max(1, rows.num_blocks())  # the hash shuffles' width (Ray's default of 200 is for TBs)
-        grouped = outcomes.groupby(_ROW, num_partitions=partitions).map_groups(
-            _collect, batch_format="pyarrow"
-        )
-        joined = rows.join(grouped, "left_outer", num_partitions=partitions, on=(_ROW,))
-        return joined.map_batches(_join_answers, **join_answers)
+        outcomes = None if not finished else finished[0].union(*finished[1:]) if finished[1:] else finished[0]
+        return _rejoin(rows, outcomes, self.step, _collect, _join_answers)
+
+
+def _rejoin(rows: Any, outcomes: Any | None, step: str, collect: Any, finish: Any) -> Any:
+    """``rows`` (tagged) with the per-request ``outcomes`` grouped by row (``collect``) and joined back as
+    the step's columns (``finish``); rows that asked nothing, or all of them when ``outcomes`` is None, get
+    empty answers."""
+    kwargs = {"fn_kwargs": {"step": step}, "batch_format": "pyarrow", **LIGHT}
+    if outcomes is None:  # no row asked anything
+        return rows.map_batches(finish, **kwargs)
+    partitions = max(1, rows.num_blocks())  # the hash shuffles' width (Ray's default of 200 is for TBs)
+    grouped = outcomes.groupby(_ROW, num_partitions=partitions).map_groups(collect, batch_format="pyarrow")
+    joined = rows.join(grouped, "left_outer", num_partitions=partitions, on=(_ROW,))
+    return joined.map_batches(finish, **kwargs)
 
 
 def _answered(batch: pa.Table) -> pa.Table:

@@ -9,7 +9,6 @@ items, into ``RUN/profiles/cold_start.parquet/`` (they have nothing held out, so
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,78 +16,36 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.broadcast import broadcast_table, mapping_of
-from jobs.catalogue import CLUSTERS
-from jobs.cohort import COLD_START, USERS
-from jobs.llm_step import LIGHT, LLMStep, request_json, row_answers, summed_tallies, tally
+from jobs.llm_step import LIGHT, LLMStep
 from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
-from models.llm.config import LLMConfig
-from models.llm.prompts import PROFILE, profile_text
+from models.llm.prompts import PROFILE
 from models.profiling.catalogue import Catalogue
-from models.profiling.initial import profile_request
+from models.profiling.initial import parse_batch, profile_requests, profiles_summary
+from runtime.artifacts import (
+    CATALOGUE_CLUSTERS,
+    COHORT_COLD_START,
+    COHORT_USERS,
+    COLD_START_PROFILES,
+    PROFILES,
+    cards_ref,
+    facts_ref,
+)
+from runtime.broadcast import mapping_of
 from runtime.cluster import connect
 
 if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
 
-PROFILES = "profile_v0.parquet"  # a folder of Parquet files
-COLD_START_PROFILES = "cold_start.parquet"  # the cold-start users' profiles, beside their few items
-
-
-def cards_ref(captions_dir: Path) -> Any:
-    """The item cards of the captions stage (item_id, card), in the object store."""
-    return broadcast_table(str((captions_dir / "items.parquet").resolve()), ["item_id", "card"])
-
 
 def profile_batch(
-    batch: pa.Table, cards: Any, evidence_chars: int, default_cards: list[str] | None = None
+    batch: pa.Table, cards: Any, facts: Any, evidence_chars: int, default_cards: list[str] | None = None
 ) -> pa.Table:
-    """The profiler request of each user: history (most recent first) and CF items as cards; a cold-start
-    user's few items with the catalogue's ``default_cards`` in the CF items' place."""
+    """``profile_requests`` of a batch, over the broadcast item cards and item facts."""
+    titles, tags, clusters = (mapping_of(facts, "item_id", c) for c in ("title", "tags", "cluster"))
     lookup = mapping_of(cards, "item_id", "card")
-    requests = [
-        [
-            request_json(
-                profile_request(
-                    row["user_id"],
-                    [lookup[i] for i in row["history"]],
-                    default_cards if default_cards is not None else [lookup[i] for i in row["cf_items"]],
-                    evidence_chars,
-                )
-            )
-        ]
-        for row in batch.select(
-            [c for c in ("user_id", "history", "cf_items") if c in batch.column_names]
-        ).to_pylist()
-    ]
-    return batch.append_column("profile_requests", pa.array(requests, pa.list_(pa.string())))
-
-
-def parse_batch(batch: pa.Table) -> pa.Table:
-    """Each user's preferences (JSON), profile text and error (empty profile when the profiler failed)."""
-    preferences, texts, errors, calls = [], [], [], []
-    for row in batch.select(["profile_answers", "profile_errors", "profile_attempts"]).to_pylist():
-        answer = row_answers(row, "profile")[0]
-        value = answer.value["preferences"] if answer.value else []
-        preferences.append(json.dumps(value))
-        texts.append(profile_text(value))
-        errors.append(answer.error)
-        calls.append(tally(row, ["profile"]))
-    table = batch.drop_columns(["profile_answers", "profile_errors", "profile_attempts"])
-    table = table.append_column("preferences", pa.array(preferences, pa.string()))
-    table = table.append_column("text", pa.array(texts, pa.string()))
-    table = table.append_column("error", pa.array(errors, pa.string()))
-    return table.append_column("llm_calls", pa.array(calls, pa.string()))
-
-
-def _summary(path: str, llm: LLMConfig) -> dict[str, Any]:
-    """Users profiled and failed (read in a task: one column per user)."""
-    table = pq.read_table(path, columns=["error", "llm_calls"])
-    errors = table["error"]
-    calls = summed_tallies(table["llm_calls"].to_pylist(), llm, {"profile": "profiler"})
-    return {"users": len(errors), "failed": len(errors) - errors.null_count, "llm_calls": calls}
+    return profile_requests(batch, lookup, titles, tags, clusters, evidence_chars, default_cards)
 
 
 def profiles_stage(pipeline: PipelineRun) -> StageResult:
@@ -104,21 +61,22 @@ def profiles_stage(pipeline: PipelineRun) -> StageResult:
     def build(out: Path) -> dict[str, Any]:
         connect(config.ray, pipeline.runner.run_dir)
         cards = cards_ref(captions)
+        facts = facts_ref(cohort, catalogue.path if catalogue is not None else None)
         curated = (
-            Catalogue.read(catalogue.path / CLUSTERS, config.coldstart).default()
+            Catalogue.read(catalogue.path / CATALOGUE_CLUSTERS, config.coldstart).default()
             if catalogue is not None
             else []
         )
-        task = ray.remote(_summary).options(**LIGHT)
+        task = ray.remote(profiles_summary).options(**LIGHT)
         summaries: dict[str, dict[str, Any]] = {}
         for users, written, default in (
-            (USERS, PROFILES, None),
-            (COLD_START, COLD_START_PROFILES, curated),
+            (COHORT_USERS, PROFILES, None),
+            (COHORT_COLD_START, COLD_START_PROFILES, curated),
         ):
             source = cohort / users
             if pq.read_metadata(source).num_rows:  # a dataset may have no cold-start users
                 path = str((out / written).resolve())
-                profile_users(str(source.resolve()), cards, default, config).write_parquet(path)
+                profile_users(str(source.resolve()), cards, facts, default, config).write_parquet(path)
                 summaries[written] = ray.get(task.remote(path, config.llm))
         summary = summaries.get(PROFILES, {"users": 0, "failed": 0, "llm_calls": {}})
         cold_start = summaries.get(COLD_START_PROFILES, {"users": 0, "failed": 0, "llm_calls": {}})
@@ -137,7 +95,9 @@ def profiles_stage(pipeline: PipelineRun) -> StageResult:
     )
 
 
-def profile_users(users: str, cards: Any, default: list[str] | None, config: TailorMindConfig) -> Any:
+def profile_users(
+    users: str, cards: Any, facts: Any, default: list[str] | None, config: TailorMindConfig
+) -> Any:
     """The lazy Dataset of the users in Parquet ``users`` with their parsed initial profiles."""
     import ray.data
 
@@ -145,6 +105,7 @@ def profile_users(users: str, cards: Any, default: list[str] | None, config: Tai
         profile_batch,
         fn_kwargs={
             "cards": cards,
+            "facts": facts,
             "evidence_chars": config.profiling.evidence_chars,
             "default_cards": default,
         },

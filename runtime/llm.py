@@ -32,6 +32,7 @@ def llm_server_config(role: LLMRoleConfig, deployment_name: str) -> Any:
         engine_kwargs=engine_kwargs(role) | {"enable_prompt_tokens_details": True},
         deployment_config={"name": deployment_name, "num_replicas": role.num_engines},
         log_engine_metrics=False,
+        server_cls="runtime.scoring_server.ScoringLLMServer",  # scores continuations too (likelihood ranker)
         **extra,
     )
 

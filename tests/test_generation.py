@@ -8,7 +8,7 @@ from PIL import Image
 from models.config import load_config
 from models.embedding import TextEmbedder
 from models.generation.diffusion import ImageGenerator, VideoGenerator
-from models.generation.pages import write_index, write_post
+from models.generation.pages import page_file, write_index, write_index_page, write_post
 from models.generation.writer import GeneratedPost, PostVersion, PostWriter, UserBrief, split_groups
 from models.media import VideoClip
 from models.scoring.clip_score import CLIPScorer
@@ -26,7 +26,9 @@ def test_post_pages_and_scores(tmp_path):
     assert "Night &lt;city&gt;" in page.read_text() and (page.parent / "image0.png").is_file()
     saved = json.loads((page.parent / "post.json").read_text())
     assert saved["best_version"] == 1 and saved["versions"][1]["scores"]["relevance"] == 0.5
-    assert 'href="u_1/index.html"' in write_index(tmp_path, {"u/1": page}).read_text()
+    write_index_page(tmp_path, 0, 1, [("u/1", page.relative_to(tmp_path).as_posix())])
+    assert 'href="../u_1/index.html"' in (tmp_path / page_file(0)).read_text()
+    assert page_file(0) in write_index(tmp_path, 1, 1).read_text()
 
 
 def test_reference_images_condition_the_images_drawn_from_them(tiny_models):

@@ -9,10 +9,11 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from jobs.llm_step import LLMStep, request_json, row_answers, with_answers
+from jobs.llm_step import LLMStep
 from models.llm import engine
 from models.llm.config import LLMRoleConfig
 from models.llm.engine import engine_kwargs, placement
+from models.llm.rows import request_json, row_answers, with_answers
 from models.llm.structured import LLMAnswer, Outcome, answer_with_retries, parse_structured
 
 CAPTION = {

@@ -8,14 +8,15 @@ import re
 import pyarrow as pa
 import pytest
 
-from jobs.broadcast import mapping_of
-from jobs.feedback import EVIDENCE_SCHEMA
-from jobs.refine import start_batch
 from models.config import load_config
 from models.data import encode_interactions, load_dataset
+from models.feedback.rows import EVIDENCE_SCHEMA
+from models.llm.scoring import ScoredContinuation
 from models.llm.structured import LLMAnswer
 from models.profiling.cohort import cohort_table, select_cohort
 from models.profiling.refiner import ProfileRefiner
+from runtime.broadcast import mapping_of
+from runtime.refining import start_batch
 from tests.datasets import clean_dataset
 
 
@@ -40,41 +41,77 @@ def recording_llm(sent: list[tuple[str, str, str]]):
     return complete
 
 
-@pytest.mark.parametrize(("permutations", "negatives"), [(1, "fixed"), (2, "fixed"), (1, "resample")])
-def test_refinement_prompts_never_contain_test_items(tmp_path, permutations, negatives):
-    dataset = load_dataset(clean_dataset(tmp_path, users=6, items=400, per_user=8))
+def recording_scorer(sent: list[tuple[str, str, str]]):
+    """Stands in for the likelihood ranker's engine: records (user, "ranker", prefix + card), scores by
+    the card's length (longer ids first: no signal, and ties count against the positives)."""
+
+    def score(requests):
+        scored = {}
+        for request in requests:
+            sent.append(
+                (request["row_key"].split("#")[0], "ranker", request["prefix"] + request["continuation"])
+            )
+            value = float(len(request["continuation"]))
+            scored[request["row_key"]] = ScoredContinuation(request["row_key"], value, 1, 1, 1)
+        return scored
+
+    return score
+
+
+@pytest.mark.parametrize(
+    ("mode", "permutations", "negatives"),
+    [
+        ("listwise", 1, "fixed"),
+        ("listwise", 2, "fixed"),
+        ("listwise", 1, "resample"),
+        ("likelihood", 1, "fixed"),
+        ("likelihood", 1, "resample"),
+    ],
+)
+def test_refinement_prompts_never_contain_test_items(tmp_path, mode, permutations, negatives):
+    dataset = load_dataset(clean_dataset(tmp_path, users=6, items=400, per_user=9))
     encoded = encode_interactions(dataset)
-    table = cohort_table(encoded, select_cohort(encoded, None, history_items=5, seed=0), None, 0)
+    cohort_rows = select_cohort(encoded, None, history_items=5, seed=0, valid_positives=3)
+    table = cohort_table(encoded, cohort_rows, None, 0)
     cohort = table.to_pylist()
     item_ids = encoded.item_ids.to_pylist()
     cards = pa.table({"item_id": item_ids, "card": [f"CARD-{item_id}" for item_id in item_ids]})
     overrides = [
         "profiling.rounds=2",
         "profiling.rank_top_k=3",
+        f"profiling.rank_mode={mode}",
         f"profiling.rank_permutations={permutations}",
     ]
     config = load_config(None, [*overrides, f"profiling.valid_negatives={negatives}"])
-    refiner = ProfileRefiner(config.profiling, mapping_of(cards, "item_id", "card"), 0, catalogue=item_ids)
+    priors = dict.fromkeys(item_ids, -1.0)
+    lookup = mapping_of(cards, "item_id", "card")
+    refiner = ProfileRefiner(config.profiling, lookup, 0, catalogue=item_ids, priors=priors)
     initial = json.dumps([{"preference": "films", "reason": "watched many"}])
     profiles = table.append_column("preferences", pa.array([initial] * table.num_rows))
     rows = start_batch(profiles, cards, EVIDENCE_SCHEMA.empty_table(), config).to_pylist()  # round-0 states
     sent: list[tuple[str, str, str]] = []
-    refiner.refine(rows, recording_llm(sent), seen={u["user_id"]: u["seen_items"] for u in cohort})
+    seen = {u["user_id"]: u["seen_items"] for u in cohort}
+    refiner.refine(rows, recording_llm(sent), seen=seen, score=recording_scorer(sent))
 
     for user in cohort:
+        positives = user["valid_candidates"][: user["valid_positives"]]
+        assert user["valid_positives"] == 3  # 9 interactions: 7 in train, so 2 of them validate too
+        assert not set(positives) & set(user["history"]) and not set(positives) & set(user["cf_items"])
         prompts = " ".join(prompt for who, _, prompt in sent if who == user["user_id"])
         shown = set(re.findall(r"CARD-[^\s\"\\]+", prompts))
-        assert f"CARD-{user['valid_candidates'][0]}" in shown  # the validation positive is ranked
+        assert {f"CARD-{item}" for item in positives} <= shown  # every validation positive is ranked
         assert f"CARD-{user['test_candidates'][0]}" not in shown  # the test positive never is
-        others = set(user["seen_items"]) - {user["valid_candidates"][0]}
+        others = set(user["seen_items"]) - set(positives)
         assert not {f"CARD-{item}" for item in others} & shown  # nor any other item the user interacted with
     rankings = [prompt for _, role, prompt in sent if role == "ranker"]
-    assert len(rankings) == 3 * len(cohort) * permutations  # P ranking calls per user and round
+    per_round = 102 if mode == "likelihood" else permutations  # a scoring per candidate, or a listing
+    assert len(rankings) == 3 * len(cohort) * per_round  # rounds 0, 1, 2
     for row in rows:
         assert len(row["round_profiles"]) == len(row["valid_ranks"]) == 3  # rounds 0, 1, 2
         assert row["round_profiles"][0] == "1. films (watched many)"
         assert row["round_profiles"][1] != row["round_profiles"][0]  # the update was adopted
         assert row["best_round"] >= 0 and not row["active"]
+        assert len(row["round_gradients"]) == 2  # one per update
 
 
 def test_validation_negatives_are_redrawn_each_round_when_asked(tmp_path):
@@ -95,7 +132,7 @@ def test_validation_negatives_are_redrawn_each_round_when_asked(tmp_path):
 
 
 def test_tokens_per_round_sum_the_users_in_each_round_and_leave_an_unreported_cache_unknown():
-    from jobs.refine import tokens_per_round
+    from models.profiling.refinement_summary import tokens_per_round
 
     table = pa.table(
         {
@@ -121,8 +158,8 @@ def test_tokens_per_round_sum_the_users_in_each_round_and_leave_an_unreported_ca
 def test_summarise_reads_each_users_first_and_best_rank_across_files(tmp_path):
     import pyarrow.parquet as pq
 
-    from jobs.refine import summarise
     from models.config import TailorMindConfig
+    from models.profiling.refinement_summary import summarise
 
     counts = pa.array([[1, 2], [3], [], [4, 5, 6]], pa.list_(pa.int64()))
     table = pa.table(

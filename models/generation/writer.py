@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from models.embedding import Embedder
+from models.generation.degenerate import problems, repaired
 from models.generation.ideas import IDEA_TEMPLATES
 from models.generation.safety import SafetyGate, SafetyVerdict
 from models.llm.prompts import IDEA, post_template, style_template
@@ -82,6 +83,7 @@ class PostVersion:
     video_prompts: list[str] = field(default_factory=list)
     videos: list[VideoClip] = field(default_factory=list, repr=False)
     safety: SafetyVerdict | None = None  # None: no safety gate ran
+    degenerate: list[str] = field(default_factory=list)  # what is still degenerate after repair (counted)
 
     @property
     def safe(self) -> bool:
@@ -112,6 +114,7 @@ class PostVersion:
             "image_prompts": self.image_prompts,
             "video_prompts": self.video_prompts,
             "scores": scores,
+            "degenerate": self.degenerate,
             **safety,
         }
 
@@ -293,6 +296,7 @@ class PostWriter:
             }
             requests.append(_request(b.user_id, template, **fields))
         answers = self.complete(requests, WRITER_ROLE)
+        self._retry_degenerate(requests, answers)
         drafts: dict[str, PostVersion | None] = {}
         for b in briefs:
             answer = answers.get(b.user_id)
@@ -303,14 +307,29 @@ class PostWriter:
                 posts[b.user_id].errors.append(f"the writer returned no valid post for {step}{reason}")
                 drafts[b.user_id] = None
                 continue
+            title, body = repaired(value["title"]), repaired(value["body"])
             drafts[b.user_id] = PostVersion(
-                value["title"],
-                value["body"],
+                title,
+                body,
                 value["tags"],
                 value["image_prompts"],
                 video_prompts=value.get("video_prompts", []),
+                degenerate=problems(title, body),
             )
         return drafts
+
+    def _retry_degenerate(self, requests: list[dict[str, Any]], answers: dict[str, Any]) -> None:
+        """Ask once more for each degenerate draft (``models.generation.degenerate``); keep the better one."""
+
+        def count(value: Any) -> int:
+            return len(problems(value["title"], value["body"])) if value else 10**6
+
+        again = [r for r in requests if 0 < count(_value_of(answers, r["row_key"])) < 10**6]
+        if not again:
+            return
+        for key, answer in self.complete(again, WRITER_ROLE).items():
+            if count(answer.value) < count(_value_of(answers, key)):
+                answers[key] = answer
 
     def _render(
         self,
@@ -418,6 +437,11 @@ def _reference(images: list[Image.Image], slot: int) -> Image.Image | None:
 
 def _request(key: str, template: Any, **fields: Any) -> dict[str, Any]:
     return {"row_key": key, "messages": template.messages(fields), "schema": template.schema}
+
+
+def _value_of(answers: dict[str, Any], key: str) -> Any:
+    answer = answers.get(key)
+    return answer.value if answer is not None else None
 
 
 def _value(answers: dict[str, Any], key: str, name: str) -> Any:

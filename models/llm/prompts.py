@@ -151,6 +151,31 @@ UPDATE = PromptTemplate(
 )
 
 
+@dataclass(frozen=True)
+class ScoringTemplate:
+    """A text prefix with a ``{profile}`` slot; what follows (an item card) is scored by log-probability."""
+
+    name: str
+    version: int
+    prefix: str
+
+    @property
+    def key(self) -> str:
+        """``name@version``, for cache keys and metrics."""
+        return f"{self.name}@{self.version}"
+
+    def text(self, profile: str) -> str:
+        """The prefix for one profile; an empty profile gives the item prior's prefix."""
+        return self.prefix.format(profile=profile)
+
+
+# The likelihood ranker (``profiling.rank_mode: likelihood``): a card's score is its log-probability after
+# this prefix with the user's profile minus the same after the prefix with an empty profile (PMI).
+LIKELIHOOD = ScoringTemplate(
+    "likelihood", 1, "A user's content preferences:\n{profile}\n\nAn item this user engaged with next:\n"
+)
+
+
 def style_template(styles: list[str], max_styles: int = 3) -> PromptTemplate:
     """Ideation, step 1: pick the idea templates that fit the profile's top preference."""
     return PromptTemplate(

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from models.config import ColdStartConfig
 from models.llm.prompts import CLUSTER_LABEL, cluster_label_schema
@@ -42,6 +41,8 @@ def cluster_embeddings(embeddings: np.ndarray, k: int, seed: int, iterations: in
     """The cluster of each row: spherical k-means (cosine) with k-means++ seeding."""
     if len(embeddings) < k:
         raise ValueError(f"{len(embeddings)} items cannot form {k} clusters: lower coldstart.clusters")
+    import torch  # here, not at the top: the catalogue's light tasks only read and label
+
     x = torch.nn.functional.normalize(torch.as_tensor(np.asarray(embeddings), dtype=torch.float32), dim=1)
     generator = torch.Generator().manual_seed(seed)
     first = int(torch.randint(len(x), (1,), generator=generator))

@@ -9,6 +9,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.data import EncodedInteractions, sample_candidates
+from models.data.sampler import CandidateSample, popularity_matched
+
+MIN_TRAIN_KEPT = 3  # extra validation positives are taken only from users who keep this many train items
 
 
 @dataclass(frozen=True)
@@ -17,12 +20,16 @@ class Cohort:
 
     users: np.ndarray  # user indices, sorted
     history: list[np.ndarray]  # per user: train item indices, most recent first, truncated
-    valid_candidates: np.ndarray  # [U, 1 + negatives], positive in column 0
+    valid_candidates: list[np.ndarray]  # per user: the validation positives, then the negatives
+    valid_positives: np.ndarray  # per user: how many of their validation candidates are positives
     test_candidates: np.ndarray  # [U, 1 + negatives], positive in column 0
+    test_candidates_popular: np.ndarray | None = None  # [U, 1 + negatives], popularity-matched negatives
 
     def items(self) -> np.ndarray:
         """Every item index any part of the cohort refers to."""
-        parts = [*self.history, self.valid_candidates.ravel(), self.test_candidates.ravel()]
+        parts = [*self.history, *self.valid_candidates, self.test_candidates.ravel()]
+        if self.test_candidates_popular is not None:
+            parts.append(self.test_candidates_popular.ravel())
         return np.unique(np.concatenate(parts)) if parts else np.array([], dtype=np.int64)
 
 
@@ -32,18 +39,40 @@ def select_cohort(
     history_items: int,
     seed: int,
     num_negatives: int = 99,
+    valid_positives: int = 1,
+    popularity_matched_test: bool = False,
 ) -> Cohort:
-    """A seeded sample of users with held-out items, their recent history and their candidate sets."""
+    """A seeded sample of users with held-out items, their recent history and their candidate sets.
+
+    Each user's validation positives are the held-out validation item and, for users who keep at least
+    ``MIN_TRAIN_KEPT`` train items, up to ``valid_positives - 1`` of their latest train items, which then
+    leave the history (the profile's evidence).
+    """
     valid = sample_candidates(encoded, "valid", num_negatives=num_negatives, seed=seed, salt="profiling")
     test = sample_candidates(encoded, "test", num_negatives=num_negatives, seed=seed, salt="profiling")
     eligible = np.intersect1d(valid.users, test.users)
     if max_users is not None and len(eligible) > max_users:
         eligible = np.sort(np.random.default_rng(seed).choice(eligible, max_users, replace=False))
+    train = encoded.mask(("train",))
+    train_counts = np.bincount(encoded.user[train], minlength=encoded.num_users)[eligible]
+    extra = np.clip(train_counts - MIN_TRAIN_KEPT, 0, valid_positives - 1)
+    recent = recent_items(encoded, eligible, train, history_items + valid_positives - 1)
+    valid_rows = valid.candidates[np.searchsorted(valid.users, eligible)]
+    test_sample = CandidateSample(eligible, test.candidates[np.searchsorted(test.users, eligible)])
     return Cohort(
         users=eligible,
-        history=recent_items(encoded, eligible, encoded.mask(("train",)), history_items),
-        valid_candidates=valid.candidates[np.searchsorted(valid.users, eligible)],
-        test_candidates=test.candidates[np.searchsorted(test.users, eligible)],
+        history=[items[k : k + history_items] for items, k in zip(recent, extra, strict=True)],
+        valid_candidates=[
+            np.r_[row[:1], items[:k], row[1:]]
+            for row, items, k in zip(valid_rows, recent, extra, strict=True)
+        ],
+        valid_positives=1 + extra,
+        test_candidates=test_sample.candidates,
+        test_candidates_popular=(
+            popularity_matched(encoded, test_sample, seed=seed).candidates
+            if popularity_matched_test
+            else None
+        ),
     )
 
 
@@ -89,16 +118,35 @@ def cohort_table(
 
     seen_matrix = encoded.matrix(("train", "valid", "test"))
     seen = [seen_matrix.indices[seen_matrix.indptr[u] : seen_matrix.indptr[u + 1]] for u in cohort.users]
+    popular = cohort.test_candidates_popular
     return pa.table(
         {
             "user_id": user_ids,
             "history": item_id_lists(encoded, cohort.history),
             "cf_items": cf_recommendations(topk, user_ids, cf_items),
             "seen_items": item_id_lists(encoded, seen),
-            "valid_candidates": item_id_lists(encoded, list(cohort.valid_candidates)),
+            "valid_candidates": item_id_lists(encoded, cohort.valid_candidates),
+            "valid_positives": pa.array(cohort.valid_positives, pa.int64()),
             "test_candidates": item_id_lists(encoded, list(cohort.test_candidates)),
+            "test_candidates_popular": (
+                item_id_lists(encoded, list(popular))
+                if popular is not None
+                else pa.array([[] for _ in range(len(user_ids))], pa.list_(pa.string()))
+            ),
+            "swap_user": swap_partners(user_ids),
         }
     )
+
+
+def swap_partners(user_ids: pa.Array) -> pa.Array:
+    """A fixed derangement of the cohort: each user reads the next user's profile (by id) in the
+    swapped-profile control; a cohort of one has no partner (null)."""
+    if len(user_ids) < 2:
+        return pa.array([None] * len(user_ids), pa.string())
+    order = np.argsort(np.asarray(user_ids.to_pylist(), dtype=object))
+    partner = np.empty(len(order), np.int64)
+    partner[order] = np.roll(order, -1)
+    return user_ids.take(pa.array(partner))
 
 
 def cf_recommendations(topk: pa.Table | None, user_ids: pa.Array, k: int) -> pa.Array:

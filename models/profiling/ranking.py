@@ -44,6 +44,19 @@ def positive_rank(ranking: list[int], num_candidates: int) -> int:
     return ranking.index(0) if 0 in ranking else num_candidates
 
 
+def listed_positive_ranks(ranked: list[int], positives: int, negatives: int) -> list[int]:
+    """0-based rank among the negatives of each positive column (columns below ``positives``) in a listwise
+    ranking: its place in the list less the positives above it; ``negatives`` when it is not listed."""
+    ranks = []
+    for column in range(positives):
+        if column in ranked:
+            place = ranked.index(column)
+            ranks.append(place - sum(1 for c in ranked[:place] if c < positives))
+        else:
+            ranks.append(negatives)
+    return ranks
+
+
 def in_shown_order(top: Sequence[int]) -> bool:
     """Whether a ranker's answer lists consecutive shown positions from the first: the order shown, not a
     ranking (small models count instead of ranking)."""

@@ -1,0 +1,153 @@
+"""What one ranking of 100 candidates costs with SmolLM2 on this machine, each way it can be done.
+
+For the same 10 MovieLens users (their initial profiles, their 100 test candidates), in one run on warm
+engines: the likelihood ranker through the Serve deployment reading the shared profile prefix from vLLM's
+prefix cache (the shared-prefix way, the pipeline's), the same deployment computing every prompt whole
+(the naive way: vLLM reads no cache for requests that ask for prompt log-probabilities), the in-job
+``ray.data.llm`` processor (naive too, and it starts its own engine), and the listwise ranker (one
+generated ranking per user). Per ranking: prompt tokens, tokens the engine computed, and seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from benchmarks.common import RESULTS_DIR, BenchResult, bar_plot
+
+USERS, QUICK_USERS = 10, 2
+
+
+def run(quick: bool = False) -> BenchResult:
+    """Each way on the same users, after a warm-up call of each engine."""
+    import tempfile
+    from pathlib import Path
+
+    import ray.data
+
+    from benchmarks.profiling_quality import overrides
+    from jobs.eval import TEST_ROUND
+    from jobs.llm_step import LLMStep
+    from jobs.pipeline import run_pipeline
+    from jobs.score_step import ScoreStep
+    from models.config import load_config
+    from models.llm.rows import request_json, scoring_json
+    from models.profiling.likelihood import likelihood_requests
+    from models.profiling.refiner import rank_requests
+    from runtime.artifacts import PROFILES
+
+    result = BenchResult("ranker_cost")
+    users = QUICK_USERS if quick else USERS
+    run_dir = Path(tempfile.mkdtemp(prefix="ranker-cost-"))
+    config = load_config(None, overrides(users))
+    run_pipeline(run_dir, config, until="profiles")
+    table = pq.read_table(run_dir / "profiles" / PROFILES, columns=["user_id", "text", "test_candidates"])
+    cards_table = pq.read_table(run_dir / "captions" / "items.parquet", columns=["item_id", "card"])
+    cards = dict(zip(cards_table["item_id"].to_pylist(), cards_table["card"].to_pylist(), strict=True))
+    rows = table.to_pylist()
+    settings = config.profiling
+    scoring = [
+        [
+            scoring_json(r)
+            for r in likelihood_requests(
+                row["user_id"], row["text"], row["test_candidates"], cards, settings.candidate_chars
+            )
+        ]
+        for row in rows
+    ]
+    listwise = [
+        [
+            request_json(r)
+            for r in rank_requests(
+                row["user_id"],
+                row["user_id"],
+                row["text"],
+                row["test_candidates"],
+                cards,
+                settings,
+                config.seed,
+                TEST_ROUND,
+            )
+        ]
+        for row in rows
+    ]
+    ranker = config.llm.ranker
+    ways: dict[str, Any] = {
+        "likelihood, Serve, shared prefix": lambda ds: ScoreStep("s", ranker)(ds),
+        "likelihood, Serve, whole prompts": lambda ds: _naive_serve(ds, ranker),
+        "likelihood, ray.data.llm processor": lambda ds: ScoreStep(
+            "s", ranker.model_copy(update={"backend": "vllm"})
+        )(ds),
+    }
+    for name, way in ways.items():
+        data = ray.data.from_arrow(pa.table({"user_id": table["user_id"], "s_requests": scoring}))
+        if "processor" not in name:
+            way(
+                ray.data.from_arrow(pa.table({"user_id": ["warm"], "s_requests": [scoring[0][:2]]}))
+            ).take_all()
+        started = time.perf_counter()
+        out = way(data).take_all()
+        seconds = time.perf_counter() - started
+        result.add(
+            way=name,
+            rankings=len(out),
+            prompt_tokens_per_ranking=sum(r["s_prompt_tokens"] for r in out) / len(out),
+            computed_tokens_per_ranking=sum(r["s_computed_tokens"] or 0 for r in out) / len(out),
+            seconds_per_ranking=seconds / len(out),
+            failed=sum(v is None for r in out for v in r["s_scores"]),
+            note="includes the engine's start" if "processor" in name else "warm engine",
+        )
+    data = ray.data.from_arrow(pa.table({"user_id": table["user_id"], "l_requests": listwise}))
+    started = time.perf_counter()
+    out = LLMStep("l", ranker, config.seed)(data).take_all()
+    seconds = time.perf_counter() - started
+    result.add(
+        way="listwise, Serve",
+        rankings=len(out),
+        prompt_tokens_per_ranking=sum(r["l_prompt_tokens"] for r in out) / len(out),
+        computed_tokens_per_ranking=sum(r["l_prompt_tokens"] - (r["l_cached_tokens"] or 0) for r in out)
+        / len(out),
+        generated_tokens_per_ranking=sum(r["l_generated_tokens"] for r in out) / len(out),
+        seconds_per_ranking=seconds / len(out),
+        note="warm engine",
+    )
+    base = result.rows[0]["seconds_per_ranking"]
+    for row in result.rows:
+        row["vs_shared_prefix"] = row["seconds_per_ranking"] / base
+    bar_plot(
+        RESULTS_DIR / "ranker_cost.png",
+        "seconds per ranking of 100 candidates (SmolLM2, 2 cores)",
+        [row["way"].replace(", ", "\n") for row in result.rows],
+        [row["seconds_per_ranking"] for row in result.rows],
+        "seconds",
+    )
+    result.notes.append(
+        f"{users} MovieLens users' initial profiles and 100 test candidates each; cards of 40 characters"
+    )
+    return result
+
+
+def _naive_serve(ds: Any, role: Any) -> Any:
+    """The scoring step through the deployment with its prefix cache unread."""
+    from models.llm.rows import with_scores
+    from runtime.chat import ServeChat
+    from runtime.llm import ensure_llm_deployment
+
+    ensure_llm_deployment(role)
+
+    def batch_scores(batch: pa.Table) -> pa.Table:
+        import json
+
+        client = ServeChat.for_role(role)
+        client.read_cache = False
+        requests = [
+            {"row_key": f"{row}/{index}", **json.loads(text)}
+            for row, asked in enumerate(batch["s_requests"].to_pylist())
+            for index, text in enumerate(asked)
+        ]
+        return with_scores(batch, "s", client.score(requests))
+
+    return ds.map_batches(batch_scores, batch_format="pyarrow", batch_size=role.batch_size, num_cpus=0.25)
