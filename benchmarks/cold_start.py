@@ -45,9 +45,11 @@ def cold_profiles(
     run_dir: Path, users: pa.Table, config: Any, catalogue: Any, cluster_of: dict[str, int]
 ) -> dict[str, pa.Table]:
     """Per condition: user_id, profile text and error of the users profiled again from few items."""
-    from jobs.profiles import cards_ref, profile_users
+    from jobs.profiles import profile_users
+    from runtime.artifacts import cards_ref, facts_ref
 
     cards = cards_ref(run_dir / "captions")
+    facts = facts_ref(run_dir / "cohort", run_dir / "catalogue")
     folder = Path(tempfile.mkdtemp(prefix="cold-start-", dir=run_dir))
     histories = users["history"].to_pylist()
     conditions: dict[str, tuple[pa.Table, list[str] | None]] = {}
@@ -67,7 +69,7 @@ def cold_profiles(
     for name, (table, default) in conditions.items():
         source, written = folder / f"{len(profiles)}-in.parquet", folder / f"{len(profiles)}-out"
         pq.write_table(table, source)
-        profile_users(str(source), cards, default, config).write_parquet(str(written))
+        profile_users(str(source), cards, facts, default, config).write_parquet(str(written))
         profiles[name] = pq.read_table(written, columns=["user_id", "text", "error"])
     return profiles
 
@@ -99,10 +101,10 @@ class CandidateScorer:
 
 def run(quick: bool = False) -> BenchResult:
     """The pipeline up to profiles with SmolLM2, cold-start profiles, and every ranker on the same users."""
-    from jobs.catalogue import CLUSTERS, ITEMS
     from jobs.pipeline import run_pipeline
     from models.config import load_config
     from models.profiling.catalogue import Catalogue
+    from runtime.artifacts import CATALOGUE_CLUSTERS, CATALOGUE_ITEMS
 
     result = BenchResult("cold_start")
     users_wanted = QUICK_USERS if quick else USERS
@@ -116,8 +118,8 @@ def run(quick: bool = False) -> BenchResult:
     warm = pq.read_table(run_dir / "profiles" / "profile_v0.parquet")
     order = warm["user_id"].to_pylist()
     candidates = warm["test_candidates"].to_pylist()
-    catalogue = Catalogue.read(run_dir / "catalogue" / CLUSTERS, config.coldstart)
-    members = pq.read_table(run_dir / "catalogue" / ITEMS)
+    catalogue = Catalogue.read(run_dir / "catalogue" / CATALOGUE_CLUSTERS, config.coldstart)
+    members = pq.read_table(run_dir / "catalogue" / CATALOGUE_ITEMS)
     cluster_of = dict(zip(members["item_id"].to_pylist(), members["cluster"].to_pylist(), strict=True))
     start = time.perf_counter()
     cold = cold_profiles(run_dir, warm, config, catalogue, cluster_of)
@@ -128,7 +130,9 @@ def run(quick: bool = False) -> BenchResult:
     )
 
     result.add(ranker="random (analytic)", num_users=len(order), **random_metrics())
-    rows: dict[str, tuple[np.ndarray, int]] = {"most popular": (most_popular_ranks(run_dir, warm), 0)}
+    rows: dict[str, tuple[np.ndarray, int]] = {
+        "most popular": (most_popular_ranks(run_dir, warm, "test_candidates"), 0)
+    }
     histories = warm["history"].to_pylist()
     for h in HISTORY_LENGTHS[1:]:
         vectors = np.stack([scorer.items(items[:h]).mean(axis=0) for items in histories])

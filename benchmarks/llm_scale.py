@@ -90,9 +90,10 @@ def pass_overhead(repeats: int = 3) -> dict[str, float]:
     import pyarrow.parquet as pq
     import ray.data
 
-    from jobs.llm_step import LLMStep, request_json
+    from jobs.llm_step import LLMStep
     from models.config import load_config
     from models.llm.prompts import PROFILE
+    from models.llm.rows import request_json
     from runtime.cluster import connect
     from runtime.llm import ensure_llm_deployment
 

@@ -145,7 +145,8 @@ def ray_data_pass(requests: list[dict[str, Any]], backend: str) -> dict[str, Any
     import pyarrow as pa
     import ray.data
 
-    from jobs.llm_step import LLMStep, request_json, row_answers
+    from jobs.llm_step import LLMStep
+    from models.llm.rows import request_json, row_answers
     from models.llm.structured import summed_counts
 
     rows = [{"user": r["row_key"], "rank_requests": [request_json(r)]} for r in requests]

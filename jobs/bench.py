@@ -29,12 +29,21 @@ def available() -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Benchmark selection and size."""
-    parser.add_argument("name", help="'all' or one of: " + ", ".join(available()))
+    parser.add_argument(
+        "name",
+        help="'all', 'report' (docs/benchmarks.md from the results) or one of: " + ", ".join(available()),
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
 
 
 def run(args: argparse.Namespace, config: TailorMindConfig) -> int:
-    """Run the selected benchmarks one after the other and say where the results are."""
+    """Run the selected benchmarks one after the other and say where the results are; ``report`` (and
+    ``all``, at its end) regenerates docs/benchmarks.md from the results."""
+    from benchmarks import report
+
+    if args.name == "report":
+        log.info("benchmark tables -> %s", report.write())
+        return 0
     names = available() if args.name == "all" else [args.name]
     unknown = [name for name in names if name not in available()]
     if unknown:
@@ -45,7 +54,7 @@ def run(args: argparse.Namespace, config: TailorMindConfig) -> int:
         module = importlib.import_module(f"benchmarks.{name}")
         result = module.run(quick=args.quick)
         log.info("benchmark %s -> %s", name, result.write())
-    log.info("results and plots are in %s", RESULTS_DIR)
+    log.info("results and plots are in %s; tables -> %s", RESULTS_DIR, report.write())
     return 0
 
 

@@ -18,15 +18,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.broadcast import table_of
-from jobs.captions import read_items
 from jobs.llm_step import LIGHT
-from jobs.topk import vector_column
 from models.embedding import card_key
+from models.vectors import vector_column
+from runtime.artifacts import read_catalogue
+from runtime.broadcast import table_of
 
-EMBED_BATCH = 256  # cards per actor call
+EMBED_BATCH = 256
 
 
+# cards per actor call
 def uncached_cards(batch: pa.Table, cached: Any) -> pa.Table:
     """(key, card) of the batch's distinct cards whose key the cache (a key table, or None) lacks."""
     cards = batch["card"].to_pylist()
@@ -62,7 +63,7 @@ def catalogue_vectors(items: str, cache: Path, device: str, workers: int) -> Any
     cached = ray.remote(_cached_keys).options(**LIGHT).remote(files) if files else None
     staging = cache / f".run-{uuid.uuid4().hex[:12]}"
     todo = (
-        read_items(items, ["card"])
+        read_catalogue(items, ["card"])
         .map_batches(uncached_cards, fn_kwargs={"cached": cached}, batch_format="pyarrow", **LIGHT)
         .materialize()
     )  # (key, card) rows only; a fully cached catalogue starts no embedder

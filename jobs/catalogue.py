@@ -18,14 +18,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.llm_step import LIGHT, LLMStep, request_json, row_answers, summed_tallies, tally
+from jobs.llm_step import LIGHT, LLMStep
 from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult
-from jobs.topk import embedding_matrix
 from models.config import ColdStartConfig
 from models.data import encode_interactions, load_dataset
-from models.embedding import CardVectors
 from models.llm.prompts import CLUSTER_LABEL
+from models.llm.rows import request_json, row_answers, summed_tallies, tally
 from models.profiling.catalogue import (
     Catalogue,
     by_popularity,
@@ -35,14 +34,13 @@ from models.profiling.catalogue import (
     fallback_label,
     label_request,
 )
-from models.profiling.drift import TasteSpread
+from models.vectors import embedding_matrix
+from runtime.artifacts import CATALOGUE_CLUSTERS, CATALOGUE_ITEMS
 from runtime.cluster import connect
 
 if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
 
-CLUSTERS = "clusters.parquet"  # a folder of Parquet files
-ITEMS = "items.parquet"  # each clustered item's cluster
 _UNLABELLED = "unlabelled.parquet"
 
 
@@ -66,7 +64,7 @@ def build_clusters(
     raw = cluster_embeddings(embedding_matrix(items["embedding"])[active], settings.clusters, seed)
     clusters = by_popularity(raw, interactions[active])
     members = pa.table({"item_id": active_ids, "cluster": pa.array(clusters, pa.int32())})
-    pq.write_table(members, Path(out) / ITEMS)
+    pq.write_table(members, Path(out) / CATALOGUE_ITEMS)
     table = cluster_table(
         active_ids,
         item_cards.take(picked),
@@ -115,14 +113,6 @@ def _summary(path: str, settings: ColdStartConfig, llm: Any) -> dict[str, Any]:
     }
 
 
-def taste_spread(catalogue: str, cards: CardVectors) -> TasteSpread:
-    """The catalogue stage's clusters as a drift meter: each cluster's most popular items are its probes."""
-    members = pq.read_table(Path(catalogue) / ITEMS)
-    cluster_of = dict(zip(members["item_id"].to_pylist(), members["cluster"].to_pylist(), strict=True))
-    probes = pq.read_table(Path(catalogue) / CLUSTERS, columns=["items"])["items"].combine_chunks().flatten()
-    return TasteSpread(cards, cluster_of, probes.to_pylist())
-
-
 def catalogue_stage(pipeline: PipelineRun) -> StageResult:
     """Pipeline stage ``catalogue``: RUN/catalogue/clusters.parquet/ (clusters, items, cards, labels)."""
     import ray
@@ -139,7 +129,7 @@ def catalogue_stage(pipeline: PipelineRun) -> StageResult:
         counts = ray.get(task.remote(*where[:3], settings, config.seed, where[3]))
         clusters = ray.data.read_parquet(str((out / _UNLABELLED).resolve()))
         labelled = LLMStep("label", config.llm.summarizer, config.seed)(clusters)
-        path = str((out / CLUSTERS).resolve())
+        path = str((out / CATALOGUE_CLUSTERS).resolve())
         labelled.map_batches(label_batch, batch_format="pyarrow", **LIGHT).write_parquet(path)
         (out / _UNLABELLED).unlink()
         summary = ray.get(ray.remote(_summary).options(**LIGHT).remote(path, settings, config.llm))

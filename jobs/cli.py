@@ -65,12 +65,30 @@ class StderrHandler(logging.StreamHandler):
         pass
 
 
+class OnceFilter(logging.Filter):
+    """Lets each distinct warning or error through once; repeats are counted (``repeats``), not shown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.repeats: dict[tuple[str, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a warning or error already shown."""
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.getMessage())
+        self.repeats[key] = self.repeats.get(key, -1) + 1
+        return self.repeats[key] == 0
+
+
 def console_logging() -> None:
-    """Our messages on stderr, one line each, in a format Ray's own logging setup cannot replace."""
+    """Our messages on stderr, one line each, in a format Ray's own logging setup cannot replace; a
+    repeated warning is shown once."""
     logger = logging.getLogger("tailormind")
     if not logger.handlers:
         handler = StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(OnceFilter())
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False  # ray.llm reformats the root logger as JSON when it is imported

@@ -34,6 +34,7 @@ STAGES: dict[str, str] = {
     "feedback": "jobs.feedback:feedback_stage",
     "captions": "jobs.captions:captions_stage",
     "catalogue": "jobs.catalogue:catalogue_stage",
+    "priors": "jobs.priors:priors_stage",
     "profiles": "jobs.profiles:profiles_stage",
     "refine": "jobs.refine:refine_stage",
     "eval": "jobs.eval:evaluate_stage",
@@ -109,10 +110,8 @@ def run(args: argparse.Namespace, config: TailorMindConfig) -> int:
     pipeline = run_pipeline(
         args.out, config, stages_to_force(args.force, args.from_stage), args.until, args.only
     )
-    for name, result in pipeline.results.items():
-        state = "skipped (up to date)" if result.skipped else f"ran in {result.seconds:.1f} s"
-        print(f"{name:10s} {state:22s} {result.path}")
-    print(f"outputs are under {args.out.resolve()}")
+    ran = sum(r.seconds for r in pipeline.results.values())
+    print(f"{len(pipeline.results)} stages in {ran:.0f} s; outputs are under {args.out.resolve()}")
     if "report" in pipeline.results:
         print(f"report: {pipeline.runner.run_dir / 'report.html'}")
     return 0

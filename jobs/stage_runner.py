@@ -7,9 +7,12 @@ import json
 import logging
 import os
 import shutil
+import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +99,7 @@ class StageRunner:
         final = self.path(name)
         forced = self._force is True or (not isinstance(self._force, bool) and name in self._force)
         if not forced and self.is_current(name, config, inputs):
-            log.info("stage %s is up to date (same config and inputs): skipped; --force reruns it", name)
+            say(f"{name:<10} up to date, skipped")
             return StageResult(name, final, fingerprint(final), skipped=True, seconds=0.0)
         inputs_fp = self._inputs(inputs)
         config_fp = config_digest(config)
@@ -113,7 +116,8 @@ class StageRunner:
             tmp.mkdir()
         start = time.perf_counter()
         try:
-            summary = build(tmp) or {}
+            with heartbeat(name, start):
+                summary = build(tmp) or {}
         except BaseException:
             if not resumable:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -131,7 +135,7 @@ class StageRunner:
         (tmp / MARKER).write_text(json.dumps(marker, indent=2))
         _fsync_dir(tmp)
         self._publish(tmp, final)
-        log.info("stage %s finished in %.1f s -> %s", name, seconds, final)
+        say(f"{name:<10} {seconds:7.1f} s  {headline(summary)}".rstrip())
         return StageResult(name, final, stage_fp, skipped=False, seconds=seconds)
 
     def key(self, path: str | Path) -> str:
@@ -168,6 +172,62 @@ class StageRunner:
         else:
             os.rename(tmp, final)
         _fsync_dir(self.run_dir)
+
+
+def say(line: str) -> None:
+    """One line of a run's console output: a stage's result or heartbeat (stdout, flushed at once)."""
+    print(line, flush=True)
+
+
+HEARTBEAT_S = 30.0  # a stage still running says so this often in a job log (not a terminal)
+HEADLINE = (  # summary entries a stage's console line shows, when it has them
+    "users",
+    "items",
+    "interactions",
+    "failed",
+    "recall@20",
+    "ndcg@20",
+    "kept_step",
+    "stopped_by",
+    "rounds_run",
+    "mean_selected_valid_rank",
+    "fusion_weight",
+    "refused_by_safety",
+    "posts",
+)
+
+
+def headline(summary: dict[str, Any]) -> str:
+    """A stage's key counts on one line (and the number of users with degenerate LLM text, if counted)."""
+    parts = []
+    for key in HEADLINE:
+        value = summary.get(key)
+        if isinstance(value, bool | int | str) or (isinstance(value, float) and value == value):
+            parts.append(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}")
+    degenerate = summary.get("degenerate")
+    if isinstance(degenerate, dict) and "any" in degenerate:
+        parts.append(f"degenerate {degenerate['any']}")
+    return ", ".join(parts[:6])
+
+
+@contextmanager
+def heartbeat(name: str, start: float) -> Iterator[None]:
+    """While a stage runs and the console is not a terminal, one line every ``HEARTBEAT_S`` seconds."""
+    if sys.stdout.isatty():
+        yield
+        return
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(HEARTBEAT_S):
+            say(f"{name:<10} running, {time.perf_counter() - start:.0f} s")
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{name}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -15,7 +15,7 @@ from jobs.cli import main
 from models import pretrained
 from models.config import TailorMindConfig
 from models.tiny import build_tiny_models, default_models_dir
-from models.tiny.builders import TINY_MODELS
+from models.tiny.registry import TINY_NAMES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "action", choices=["build-tiny", "build-real"], help="what to build in the model store"
     )
     parser.add_argument("--out", type=Path, help=f"where to build (default {default_models_dir()})")
-    parser.add_argument("--only", nargs="+", choices=sorted(TINY_MODELS), help="build only these models")
+    parser.add_argument("--only", nargs="+", choices=sorted(TINY_NAMES), help="build only these models")
     parser.add_argument("--force", action="store_true", help="rebuild even when a current build exists")
 
 

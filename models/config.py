@@ -47,45 +47,71 @@ class DataConfig(StrictModel):
 
 
 class CFConfig(StrictModel):
-    """Hypergraph collaborative filtering: model size, BPR training and its Ray Train resources."""
+    """Hypergraph collaborative filtering: model size, training, early stopping and Ray Train resources."""
 
-    epochs: int = Field(200, ge=1, description="upper bound; early stopping on validation Recall@20")
+    epochs: int = Field(200, ge=1, description="upper bound on passes over the train pairs")
     time_budget_s: float | None = Field(
-        None, gt=0, description="training stops after the epoch that passes this many seconds (best kept)"
+        None,
+        gt=0,
+        description="training stops at the first validation after this many seconds of training (best kept)",
     )
     layers: int = Field(3, ge=0)
     dim: int = Field(64, ge=1)
     loss: Literal["bpr", "softmax"] = Field(
-        "bpr",
-        description="bpr: never-seen negatives per positive; softmax: each positive against shared negatives",
+        "softmax",
+        description="softmax: scores over a temperature, each positive against negatives shared by the step "
+        "(user vectors unit-length, item norms free to carry popularity); bpr: never-seen negatives per "
+        "positive",
     )
     bpr_negatives: int = Field(
-        4,
-        ge=1,
-        description="bpr: never-seen negatives drawn per positive, each its own BPR term in the same step "
-        "(the step's propagation is shared by them: 4 cost 5% more per epoch and reach the best recall "
-        "at 15 and 60 minutes: benchmarks/cf_time_to_quality)",
+        4, ge=1, description="bpr: never-seen negatives drawn per positive, each its own BPR term in the step"
     )
     negatives: int = Field(1024, ge=1, description="softmax: uniform negatives shared by each step")
-    temperature: float = Field(1.0, gt=0, description="softmax: scores are divided by it")
+    temperature: float = Field(0.1, gt=0, description="softmax: scores are divided by it")
     batch_size: int = Field(
-        16384,
+        4096,
         ge=1,
         description="positive pairs per optimiser step, over all workers (each step propagates the whole "
-        "graph once, so larger batches than LightGCN's 4,096 reach a given recall sooner; 65,536 at lr 0.05 "
-        "peaks sooner but lower: benchmarks/cf_time_to_quality)",
+        "graph once)",
     )
-    lr: float = Field(0.01, gt=0)
+    lr: float = Field(0.003, gt=0)
     l2: float = Field(1e-4, ge=0, description="L2 on the batch's layer-0 embeddings")
-    eval_every: int = Field(1, ge=1, description="epochs between validations (patience counts validations)")
+    eval_every_steps: int = Field(
+        100,
+        ge=1,
+        description="optimiser steps between validations (and checkpoints; the time budget is "
+        "checked there too)",
+    )
+    min_steps: int = Field(
+        1000, ge=0, description="early stopping cannot end training before this many steps"
+    )
+    patience_steps: int = Field(
+        300,
+        ge=1,
+        description="early stopping needs the best validation this many steps old, and twice as old when the "
+        "latest is within noise of it",
+    )
+    stop_z: float = Field(
+        2.0,
+        ge=0,
+        description="a decline is beyond noise when the latest validation is this many paired standard "
+        "errors below the best (noise on a few hundred validation users cannot end training early)",
+    )
+    max_valid_users: int | None = Field(
+        10_000, ge=1, description="validation users scored at each validation (seeded sample); None = all"
+    )
     use_tags: bool = Field(True, description="false = plain user-item LightGCN (the paper's ablation)")
-    patience: int = Field(5, ge=1, description="epochs without validation improvement before stopping")
     num_workers: int = Field(1, ge=1)
-    cpus_per_worker: int = Field(1, ge=1, description="CPUs (and torch threads) of each Ray Train worker")
+    cpus_per_worker: int = Field(
+        2,
+        ge=1,
+        description="CPUs (and torch threads) of each Ray Train worker (a step's sparse products and "
+        "matmuls use them all)",
+    )
     use_gpu: bool = False
     max_failures: int = Field(2, ge=0, description="worker failures Ray Train recovers from")
-    fault_injection_epoch: int | None = Field(
-        None, ge=1, description="fault-tolerance drill: rank 0 dies once after reporting this epoch"
+    fault_injection_step: int | None = Field(
+        None, ge=1, description="fault-tolerance drill: rank 0 dies once after the validation at this step"
     )
     topk: int = Field(20, ge=1, description="CF items per user kept by score-topk")
 
@@ -97,10 +123,11 @@ class ProfilingConfig(StrictModel):
     history_items: int = Field(20, ge=1, description="most recent train items in the evidence")
     cf_items: int = Field(10, ge=0, description="CF top-K items added to the evidence (0 = none)")
     evidence_chars: int = Field(4000, ge=200, description="evidence budget (about 4 characters a token)")
-    caption_scope: Literal["evidence", "all", "none"] = Field(
+    caption_scope: Literal["evidence", "history", "all", "none"] = Field(
         "evidence",
-        description="items captioned by the VLM: the cohort's evidence and candidates, all, or none (item "
-        "cards are then the items' own titles, texts and tags)",
+        description="items captioned by the VLM: the cohort's evidence and candidates, its evidence only "
+        "(history: candidates are carded from their own text), all, or none (item cards are then the items' "
+        "own titles, texts and tags)",
     )
     candidate_chars: int = Field(120, ge=20, description="caption characters per ranking candidate")
     num_negatives: int = Field(
@@ -117,7 +144,29 @@ class ProfilingConfig(StrictModel):
         "never-seen items each round)",
     )
     rank_permutations: int = Field(
-        1, ge=1, description="shuffles ranked per user and combined by Borda count (debiasing); 1 = off"
+        1, ge=1, description="listwise: shuffles ranked per user and combined by Borda count; 1 = off"
+    )
+    rank_mode: Literal["likelihood", "listwise"] = Field(
+        "likelihood",
+        description="likelihood: each candidate's card scored by its log-probability given the profile minus "
+        "given an empty profile (order-free, no parsing); listwise: the LLM lists its top indices",
+    )
+    valid_positives: int = Field(
+        3,
+        ge=1,
+        description="validation positives per user: the held-out validation item and, where the user keeps "
+        "at least 3 train items, up to this many minus one of their latest train items (taken out of the "
+        "evidence), so the best round is not chosen on one item's luck",
+    )
+    controls: bool = Field(
+        False,
+        description="eval adds the controls: the same ranker with another user's profile (a fixed "
+        "derangement) and the item prior alone (likelihood mode)",
+    )
+    candidate_sets: list[Literal["uniform", "popularity_matched"]] = Field(
+        ["uniform"],
+        description="test candidate sets: uniform never-seen negatives (TailorBench), and negatives from the "
+        "positive's popularity decile (most popular is near chance there)",
     )
     video_frames_per_segment: int = Field(2, ge=1)
 
@@ -336,6 +385,11 @@ class ColdStartConfig(StrictModel):
         description="Serve: the catalogue stage's RUN/catalogue/clusters.parquet; None = no clarifying "
         "questions or default (a request then needs at least one history item)",
     )
+    catalogue_optional: bool = Field(
+        False,
+        description="Serve: when the catalogue does not exist (yet), warn and serve without questions rather "
+        "than refuse to start (the demo config, before `make demo` has written one)",
+    )
 
     @model_validator(mode="after")
     def _enough_clusters(self) -> ColdStartConfig:
@@ -348,6 +402,16 @@ class ColdStartConfig(StrictModel):
         return self
 
     _absolute = field_validator("catalogue")(lambda path: absolute_local(path))
+
+
+class ReportConfig(StrictModel):
+    """The run report."""
+
+    sample_posts: int = Field(
+        20,
+        ge=0,
+        description="posts shown in full (a seeded sample of users); the rest are in the paged index",
+    )
 
 
 class TailorMindConfig(StrictModel):
@@ -364,6 +428,7 @@ class TailorMindConfig(StrictModel):
     serve: ServeConfig = ServeConfig()
     feedback: FeedbackConfig = FeedbackConfig()
     coldstart: ColdStartConfig = ColdStartConfig()
+    report: ReportConfig = ReportConfig()
 
 
 def config_digest(section: BaseModel | dict[str, Any] | None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import ray
@@ -20,6 +21,7 @@ log = logging.getLogger("tailormind.ray")
 # Inherited by the processes of a local cluster (raylet, workers, Serve replicas, vLLM engines).
 QUIET_ENVIRONMENT = {
     "VLLM_LOGGING_LEVEL": "WARNING",  # vLLM's INFO lines (config dumps, per-request logs) stay out
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # a Train worker's print stays a print: forwarded once, not twice
     "RAY_SERVE_LOG_TO_STDERR": "0",  # Serve replicas log to their files only; errors still propagate
     "TOKENIZERS_PARALLELISM": "false",
     "TRANSFORMERS_VERBOSITY": "error",
@@ -51,7 +53,10 @@ def connect(config: RayConfig, run_dir: Path | None = None) -> None:
                     num_cpus=config.num_cpus or os.cpu_count(),
                     num_gpus=config.num_gpus,
                     object_store_memory=int(gb * 2**30) if gb else None,
-                    include_dashboard=False,
+                    # The state API that Ray Train's placement-group cleaner polls lives in the dashboard:
+                    # without it the cleaner warns on every poll ("Failed to query Ray Train Controller").
+                    include_dashboard=True,
+                    dashboard_host="127.0.0.1",
                     # Ray keeps up to num_cpus idle workers; with more logical CPUs than cores (the demos),
                     # that is many idle processes of ~0.8 GB that imported torch. Two per core: one per
                     # core made every Ray Data stage start cold workers (the test suite ran ~15% slower).
@@ -62,8 +67,16 @@ def connect(config: RayConfig, run_dir: Path | None = None) -> None:
                     del os.environ[name]
             log.info("started a local Ray cluster: %s", ray.cluster_resources())
     _data_defaults()
+    _driver_log_levels()
     if run_dir is not None:
         link_session_logs(Path(run_dir))
+
+
+def _driver_log_levels() -> None:
+    """Ray's libraries log each dataset's plan and each deployment's start at INFO in the driver; a run
+    prints its own line per stage, so they log warnings and errors only (their files keep everything)."""
+    for name in ("ray.data", "ray.serve", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _data_defaults() -> None:
@@ -74,7 +87,11 @@ def _data_defaults() -> None:
     """
     import ray.data
 
-    ray.data.DataContext.get_current().use_datasource_v2 = False
+    context = ray.data.DataContext.get_current()
+    context.use_datasource_v2 = False
+    # Progress bars in a terminal; in a job log (not a terminal) the stage runner's heartbeat instead of
+    # Ray Data's blocks of progress lines every 10 s.
+    context.enable_progress_bars = sys.stdout.isatty()
 
 
 def session_log_dir() -> Path | None:

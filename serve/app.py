@@ -29,7 +29,8 @@ from models.errors import TailorMindError
 from runtime.cluster import connect
 from runtime.llm import deployment_names, llm_server_config
 from serve.deployments import DiffusionDeployment, ScorerDeployment, deployment_options
-from serve.ingress import TailorMindIngress, llm_roles, token_digest
+from serve.generation import llm_roles
+from serve.ingress import TailorMindIngress, token_digest
 
 log = logging.getLogger("tailormind.serve")
 APP_NAME = "tailormind"

@@ -9,19 +9,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.broadcast import mapping_of
-from jobs.feedback import EVIDENCE, EVIDENCE_SCHEMA, feedback_stage
+from jobs.feedback import feedback_stage
 from jobs.pipeline import PipelineRun
-from jobs.refine import start_batch
 from jobs.stage_runner import StageRunner
 from models.config import load_config
 from models.data import encode_interactions, load_dataset
 from models.feedback.evidence import action_counts, edit_difference, unique_events, user_evidence
+from models.feedback.rows import EVIDENCE_SCHEMA
 from models.feedback.store import SEGMENT_PREFIX, FeedbackStore, new_post_id, profile_version
 from models.profiling.cohort import cohort_table, select_cohort
 from models.profiling.refiner import ProfileRefiner
+from runtime.artifacts import FEEDBACK_EVIDENCE
+from runtime.broadcast import mapping_of
+from runtime.refining import start_batch
 from tests.datasets import clean_dataset
-from tests.test_refine_leakage import recording_llm
+from tests.test_refine_leakage import recording_llm, recording_scorer
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -119,7 +121,8 @@ def test_a_users_feedback_reaches_their_gradient_prompt_and_no_one_elses(tmp_pat
     rows = start_batch(profiles, cards, evidence, config).to_pylist()
     sent: list[tuple[str, str, str]] = []
     refiner = ProfileRefiner(config.profiling, mapping_of(cards, "item_id", "card"), 0)
-    refiner.refine(rows, recording_llm(sent), seen={r["user_id"]: r["seen_items"] for r in table.to_pylist()})
+    seen = {r["user_id"]: r["seen_items"] for r in table.to_pylist()}
+    refiner.refine(rows, recording_llm(sent), seen=seen, score=recording_scorer(sent))
     gradients = {
         user: [p for who, role, p in sent if who == user and "textual gradient" in p] for user in users
     }
@@ -141,7 +144,7 @@ def test_the_feedback_stage_groups_the_stores_events_per_user(ray_cluster, tmp_p
         store.record_event(_event(f"e{n}", post, "keep" if n else "discard", n), post)
     config = load_config(None, [f"feedback.uri={tmp_path / 'fb'}"])
     run = run_stage()
-    rows = {r["user_id"]: r for r in pq.read_table(run.path / EVIDENCE).to_pylist()}
+    rows = {r["user_id"]: r for r in pq.read_table(run.path / FEEDBACK_EVIDENCE).to_pylist()}
     assert set(rows) == {"u1", "u2"} and rows["u1"]["events"] == 2
     assert rows["u1"]["feedback"].splitlines() == [
         "- discarded the post 'post of u1' (evidence against the profile)",
@@ -172,7 +175,7 @@ def test_the_feedback_stage_compacts_old_event_files_and_reads_the_same_evidence
             None, [f"feedback.uri={tmp_path / 'fb'}", "feedback.compact_min_files=2", *overrides]
         )
         run = feedback_stage(PipelineRun(StageRunner(tmp_path / "run", force=True), config))
-        rows = sorted(pq.read_table(run.path / EVIDENCE).to_pylist(), key=lambda row: row["user_id"])
+        rows = sorted(pq.read_table(run.path / FEEDBACK_EVIDENCE).to_pylist(), key=lambda row: row["user_id"])
         return rows, json.loads((run.path / "metrics.json").read_text())
 
     def event_names() -> list[str]:
@@ -202,7 +205,7 @@ def test_the_feedback_stage_compacts_old_event_files_and_reads_the_same_evidence
 
 
 def test_evidence_totals_list_only_the_profile_versions_with_most_posts_and_sum_them_all(tmp_path):
-    from jobs.feedback import evidence_totals
+    from models.feedback.rows import evidence_totals
 
     def user(name: str, *actions: tuple[str, str, int]) -> dict:
         counts = [{"profile_version": v, "action": a, "posts": n} for v, a, n in actions]

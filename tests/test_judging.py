@@ -109,8 +109,8 @@ def test_a_post_that_contradicts_the_catalogue_gets_the_contradicted_facts_and_c
 
 def test_catalogue_vectors_embed_each_card_once_across_runs(ray_cluster, tmp_path):
     from jobs.card_vectors import catalogue_vectors
-    from jobs.topk import embedding_matrix
     from models.embedding import TextEmbedder
+    from models.vectors import embedding_matrix
 
     cache, embedder = tmp_path / "cache", TextEmbedder()
 

@@ -3,7 +3,7 @@
 import pytest
 from PIL import Image
 
-from models.generation.pages import write_index, write_post
+from models.generation.pages import write_index, write_index_page, write_post
 from models.generation.writer import GeneratedPost, PostVersion
 from models.media import VideoClip
 from models.report import read_run, render_report
@@ -24,11 +24,16 @@ def _post(user_id: str, images: int, clips: int) -> GeneratedPost:
 
 def test_post_pages_linked_from_the_index_show_their_images_and_clips(browser, tmp_path):
     posts = [_post("u1", images=2, clips=1), _post("u/2", images=1, clips=0)]
-    index = write_index(tmp_path, {post.user_id: write_post(tmp_path, post) for post in posts})
-    links = page_media(browser, file_url(index)).links
+    pages = [(post.user_id, write_post(tmp_path, post).relative_to(tmp_path).as_posix()) for post in posts]
+    write_index(tmp_path, 1, len(posts))
+    first = page_media(browser, file_url(tmp_path / "index.html")).links
+    assert len(first) == 1  # the index's one page
+    write_index_page(tmp_path, 0, 1, pages)
+    root = f"/{tmp_path.name}/index.html"  # the index's first page, linked back from its pages
+    links = [link for link in page_media(browser, first[0]).links if not link.endswith(root)]
     assert len(links) == 2
     seen = [page_media(browser, link) for link in links]
-    assert [(len(page.images), len(page.videos)) for page in seen] == [(2, 1), (1, 0)]
+    assert sorted((len(page.images), len(page.videos)) for page in seen) == [(1, 0), (2, 1)]
     for page in seen:
         assert page.unrendered() == []
         assert {tuple(image["size"]) for image in page.images} == {(48, 32)}
@@ -40,7 +45,7 @@ def test_the_run_report_renders_its_plots_images_and_clip(browser, tmp_path):
     report = tmp_path / "report.html"
     report.write_text(render_report(read_run(tmp_path)))
     page = page_media(browser, file_url(report))
-    assert len(page.images) == 3 and len(page.videos) == 1  # post image, two plots; the post's clip
+    assert len(page.images) == 4 and len(page.videos) == 1  # post image, three plots; the post's clip
     assert page.unrendered() == []
     assert page.videos[0]["size"] == [16, 16]
 

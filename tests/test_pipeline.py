@@ -22,13 +22,13 @@ def test_run_imports_validates_then_skips(movielens_src, tmp_path, capsys):
     ]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "dataset    ran" in out and "data       ran" in out
+    assert out.startswith("dataset    ") and "\ndata       " in out and " s  " in out  # a line per stage
     assert (tmp_path / "run" / "data" / "interactions.parquet").is_file()
     assert main(args) == 0
-    assert capsys.readouterr().out.count("skipped (up to date)") == 2
+    assert capsys.readouterr().out.count("up to date, skipped") == 2
     assert main([*args, "--from", "data"]) == 0
     out = capsys.readouterr().out
-    assert "dataset    skipped" in out and "data       ran" in out
+    assert "dataset    up to date, skipped" in out and "data       up to date" not in out
 
 
 def test_run_without_a_dataset_is_a_clear_error(tmp_path, capsys):
@@ -44,7 +44,7 @@ def test_one_stage_alone_needs_the_earlier_stages_outputs(movielens_src, tmp_pat
     capsys.readouterr()
     assert main([*args, "--only", "data"]) == 0
     out = capsys.readouterr().out
-    assert "dataset    skipped" in out and "data       ran" in out and "cf " not in out
+    assert out.startswith("data       ") and "dataset" not in out and "cf " not in out
 
 
 def test_every_stage_is_a_module_of_its_own_name():

@@ -51,8 +51,11 @@ def fake_run(run_dir):
         video_prompts=["rain <falls>"],
         videos=[clip],
     )
-    write_post(run_dir / "generate", GeneratedPost("u1", [], "idea", [], [draft, best]))
-    write_post(run_dir / "generate", GeneratedPost("u2", [], "idea", [], [], errors=["writer failed"]))
+    posts = [
+        GeneratedPost("u1", [], "idea", [], [draft, best]),
+        GeneratedPost("u2", [], "idea", [], [], errors=["writer failed"]),
+    ]
+    write_summaries(run_dir / "generate", posts)
     calls = {
         "rank": {
             "role": "ranker",
@@ -66,6 +69,32 @@ def fake_run(run_dir):
     counts = {"keep": 3, "edit": 0, "discard": 1}
     feedback = {"events": 5, "posts": counts, "profile_versions": 1, "top_profile_versions": {"ab12": counts}}
     write_json(run_dir / "feedback" / "metrics.json", feedback)
+
+
+def write_summaries(generate, posts):
+    """Each post's files and the generate stage's summary rows (``RUN/generate/posts.parquet``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from models.generation.summary import SUMMARY_SCHEMA
+
+    rows = []
+    for post in posts:
+        page = write_post(generate, post).relative_to(generate).as_posix()
+        best = post.versions[post.best].score if post.best >= 0 else None
+        rows.append(
+            {
+                "user_id": post.user_id,
+                "page": page,
+                "versions": len(post.versions),
+                "best_score": best,
+                "errors": post.errors,
+                "refusal": post.refusal,
+                "safety_flags": post.flags,
+                "degenerate": post.versions[post.best].degenerate if post.best >= 0 else [],
+            }
+        )
+    pq.write_table(pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA), generate / "posts.parquet")
 
 
 def write_judge(run_dir):
@@ -97,11 +126,12 @@ def test_report_shows_every_table_escaped_text_and_embedded_images(tmp_path):
     )
     assert "<li>Which first? Horror / Crime / &lt;Noir&gt;</li>" in page and "most popular item: 1)" in page
     assert "profiled from their items and the curated default: 3 (1 failed)" in page
-    assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; Night city" in page
+    assert "<script>" not in page and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; Night city" in page
     assert "line &lt;2&gt;" in page and 'alt="neon &lt;street&gt;"' in page
     png = (tmp_path / "generate" / "u1" / "image0.png").read_bytes()
     assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in page
-    assert page.count("data:image/png;base64,") == 3  # the post image, the recall and the versions plots
+    assert page.count("data:image/png;base64,") == 4  # the post image; recall, scores and versions plots
+    assert "2 users: 1 with a post, 0 refused by the safety gate, 1 without one" in page
     webm = (tmp_path / "generate" / "u1" / "video0.webm").read_bytes()
     assert (
         f'<video src="data:video/webm;base64,{base64.b64encode(webm).decode()}" title="rain &lt;falls&gt;"'
@@ -133,3 +163,51 @@ def test_report_stage_publishes_run_report_and_reruns_when_judge_appears(tmp_pat
     assert not report_stage(pipeline).skipped
     assert "0.612 [0.500, 0.700]" in (tmp_path / "report.html").read_text()
     assert not list(tmp_path.glob(".report*"))  # no temporary file left behind
+
+
+def test_a_report_of_500_posts_inlines_a_seeded_sample_and_links_the_rest(tmp_path):
+    """The page stays small whatever the number of users: 20 posts in full, the others one click away
+    through index pages of a fixed size; the same seed picks the same users and pages."""
+    from models.generation.pages import index_pages, page_file, page_of, write_index, write_index_page
+    from models.report import PostTotals
+
+    image = Image.new("RGB", (64, 64), (20, 120, 200))
+    posts = [
+        GeneratedPost(
+            f"user{i:03d}",
+            [],
+            "idea",
+            [],
+            [PostVersion(f"title {i}", "body", ["t"], ["p"], [image], [1.0], 0.2)],
+        )
+        for i in range(500)
+    ]
+    write_summaries(tmp_path / "generate", posts)
+    import pyarrow.parquet as pq
+
+    summary = pq.read_table(tmp_path / "generate" / "posts.parquet")
+    pages = index_pages(summary.num_rows)
+    for page in range(pages):
+        links = [
+            (r["user_id"], r["page"]) for r in summary.to_pylist() if page_of(r["user_id"], pages) == page
+        ]
+        write_index_page(tmp_path / "generate", page, pages, links)
+    write_index(tmp_path / "generate", pages, summary.num_rows)
+    totals, again = PostTotals(seed=3), PostTotals(seed=3)
+    totals.add(summary)
+    for start in range(0, summary.num_rows, 64):  # the same sample, folded block by block
+        again.add(summary.slice(start, 64))
+    assert totals.sampled() == again.sampled() and len(totals.sampled()) == 20
+    other = PostTotals(seed=4)
+    other.add(summary)
+    assert other.sampled() != totals.sampled()
+    page = render_report(read_run(tmp_path, totals))
+    shown = [user for user, _ in totals.sampled()]
+    assert all(f"<h3>User {user}</h3>" in page for user in shown)
+    assert page.count("<h3>User user") == 20 and len(page.encode()) < 20 * 2**20
+    assert 'href="generate/index.html"' in page and "500 users: 500 with a post" in page
+    linked = set()
+    for number in range(pages):
+        html_page = (tmp_path / "generate" / page_file(number)).read_text()
+        linked |= {f"user{i:03d}" for i in range(500) if f">user{i:03d}</a>" in html_page}
+    assert linked == {post.user_id for post in posts}

@@ -93,6 +93,8 @@ class FlagFirstCall:
 
 
 def _draft(body: str) -> dict:
+    """A post whose body is long enough not to count as degenerate (and be asked for again)."""
+    body += ": the city lights, the crowd at the door, and the film everyone talked about for weeks."
     return {"title": "Night", "body": body, "tags": ["film"], "image_prompts": ["a cinema at night"]}
 
 

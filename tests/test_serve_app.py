@@ -236,7 +236,7 @@ def test_health_models_and_openai_chat(server):
     status, health = _call(f"{server}/healthz", token=None)  # health needs no token
     assert status == 200 and health["ready"]
     names = sorted(health["deployments"])
-    assert names[0].startswith("LLMServer:") and names[1:] == [
+    assert names[0].startswith("ScoringLLMServer:") and names[1:] == [
         "TailorMindIngress",
         "diffusion",
         "scorer",
@@ -354,8 +354,9 @@ def test_bad_and_hostile_requests_get_4xx_with_a_reason(server, media, image_sit
 def test_pipeline_llm_roles_reach_the_app_over_http(server):
     import pyarrow as pa
 
-    from jobs.llm_step import LLMStep, request_json, row_answers
+    from jobs.llm_step import LLMStep
     from models.llm.config import LLMRoleConfig
+    from models.llm.rows import request_json, row_answers
     from models.profiling.initial import profile_request
 
     role = LLMRoleConfig(
@@ -476,11 +477,12 @@ def test_a_client_that_disconnects_stops_its_post(server):
     logs = session_log_dir()
     assert logs is not None
     deadline, said = time.monotonic() + 120, ""
-    both = ("/v1/generate cancelled", "its client is gone")  # written in either order
-    while time.monotonic() < deadline and not all(line in said for line in both):
+    # The post's thread says it stopped: from the stop event the cancelled coroutine sets, or first from its
+    # own LLM or diffusion call, which Serve cancels with the request (then the coroutine may finish first).
+    while time.monotonic() < deadline and "its client is gone" not in said:
         said = "".join(path.read_text(errors="replace") for path in logs.glob(f"worker-*-{ingress}.err"))
         time.sleep(1.0)
-    assert "/v1/generate cancelled" in said and "its client is gone" in said, said[-2000:]
+    assert "its client is gone" in said, said[-2000:]
     assert _call(f"{server}/healthz", token=None)[0] == 200
 
 

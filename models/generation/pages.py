@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import html
 import json
+import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from models.generation.writer import GeneratedPost
+import pyarrow as pa
+
 from models.media import webm_bytes
+
+if TYPE_CHECKING:
+    from models.generation.writer import GeneratedPost
 
 
 def write_post(out: Path, post: GeneratedPost) -> Path:
@@ -72,15 +78,69 @@ def _figure(media: str, prompt: str) -> str:
     return f"<figure>{media}<figcaption>{html.escape(prompt)}</figcaption></figure>"
 
 
-def write_index(out: Path, pages: dict[str, Path]) -> Path:
-    """An index page linking every user's post page."""
-    links = "".join(
-        f'<li><a href="{html.escape(p.relative_to(out).as_posix())}">{html.escape(u)}</a></li>'
-        for u, p in pages.items()
+INDEX_PAGE_SIZE = 500  # links per page of the posts' index (pages of about this size, by hash)
+INDEX_DIR = "index"
+
+
+def index_pages(users: int) -> int:
+    """How many index pages ``users`` posts take."""
+    return max(1, -(-users // INDEX_PAGE_SIZE))
+
+
+def page_of(user_id: str, pages: int) -> int:
+    """The index page that links a user's post (a hash: the same page in every run with as many pages)."""
+    return zlib.crc32(user_id.encode()) % pages
+
+
+def page_file(page: int) -> str:
+    """An index page's file, relative to the generate stage's folder."""
+    return f"{INDEX_DIR}/page-{page:05d}.html"
+
+
+def write_index_page(out: Path, page: int, pages: int, links: list[tuple[str, str]]) -> Path:
+    """One page of the index: links to its users' post pages (sorted by user), and to its neighbours."""
+    path = out / page_file(page)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    items = "".join(
+        f'<li><a href="../{html.escape(href)}">{html.escape(user)}</a></li>' for user, href in sorted(links)
     )
+    nav = " · ".join(
+        f'<a href="{Path(page_file(p)).name}">{label}</a>'
+        for p, label in ((page - 1, "previous"), (page + 1, "next"))
+        if 0 <= p < pages
+    )
+    path.write_text(
+        f"<!doctype html><meta charset='utf-8'><title>Posts, page {page + 1} of {pages}</title>"
+        f"<h1>Posts, page {page + 1} of {pages}</h1><p>{nav} · <a href='../index.html'>all pages</a></p>"
+        f"<ul>{items}</ul><p>{nav}</p>"
+    )
+    return path
+
+
+def with_index_page(batch: pa.Table, pages: int) -> pa.Table:
+    """Post rows (user_id, page) with the index page that links each (``page_of``)."""
+    index = [page_of(user, pages) for user in batch["user_id"].to_pylist()]
+    return batch.append_column("index_page", pa.array(index, pa.int64()))
+
+
+def write_index_group(group: pa.Table, out: str, pages: int) -> pa.Table:
+    """The index page of a group of post rows that share one (``with_index_page``); its link count."""
+    page = int(group["index_page"][0].as_py())
+    links = list(zip(group["user_id"].to_pylist(), group["page"].to_pylist(), strict=True))
+    write_index_page(Path(out), page, pages, links)
+    return pa.table({"index_page": [page], "users": [len(links)]})
+
+
+def write_index(out: Path, pages: int, users: int) -> Path:
+    """The index's first page: how many posts and pages there are, and where each page is (its size is
+    fixed: at most ``INDEX_PAGE_SIZE`` page links, the first and last pages otherwise)."""
+    shown = range(pages) if pages <= INDEX_PAGE_SIZE else [0, pages - 1]
+    links = "".join(f'<li><a href="{page_file(p)}">page {p + 1}</a></li>' for p in shown)
     index = out / "index.html"
     index.write_text(
-        f"<!doctype html><meta charset='utf-8'><title>Posts</title><h1>Posts</h1><ul>{links}</ul>"
+        f"<!doctype html><meta charset='utf-8'><title>Posts</title><h1>Posts</h1>"
+        f"<p>{users} posts on {pages} pages of about {INDEX_PAGE_SIZE}; a user's page is page "
+        f"crc32(user id) mod {pages}.</p><ul>{links}</ul>"
     )
     return index
 

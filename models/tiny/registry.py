@@ -10,12 +10,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from models.errors import TailorMindError
-from models.tiny.builders import TINY_MODELS
 
 # Bump when a builder changes, so stale builds are rebuilt instead of trusted.
 BUILD_VERSION = 1
 TINY_SCHEME = "tiny://"
 _MARKER = "tiny_model.json"
+# The names of ``models.tiny.builders.TINY_MODELS``, which is imported only to build (it loads torch).
+TINY_NAMES = ("chat", "vlm", "sd", "clip", "video", "safety")
 
 
 def default_models_dir() -> Path:
@@ -35,12 +36,14 @@ def build_tiny_models(
     out: Path | None = None, names: Iterable[str] | None = None, force: bool = False
 ) -> dict[str, tuple[Path, bool]]:
     """Build the named tiny models under ``out`` (all by default); returns name -> (path, was_built)."""
+    from models.tiny.builders import TINY_MODELS
+
     root = out or default_models_dir()
     root.mkdir(parents=True, exist_ok=True)
     results: dict[str, tuple[Path, bool]] = {}
-    for name in names or TINY_MODELS:
-        if name not in TINY_MODELS:
-            raise TailorMindError(f"unknown tiny model '{name}'; known: {', '.join(TINY_MODELS)}.")
+    for name in names or TINY_NAMES:
+        if name not in TINY_NAMES:
+            raise TailorMindError(f"unknown tiny model '{name}'; known: {', '.join(TINY_NAMES)}.")
         target = root / name
         if _is_current(target) and not force:
             results[name] = (target, False)
@@ -70,10 +73,8 @@ def resolve_model_source(source: str, models_dir: Path | None = None) -> str:
         return source
     name = source[len(TINY_SCHEME) :]
     path = (models_dir or default_models_dir()) / name
-    if name not in TINY_MODELS:
-        raise TailorMindError(
-            f"model source '{source}' names no tiny model; known: {', '.join(TINY_MODELS)}."
-        )
+    if name not in TINY_NAMES:
+        raise TailorMindError(f"model source '{source}' names no tiny model; known: {', '.join(TINY_NAMES)}.")
     if not _is_current(path):
         raise TailorMindError(
             f"tiny model '{name}' is not built under {path.parent}; run 'tailormind models build-tiny' "
