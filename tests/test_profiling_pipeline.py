@@ -13,9 +13,10 @@ from jobs.pipeline import STAGES
 from tests.browser import file_url, page_media
 from tests.conftest import REPO_ROOT
 
-LLM_RANKERS = {"profile_initial", "profile_refined", "profile_swapped"}  # own profiles and the swapped control
+LLM_RANKERS = {"profile_initial", "profile_refined", "profile_swapped"}  # own profiles, the swapped control
 RANKERS = {*LLM_RANKERS, "item_prior", "cf", "embedding", "fusion"}
 TINY_CHAT = ("model_source=tiny://chat", "dtype=float32", "cpus_per_engine=1")  # test_llm_step's deployment
+CANDIDATES = ("valid_candidates", "test_candidates", "test_candidates_popular")
 JUDGED = ("ground_truth", "full", "no_reflection")  # the user's test item, the system and one ablation
 
 
@@ -83,6 +84,10 @@ def test_demo_pipeline_runs_every_stage_then_resumes(
     assert len(refined) == 2 and all(1 <= len(r["valid_ranks"]) <= 2 for r in refined)
     tokens = json.loads((tmp_path / "refine" / "_stage.json").read_text())["summary"]["tokens_per_round"]
     assert tokens and all(0 <= r["cached_tokens"] <= r["prompt_tokens"] for r in tokens)  # vLLM's, via Serve
+    cohort = pq.read_table(tmp_path / "cohort" / "users.parquet").to_pylist()
+    ranked = {item for user in cohort for column in CANDIDATES for item in user[column]}
+    priors = pq.read_table(tmp_path / "priors" / "items.parquet")  # scored once per ranked item, no more
+    assert sorted(priors["item_id"].to_pylist()) == sorted(ranked) and priors["prior"].null_count == 0
     captions = pq.read_table(tmp_path / "captions" / "items.parquet")
     captioned = captions.filter(captions["captioned"])
     assert captioned.num_rows > 40  # history + 2 x 20 candidates + CF items of 2 users
