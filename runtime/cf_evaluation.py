@@ -51,8 +51,12 @@ def evaluate(embeddings: Path, data: str, config: TailorMindConfig) -> dict[str,
     import ray.data
 
     inputs = ray.remote(_eval_inputs).options(num_cpus=1).remote(data, config.seed)
+    # Built before the actor starts: an actor waiting on it would hold its CPUs, and on a 2-CPU node the
+    # task (and the Parquet reads) could then never be scheduled. The driver holds only the reference.
+    ray.wait([inputs], fetch_local=False)
     users = ray.data.read_parquet(str((embeddings / "users.parquet").resolve()))
     threads = config.cf.cpus_per_worker
+    spare = max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)  # one CPU left for the reads
     sums = users.map_batches(
         EvalActor,
         fn_constructor_kwargs={
@@ -64,7 +68,7 @@ def evaluate(embeddings: Path, data: str, config: TailorMindConfig) -> dict[str,
         batch_size=EVAL_BLOCK,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=1),
-        num_cpus=threads,
+        num_cpus=min(threads, spare),
     )
     total = added(json.loads(row["sums"]) for row in sums.iter_rows())
     return {**metrics_of(total, "model"), "most_popular": metrics_of(total, "most_popular")}
