@@ -9,38 +9,40 @@ the job-log run), its seconds and headline counts; the degenerate profiles and p
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BenchResult
+from benchmarks.common import RAW_DIR, BenchResult
 from jobs.pipeline import STAGES
 from models.config import load_config
 from models.llm.engine import engine_dtype
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "demo.yaml"
+WORK = RAW_DIR / "demo"  # the runs, kept to be read (ignored by git)
 GOAL_SECONDS, GOAL_LINES = 360, 150
 HEADLINES = ("users", "items", "posts", "degenerate", "failed", "degenerate_posts", "captioned")
 
 
 def run(quick: bool = False) -> BenchResult:
-    """Both consoles, each from an empty run folder; stages of the job-log run."""
+    """Both consoles, each from an empty run folder under ``raw/demo/``; stages of the job-log run."""
     result = BenchResult("demo")
-    with tempfile.TemporaryDirectory() as tmp:
-        for console in ("job log", "terminal"):
-            out = Path(tmp) / console.replace(" ", "-")
-            seconds, lines = _pipeline(out, terminal=console == "terminal")
-            result.add(console=console, pipeline_seconds=round(seconds, 1), console_lines=lines)
-            if console == "job log":
-                stages = [_stage_row(out, name) for name in STAGES if (out / name / "_stage.json").is_file()]
-            if quick:
-                break
-        for row in stages:
-            result.add(**row)
+    shutil.rmtree(WORK, ignore_errors=True)
+    stages: list[dict[str, Any]] = []
+    for console in ("job log", "terminal"):
+        out = WORK / console.replace(" ", "-")
+        seconds, lines = _pipeline(out, terminal=console == "terminal")
+        result.add(console=console, pipeline_seconds=round(seconds, 1), console_lines=lines)
+        if console == "job log":
+            stages = [_stage_row(out, name) for name in STAGES if (out / name / "_stage.json").is_file()]
+        if quick:
+            break
+    for row in stages:
+        result.add(**row)
     dtype = engine_dtype(load_config(str(CONFIG), []).llm.profiler)
     result.notes += [
         f"goals (issue 33): pipeline at most {GOAL_SECONDS} s, at most {GOAL_LINES} console lines in both",

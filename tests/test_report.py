@@ -29,7 +29,7 @@ def fake_run(run_dir):
     drift = {"history": 0.8, "rounds": [0.5, 0.25], "refined": 0.25, "definition": "taste spread: entropy"}
     llm_ranker = ranker | {"failed": 1, "in_shown_order": 3}
     rankers = {"cf": ranker, "embedding": ranker, "profile_refined": llm_ranker}
-    evaluation = {"rankers": rankers, "num_users": 4, "drift": drift}
+    evaluation = {"rankers": rankers, "num_users": 4, "drift": drift, "candidates": 50}
     write_json(run_dir / "eval" / "metrics.json", evaluation)
     catalogue = {"questions": ["Which first? Horror / Crime / <Noir>"], "unlabelled": 1}
     write_json(run_dir / "catalogue" / "_stage.json", {"fingerprint": "c", "summary": catalogue})
@@ -113,6 +113,7 @@ def test_report_shows_every_table_escaped_text_and_embedded_images(tmp_path):
     assert "<td>cf</td>" + "<td>0.250 [0.000, 0.750]</td>" * 4 in page  # profiling with intervals
     assert "<td>full</td><td>0.612 [0.500, 0.700]</td><td>–</td>" in page  # judge, a metric without values
     assert "4 users judged." in page
+    assert "1:49 reranking (test split)" in page and "1 positive + 49 negatives each." in page  # eval's
     assert "Failed LLM rankings (each counted as a miss): profile_refined 1." in page
     assert "in the order shown (no signal of the profile): profile_refined 3." in page
     assert "<td>u1</td>" in page and "<td>1.000</td>" in page  # best combined score of u1's 2 versions

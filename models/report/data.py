@@ -36,6 +36,7 @@ class ReportData:
     profiling: dict[str, dict[str, Interval]] | None = None
     profiling_popular: dict[str, dict[str, Interval]] | None = None
     profiling_users: int | None = None
+    candidates: int = 100  # per user in the 1:N reranking: the positive and its negatives
     ranker_failures: dict[str, int] = field(default_factory=dict)  # failed LLM answers, counted as misses
     ranker_in_shown_order: dict[str, int] = field(default_factory=dict)  # listwise: shown order answered
     profiling_note: str = ""
@@ -68,6 +69,7 @@ def read_run(run_dir: Path, totals: PostTotals | None = None) -> ReportData:
         profiling=ranker_intervals(evaluation) if evaluation else None,
         profiling_popular=ranker_intervals(evaluation, "rankers_popularity_matched") or None,
         profiling_users=evaluation.get("num_users"),
+        candidates=evaluation.get("candidates", 100),
         ranker_failures=_ranker_counts(evaluation, "failed"),
         ranker_in_shown_order=_ranker_counts(evaluation, "in_shown_order"),
         profiling_note=evaluation.get("note", ""),
@@ -88,7 +90,7 @@ def read_run(run_dir: Path, totals: PostTotals | None = None) -> ReportData:
 
 
 def ranker_intervals(evaluation: dict[str, Any], key: str = "rankers") -> dict[str, dict[str, Interval]]:
-    """Each ranker's 1:99 metrics with their intervals, from ``RUN/eval/metrics.json``."""
+    """Each ranker's 1:N reranking metrics with their intervals, from ``RUN/eval/metrics.json``."""
     return {
         ranker: {
             metric: Interval(values[metric], *values["ci95"][metric])

@@ -133,7 +133,7 @@ def figures(data: ReportData) -> dict[str, str]:
     """The plots as PNG data URIs: Recall@20 per ranker, best scores over every post, sampled versions."""
     found = {}
     if data.profiling:
-        found["recall"] = png_uri(recall_plot(data.profiling))
+        found["recall"] = png_uri(recall_plot(data.profiling, data.candidates - 1))
     if data.post_totals is not None and data.post_totals.with_post:
         found["scores"] = png_uri(scores_plot(data.post_totals.histogram))
     if data.posts:
@@ -196,7 +196,7 @@ def scores_line(version: dict[str, Any]) -> str:
     return line
 
 
-def recall_plot(rankers: dict[str, dict[str, Interval]]) -> bytes:
+def recall_plot(rankers: dict[str, dict[str, Interval]], negatives: int = 99) -> bytes:
     """Each ranker's Recall@20 with its 95% interval as an error bar."""
     names = [name for name, values in rankers.items() if "recall@20" in values]
     values = [rankers[name]["recall@20"] for name in names]
@@ -206,7 +206,7 @@ def recall_plot(rankers: dict[str, dict[str, Interval]]) -> bytes:
     bars = axes.bar(names, [v.mean for v in values], yerr=errors, capsize=4, color="#3b7dd8")
     axes.bar_label(bars, fmt="%.3f", fontsize=8)
     axes.tick_params(axis="x", labelrotation=20, labelsize=8)
-    axes.set_ylabel("Recall@20 (1:99)")
+    axes.set_ylabel(f"Recall@20 (1:{negatives})")
     axes.set_title("Recall@20 per ranker, 95% intervals")
     return figure_png(figure)
 
