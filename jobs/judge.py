@@ -26,7 +26,7 @@ from models.judging.bench import JUDGE_ROLES, TailorBench
 from models.judging.judge import CatalogueFacts
 from models.judging.scores import SCORE_SCHEMA, judge_metrics
 from models.vectors import embedding_matrix
-from runtime.artifacts import CAPTIONED_ITEMS, REFINED
+from runtime.artifacts import CAPTIONED_ITEMS, COHORT_ITEMS, REFINED, write_cards_of
 from runtime.broadcast import broadcast_table, mapping_of, table_of
 from runtime.cluster import connect
 from runtime.writing import (
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
 
 SCORES = "scores.parquet"  # a folder of Parquet files
+FACT_CARDS = "fact_cards.parquet"  # with judge.fact_pool: cohort, the cards facts are retrieved from
 
 
 class JudgeActor:
@@ -106,10 +107,15 @@ def judge_stage(pipeline: PipelineRun) -> StageResult:
     refined = pipeline.results["refine"].path / REFINED
     captions = pipeline.results["captions"].path
     data_dir = pipeline.results["data"].path
+    cohort = pipeline.results["cohort"].path
 
     def build(out: Path) -> dict[str, Any]:
         connect(config.ray, pipeline.runner.run_dir)
         ensure_llm_roles(config, judge_stage_roles(config))
+        cards = str((captions / CAPTIONED_ITEMS).resolve())
+        if config.judge.fact_pool == "cohort":  # the cohort's items only: no pass over the catalogue
+            cohort_items, pool = str((cohort / COHORT_ITEMS).resolve()), str((out / FACT_CARDS).resolve())
+            cards = ray.get(ray.remote(write_cards_of).options(**LIGHT).remote(cards, cohort_items, pool))
         media = broadcast_table(
             str((data_dir / "items.parquet").resolve()), ["item_id", "image_uris", "video_uris"]
         )
@@ -120,7 +126,7 @@ def judge_stage(pipeline: PipelineRun) -> StageResult:
             config,
             judge_stage_roles(config),
             catalogue=catalogue_vectors(
-                str((captions / CAPTIONED_ITEMS).resolve()),
+                cards,
                 pipeline.runner.run_dir / "cache" / "card_vectors",
                 config.generation.device,
                 config.generation.workers,
@@ -135,7 +141,7 @@ def judge_stage(pipeline: PipelineRun) -> StageResult:
         return {k: v for k, v in metrics.items() if k != "methods"}
 
     section = {"judge": config.judge, "generation": config.generation, "llm": config.llm, "seed": config.seed}
-    inputs = [refined.parent, captions, data_dir]
+    inputs = [refined.parent, captions, data_dir, cohort]
     return pipeline.runner.run("judge", build, config=section, inputs=inputs)
 
 

@@ -264,6 +264,12 @@ class JudgeConfig(StrictModel):
         "A general audience with broad, mainstream interests.", description="the no_profile prompt"
     )
     fact_top_k: int = Field(5, ge=1, description="catalogue items retrieved as facts per post")
+    fact_pool: Literal["catalogue", "cohort"] = Field(
+        "catalogue",
+        description="where facts are retrieved from: every catalogue card (embedded once per card and kept "
+        "across a run folder's reruns), or the cards of the cohort's items (no pass over the catalogue: "
+        "MovieLens' 9,742 cards take about 160 s to embed on 2 cores)",
+    )
 
 
 class DeploymentConfig(StrictModel):

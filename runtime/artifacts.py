@@ -75,6 +75,17 @@ def taste_spread(catalogue: str, cards: CardVectors) -> TasteSpread:
     return TasteSpread(cards, cluster_of, probes.combine_chunks().flatten().to_pylist())
 
 
+def write_cards_of(cards: str, items: str, out: str) -> str:
+    """The (item_id, card) rows of ``cards`` whose item is in ``items`` (a Parquet of item ids), into
+    ``out``; returns ``out``."""
+    import pyarrow.compute as pc
+
+    wanted = pq.read_table(items, columns=["item_id"])["item_id"]
+    table = pq.read_table(cards, columns=["item_id", "card"])
+    pq.write_table(table.filter(pc.is_in(table["item_id"], value_set=wanted.combine_chunks())), out)
+    return out
+
+
 def read_catalogue(items_path: str, columns: list[str] | None = None) -> Any:
     """The catalogue at ``items_path`` (those columns) as a Dataset of ``ITEMS_PER_BLOCK``-item blocks."""
     import pyarrow.dataset

@@ -20,7 +20,9 @@ log = logging.getLogger("tailormind.ray")
 
 # Inherited by the processes of a local cluster (raylet, workers, Serve replicas, vLLM engines).
 QUIET_ENVIRONMENT = {
-    "VLLM_LOGGING_LEVEL": "WARNING",  # vLLM's INFO lines (config dumps, per-request logs) stay out
+    # vLLM's INFO lines (config dumps, per-request logs) and its CPU-build warnings (no Triton, eager mode,
+    # no tcmalloc), repeated by every engine process, stay out; its errors still reach the console
+    "VLLM_LOGGING_LEVEL": "ERROR",
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",  # a Train worker's print stays a print: forwarded once, not twice
     "RAY_SERVE_LOG_TO_STDERR": "0",  # Serve replicas log to their files only; errors still propagate
     "TOKENIZERS_PARALLELISM": "false",
@@ -75,7 +77,10 @@ def connect(config: RayConfig, run_dir: Path | None = None) -> None:
 def _driver_log_levels() -> None:
     """Ray's libraries log each dataset's plan and each deployment's start at INFO in the driver; a run
     prints its own line per stage, so they log warnings and errors only (their files keep everything)."""
-    for name in ("ray.data", "ray.serve", "ray.train", "ray.tune"):
+    libraries = ("ray.data", "ray.serve", "ray.train", "ray.tune")
+    # ray.serve.llm's modules set up their own INFO loggers under "ray.serve." (its deployment-options dump)
+    configured = [name for name in logging.root.manager.loggerDict if name.startswith("ray.serve.")]
+    for name in (*libraries, *configured):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

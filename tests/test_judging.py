@@ -147,3 +147,15 @@ def test_ablation_briefs_change_one_thing_each():
     assert brief("no_rag").use_exemplars is False and brief("no_rag").profile == "v3"
     assert brief("no_reflection").reflection_rounds == 0
     assert len({brief(m).user_id for m in ("full", "no_rag", "no_profile")}) == 3
+
+
+def test_cards_of_items_keeps_only_the_listed_items(tmp_path):
+    from runtime.artifacts import write_cards_of
+
+    cards = {"item_id": ["a", "b", "c"], "card": ["A card", "B card", "C card"], "captioned": [True] * 3}
+    pq.write_table(pa.table(cards), tmp_path / "cards.parquet")
+    items = {"item_id": ["c", "a", "z"], "title": ["C", "A", "Z"]}
+    pq.write_table(pa.table(items), tmp_path / "items.parquet")
+    paths = [str(tmp_path / name) for name in ("cards.parquet", "items.parquet", "pool.parquet")]
+    kept = pq.read_table(write_cards_of(*paths)).to_pylist()
+    assert kept == [{"item_id": "a", "card": "A card"}, {"item_id": "c", "card": "C card"}]
