@@ -26,7 +26,7 @@ from models.judging.bench import JUDGE_ROLES, TailorBench
 from models.judging.judge import CatalogueFacts
 from models.judging.scores import SCORE_SCHEMA, judge_metrics
 from models.vectors import embedding_matrix
-from runtime.artifacts import CAPTIONED_ITEMS, COHORT_ITEMS, REFINED, write_cards_of
+from runtime.artifacts import CAPTIONED_ITEMS, COHORT_ITEMS, REFINED, cards_ref, write_cards_of
 from runtime.broadcast import broadcast_table, mapping_of, table_of
 from runtime.cluster import connect
 from runtime.writing import (
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
 
 SCORES = "scores.parquet"  # a folder of Parquet files
+MEDIA = ("image_uris", "video_uris")
 FACT_CARDS = "fact_cards.parquet"  # with judge.fact_pool: cohort, the cards facts are retrieved from
 
 
@@ -52,6 +53,7 @@ class JudgeActor:
         self,
         config: TailorMindConfig,
         catalogue: Any,
+        cards: Any,
         media: Any,
         data_root: str,
         api_keys: dict[str, str],
@@ -59,7 +61,7 @@ class JudgeActor:
         from models.embedding import TextEmbedder
         from models.scoring.clip_score import CLIPScorer
 
-        self.cards = mapping_of(catalogue, "item_id", "card")
+        self.cards = mapping_of(cards, "item_id", "card")
         self.llm = role_clients(config, judge_stage_roles(config), api_keys)
         writer = post_writer(config, self.llm)
         scorer = CLIPScorer(config.generation.clip_model, config.generation.device)
@@ -112,13 +114,11 @@ def judge_stage(pipeline: PipelineRun) -> StageResult:
     def build(out: Path) -> dict[str, Any]:
         connect(config.ray, pipeline.runner.run_dir)
         ensure_llm_roles(config, judge_stage_roles(config))
-        cards = str((captions / CAPTIONED_ITEMS).resolve())
+        facts = str((captions / CAPTIONED_ITEMS).resolve())
         if config.judge.fact_pool == "cohort":  # the cohort's items only: no pass over the catalogue
             cohort_items, pool = str((cohort / COHORT_ITEMS).resolve()), str((out / FACT_CARDS).resolve())
-            cards = ray.get(ray.remote(write_cards_of).options(**LIGHT).remote(cards, cohort_items, pool))
-        media = broadcast_table(
-            str((data_dir / "items.parquet").resolve()), ["item_id", "image_uris", "video_uris"]
-        )
+            facts = ray.get(ray.remote(write_cards_of).options(**LIGHT).remote(facts, cohort_items, pool))
+        media = broadcast_table(str((data_dir / "items.parquet").resolve()), ["item_id", *MEDIA])
         map_refined_users(
             refined,
             config.judge.max_users,
@@ -126,17 +126,16 @@ def judge_stage(pipeline: PipelineRun) -> StageResult:
             config,
             judge_stage_roles(config),
             catalogue=catalogue_vectors(
-                cards,
+                facts,
                 pipeline.runner.run_dir / "cache" / "card_vectors",
                 config.generation.device,
                 config.generation.workers,
             ),
+            cards=cards_ref(captions),
             media=media,
             data_root=str(data_dir.resolve()),
-        ).write_parquet(str((out / SCORES).resolve()))
-        metrics = ray.get(
-            ray.remote(judge_metrics).options(**LIGHT).remote(str((out / SCORES).resolve()), config)
-        )
+        ).write_parquet(scores := str((out / SCORES).resolve()))
+        metrics = ray.get(ray.remote(judge_metrics).options(**LIGHT).remote(scores, config))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return {k: v for k, v in metrics.items() if k != "methods"}
 
