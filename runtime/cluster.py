@@ -77,10 +77,7 @@ def connect(config: RayConfig, run_dir: Path | None = None) -> None:
 def _driver_log_levels() -> None:
     """Ray's libraries log each dataset's plan and each deployment's start at INFO in the driver; a run
     prints its own line per stage, so they log warnings and errors only (their files keep everything)."""
-    libraries = ("ray.data", "ray.serve", "ray.train", "ray.tune")
-    # ray.serve.llm's modules set up their own INFO loggers under "ray.serve." (its deployment-options dump)
-    configured = [name for name in logging.root.manager.loggerDict if name.startswith("ray.serve.")]
-    for name in (*libraries, *configured):
+    for name in ("ray.data", "ray.serve", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
