@@ -73,28 +73,13 @@ def fake_run(run_dir):
 
 def write_summaries(generate, posts):
     """Each post's files and the generate stage's summary rows (``RUN/generate/posts.parquet``)."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from models.generation.summary import SUMMARY_SCHEMA
+    from models.generation.summary import summary_table
 
-    rows = []
-    for post in posts:
-        page = write_post(generate, post).relative_to(generate).as_posix()
-        best = post.versions[post.best].score if post.best >= 0 else None
-        rows.append(
-            {
-                "user_id": post.user_id,
-                "page": page,
-                "versions": len(post.versions),
-                "best_score": best,
-                "errors": post.errors,
-                "refusal": post.refusal,
-                "safety_flags": post.flags,
-                "degenerate": post.versions[post.best].degenerate if post.best >= 0 else [],
-            }
-        )
-    pq.write_table(pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA), generate / "posts.parquet")
+    pages = [write_post(generate, post).relative_to(generate).as_posix() for post in posts]
+    table = summary_table(posts, pages, None, [(None, None)] * len(posts))
+    pq.write_table(table, generate / "posts.parquet")
 
 
 def write_judge(run_dir):
