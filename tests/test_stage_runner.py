@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -166,3 +167,22 @@ def test_a_resumable_stage_continues_from_its_checkpoints_and_only_for_the_same_
         "part-2",
     ]
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["slow"]  # no partial folder is left
+
+
+def test_ray_library_loggers_stay_at_warning_after_ray_serve_is_imported():
+    """``import ray.serve`` sets its logger to INFO; the driver's levels must survive it (ray.serve.llm's
+    deployment-options dump is a child of that logger)."""
+    script = textwrap.dedent(
+        """
+        import logging
+        from runtime.cluster import _driver_log_levels
+        _driver_log_levels()
+        import ray.serve
+        from ray.llm._internal.serve.core.server import builder
+        print(logging.getLogger("ray.serve").level, builder.logger.getEffectiveLevel())
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.split()[-2:] == [str(logging.WARNING)] * 2, out.stdout
