@@ -78,6 +78,7 @@ def caption_items(
         },
         **scope,
     )
+    _start_engines([config.llm.summarizer, config.llm.captioner])
     summarized = LLMStep("text", config.llm.summarizer, config.seed)(planned)
     described = LLMStep("media", config.llm.captioner, config.seed)(summarized)
     synthesised = LLMStep("video", config.llm.summarizer, config.seed)(
@@ -90,6 +91,13 @@ def caption_items(
     uncaptioned = rest.map_batches(uncaptioned_batch, fn_kwargs={"model_key": model_key}, **scope)
     captioned.union(uncaptioned).write_parquet(str((out / CAPTIONED_ITEMS).resolve()))
     return _summary(out, cache, config)
+
+
+def _start_engines(roles: list[Any]) -> None:
+    """Start the Serve engines of these roles together, so their starts overlap."""
+    from runtime.llm import ensure_llm_deployments
+
+    ensure_llm_deployments([role for role in roles if role.backend == "serve"])
 
 
 def _summary(out: Path, cache: Path, config: TailorMindConfig) -> dict[str, Any]:

@@ -28,7 +28,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.llm.config import LLMRoleConfig
-from models.llm.engine import engine_kwargs, placement
 from models.llm.requests import sampling_params
 from models.llm.rows import (
     _check_names,
@@ -36,7 +35,6 @@ from models.llm.rows import (
     with_answers,
 )
 from models.llm.structured import parse_structured
-from models.tiny import resolve_model_source
 
 # Tasks that mostly wait on an engine or endpoint: a quarter CPU each.
 LIGHT = {"num_cpus": 0.25}
@@ -164,20 +162,16 @@ def _explode(batch: pa.Table, step: str) -> pa.Table:
 
 def _processor(role: LLMRoleConfig, seed: int) -> Any:
     """A ray.data.llm vLLM processor for one pass that keeps every column it is given."""
-    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+    from ray.data.llm import build_processor
 
-    config = vLLMEngineProcessorConfig(
-        model_source=resolve_model_source(role.model_source),
-        engine_kwargs=engine_kwargs(role),
-        batch_size=role.batch_size,
-        concurrency=role.num_engines,
-        log_engine_metrics=False,
-        should_continue_on_error=True,
+    from runtime.llm import engine_processor_config
+
+    config = engine_processor_config(
+        role,
         chat_template_stage=LIGHT,
         tokenize_stage=LIGHT,
         detokenize_stage=LIGHT,
         prepare_multimodal_stage={**LIGHT, "enabled": bool(role.max_images_per_prompt)},
-        **placement(role),
     )
 
     def preprocess(row: dict[str, Any]) -> dict[str, Any]:

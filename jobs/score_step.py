@@ -24,9 +24,8 @@ import pyarrow as pa
 
 from jobs.llm_step import _ROW, LIGHT, _rejoin, _tag_rows
 from models.llm.config import LLMRoleConfig
-from models.llm.engine import engine_kwargs, placement
 from models.llm.rows import score_columns, with_scores
-from models.llm.scoring import continuation_logprob
+from models.llm.scoring import continuation_logprob, score_distinct
 from models.tiny import resolve_model_source
 
 _INDEX, _PREFIX, _TAIL, _START = "__index", "__prefix", "__continuation", "__start"
@@ -42,7 +41,7 @@ def _client_scores(batch: pa.Table, step: str, role_json: str, api_key: str | No
         for row, asked in enumerate(batch[f"{step}_requests"].to_pylist())
         for index, text in enumerate(asked or [])
     ]
-    scored = chat_client(role, api_key).score(requests) if requests else {}
+    scored = score_distinct(requests, chat_client(role, api_key).score) if requests else {}
     return with_scores(batch, step, scored)
 
 
@@ -107,19 +106,15 @@ def _tokenizer(model_source: str) -> Any:
 
 def _processor(role: LLMRoleConfig) -> Any:
     """A ray.data.llm vLLM processor that returns each pair's prompt log-probabilities, reduced to a sum."""
-    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+    from ray.data.llm import build_processor
 
-    config = vLLMEngineProcessorConfig(
-        model_source=resolve_model_source(role.model_source),
-        engine_kwargs=engine_kwargs(role),
-        batch_size=role.batch_size,
-        concurrency=role.num_engines,
-        log_engine_metrics=False,
-        should_continue_on_error=True,
+    from runtime.llm import engine_processor_config
+
+    config = engine_processor_config(
+        role,
         chat_template_stage=False,  # the pairs arrive tokenized: prefix and continuation apart
         tokenize_stage=False,
         detokenize_stage=False,
-        **placement(role),
     )
 
     def preprocess(row: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from ray import serve
@@ -37,6 +38,23 @@ def llm_server_config(role: LLMRoleConfig, deployment_name: str) -> Any:
     )
 
 
+def engine_processor_config(role: LLMRoleConfig, **stages: Any) -> Any:
+    """``ray.data.llm``'s vLLM processor config for a role's engine (rows that fail come out with their
+    error), with the given stage settings."""
+    from ray.data.llm import vLLMEngineProcessorConfig
+
+    return vLLMEngineProcessorConfig(
+        model_source=resolve_model_source(role.model_source),
+        engine_kwargs=engine_kwargs(role),
+        batch_size=role.batch_size,
+        concurrency=role.num_engines,
+        log_engine_metrics=False,
+        should_continue_on_error=True,
+        **placement(role),
+        **stages,
+    )
+
+
 # Role settings that shape requests, not the engine: roles differing only in these share a deployment.
 _NOT_ENGINE = (
     "temperature",
@@ -59,14 +77,24 @@ def deployment_names(role: LLMRoleConfig) -> tuple[str, str]:
 
 def ensure_llm_deployment(role: LLMRoleConfig) -> tuple[str, str]:
     """Deploy the role's LLM on Serve unless it already runs; returns (app name, deployment name)."""
+    ensure_llm_deployments([role])
+    return deployment_names(role)
+
+
+def ensure_llm_deployments(roles: Iterable[LLMRoleConfig]) -> None:
+    """Deploy the engines of these roles that do not run yet, all at once (their starts overlap)."""
     from ray.serve.llm import build_llm_deployment
 
-    app_name, deployment_name = deployment_names(role)
-    if app_name in serve.status().applications:
-        return app_name, deployment_name
-    log.info("deploying %s on Ray Serve as %s", role.model_source, app_name)
-    app = build_llm_deployment(
-        llm_server_config(role, deployment_name), override_serve_options={"name": deployment_name}
-    )
-    serve.run(app, name=app_name, route_prefix=None)
-    return app_name, deployment_name
+    running = set(serve.status().applications)
+    targets: dict[str, Any] = {}
+    for role in roles:
+        app_name, deployment_name = deployment_names(role)
+        if app_name in running or app_name in targets:
+            continue
+        log.info("deploying %s on Ray Serve as %s", role.model_source, app_name)
+        app = build_llm_deployment(
+            llm_server_config(role, deployment_name), override_serve_options={"name": deployment_name}
+        )
+        targets[app_name] = serve.RunTarget(target=app, name=app_name, route_prefix=None)
+    if targets:
+        serve.run_many(list(targets.values()))

@@ -66,12 +66,10 @@ def post_writer(config: TailorMindConfig, complete: Complete) -> PostWriter:
 
 def ensure_llm_roles(config: TailorMindConfig, names: tuple[str, ...]) -> None:
     """Start the Serve deployments of these roles (all but HTTP ones) before actors call them."""
-    from runtime.llm import ensure_llm_deployment
+    from runtime.llm import ensure_llm_deployments
 
-    for name in names:
-        role = getattr(config.llm, name)
-        if role.backend != "http":
-            ensure_llm_deployment(role)
+    roles = [getattr(config.llm, name) for name in names]
+    ensure_llm_deployments([role for role in roles if role.backend != "http"])
 
 
 def actor_resources(config: TailorMindConfig) -> dict[str, Any]:

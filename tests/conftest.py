@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import json
 import os
 import shutil
 import socket
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,6 +50,34 @@ def free_port() -> int:
 
 
 SERVE_PORT = free_port()
+
+
+Reply = tuple[int, dict[str, Any] | None, dict[str, str]]  # status, JSON body (or none), headers
+
+
+@contextlib.contextmanager
+def json_endpoint(reply: Callable[[dict[str, Any]], Reply]) -> Iterator[str]:
+    """A local HTTP server that answers each POSTed JSON body with ``reply(body)``; yields its /v1 URL."""
+
+    class Endpoint(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            status, answer, headers = reply(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            body = json.dumps(answer).encode() if answer is not None else b""
+            self.send_response(status)
+            for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1"
+    finally:
+        server.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 from jobs.score_step import ScoreStep
 from models.llm.config import LLMRoleConfig
 from models.llm.rows import scoring_json
-from models.llm.scoring import continuation_logprob, scoring_request
+from models.llm.scoring import ScoredContinuation, continuation_logprob, score_distinct, scoring_request
 from models.profiling.likelihood import (
     best_first,
     likelihood_requests,
@@ -21,6 +20,7 @@ from models.profiling.likelihood import (
     prior_requests,
 )
 from models.profiling.ranking import listed_positive_ranks
+from tests.conftest import Reply, json_endpoint
 
 TOKENS = [5, 9, 7, 3, 8]  # a prefix of 3 tokens and a continuation of 2
 
@@ -39,6 +39,28 @@ def test_a_continuation_sums_its_own_tokens_and_is_missing_where_the_cache_serve
     assert continuation_logprob(wrong, TOKENS, start=3) is None
     ray_style = [None] + [{t: {"logprob": -1.0, "rank": 1}} for t in TOKENS[1:]]
     assert continuation_logprob(ray_style, TOKENS, start=1) == pytest.approx(-4.0)
+
+
+def test_a_repeated_pair_is_scored_once_and_its_repeats_compute_nothing():
+    asked: list[list[str]] = []
+
+    def score(requests: list[dict]) -> dict[str, ScoredContinuation]:
+        asked.append([r["row_key"] for r in requests])
+        return {
+            r["row_key"]: ScoredContinuation(r["row_key"], -len(r["continuation"]), 2, 9, 4) for r in requests
+        }
+
+    requests = [
+        scoring_request("0/0", "likes horror", "Alien"),
+        scoring_request("0/1", "likes horror", "Babe"),
+        scoring_request("0/2", "likes horror", "Alien"),  # the unchanged refined profile asks again
+        scoring_request("1/0", "likes romance", "Alien"),
+    ]
+    scores = score_distinct(requests, score)
+    assert asked == [["0/0", "0/1", "1/0"]]
+    assert sorted(scores) == ["0/0", "0/1", "0/2", "1/0"]
+    assert scores["0/2"].row_key == "0/2" and scores["0/2"].logprob == scores["0/0"].logprob == -5
+    assert scores["0/2"].computed_tokens == 0 and scores["0/0"].computed_tokens == 4
 
 
 def test_pmi_ranks_the_positives_among_the_negatives_and_an_unscored_candidate_sinks():
@@ -108,47 +130,28 @@ def test_serve_and_the_in_job_engine_score_alike_and_serve_reads_the_cached_pref
 
 
 def test_http_scores_from_the_completions_route_and_a_server_without_logprobs_is_a_config_error():
-    import http.server
-    import threading
-
     from models.errors import TailorMindError
     from runtime.chat import HttpChat
 
     bodies: list[dict] = []
 
-    class Endpoint(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            bodies.append(body)
-            prompt = body["prompt"]
-            words = prompt.split(" ")
-            offsets = np.cumsum([0] + [len(w) + 1 for w in words[:-1]]).tolist()
-            logprobs = {
-                "tokens": words,
-                "token_logprobs": [None] + [-1.0] * (len(words) - 1),
-                "text_offset": offsets,
-            }
-            choice = {"text": prompt, "logprobs": logprobs if "bare" not in prompt else None}
-            answer = json.dumps({"choices": [choice], "usage": {"prompt_tokens": len(words)}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+    def reply(body: dict) -> Reply:
+        bodies.append(body)
+        prompt = body["prompt"]
+        words = prompt.split(" ")
+        offsets = np.cumsum([0] + [len(w) + 1 for w in words[:-1]]).tolist()
+        logprobs = {
+            "tokens": words,
+            "token_logprobs": [None] + [-1.0] * (len(words) - 1),
+            "text_offset": offsets,
+        }
+        choice = {"text": prompt, "logprobs": logprobs if "bare" not in prompt else None}
+        return 200, {"choices": [choice], "usage": {"prompt_tokens": len(words)}}, {}
 
-        def log_message(self, *_):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        role = LLMRoleConfig(
-            backend="http", base_url=f"http://127.0.0.1:{server.server_port}/v1", max_retries=0
-        )
-        client = HttpChat(role, api_key="")
+    with json_endpoint(reply) as base_url:
+        client = HttpChat(LLMRoleConfig(backend="http", base_url=base_url, max_retries=0), api_key="")
         scored = client.score([scoring_request("a", "the user likes ", "space opera films")])["a"]
         assert (scored.logprob, scored.tokens) == (-3.0, 3)  # the three words after the prefix
         assert bodies[0]["echo"] is True and bodies[0]["logprobs"] == 0
         with pytest.raises(TailorMindError, match="prompt log-probabilities"):
             client.score([scoring_request("b", "bare ", "prompt")])
-    finally:
-        server.shutdown()

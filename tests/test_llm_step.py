@@ -15,6 +15,7 @@ from models.llm.config import LLMRoleConfig
 from models.llm.engine import engine_kwargs, placement
 from models.llm.rows import request_json, row_answers, with_answers
 from models.llm.structured import LLMAnswer, Outcome, answer_with_retries, parse_structured
+from tests.conftest import Reply, json_endpoint
 
 CAPTION = {
     "type": "object",
@@ -191,6 +192,13 @@ def test_auto_dtype_is_bf16_on_gpus_and_cpus_with_bf16_units_and_float32_on_othe
     assert engine_kwargs(LLMRoleConfig(dtype="float32"))["dtype"] == "float32"
 
 
+def test_kv_block_size_reaches_the_engine_and_must_be_whole_16_token_units():
+    assert "block_size" not in engine_kwargs(LLMRoleConfig())  # vLLM's default (128 tokens on CPU)
+    assert engine_kwargs(LLMRoleConfig(kv_block_size=32))["block_size"] == 32
+    with pytest.raises(ValueError, match="multiple of 16"):
+        LLMRoleConfig(kv_block_size=24)
+
+
 def test_an_engine_process_preloads_intel_openmp_before_what_its_node_preloads(ray_cluster):
     environment = placement(LLMRoleConfig(cpus_per_engine=1.0))["runtime_env"]["env_vars"]
 
@@ -212,48 +220,23 @@ def test_a_step_refuses_rows_that_already_have_its_output_columns():
 
 def test_http_client_comes_back_after_a_shed_request_without_spending_a_retry():
     """A 503 with Retry-After is waited out and sent again; a 503 without one is a failed attempt."""
-    import http.server
-    import threading
-
     from runtime.chat import HttpChat
 
     calls: list[float] = []
 
-    class Endpoint(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            calls.append(time.monotonic())
-            if len(calls) == 1:
-                self.send_response(503)
-                self.send_header("Retry-After", "1")
-                self.end_headers()
-                return
-            answer = {"choices": [{"message": {"content": json.dumps({"ok": "yes"})}}], "usage": {}}
-            body = json.dumps(answer).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def reply(_: dict) -> Reply:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            return 503, None, {"Retry-After": "1"}
+        return 200, {"choices": [{"message": {"content": json.dumps({"ok": "yes"})}}], "usage": {}}, {}
 
-        def log_message(self, *_):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        role = LLMRoleConfig(
-            model_source="tiny://chat",
-            backend="http",
-            base_url=f"http://127.0.0.1:{server.server_port}/v1",
-            max_retries=0,
-        )
+    with json_endpoint(reply) as base_url:
+        role = LLMRoleConfig(model_source="tiny://chat", backend="http", base_url=base_url, max_retries=0)
         request = {
             "row_key": "a",
             "messages": [{"role": "user", "content": "hi"}],
             "schema": {"type": "object"},
         }
         answer = HttpChat(role, api_key="").answer([request], seed=0)["a"]
-    finally:
-        server.shutdown()
     assert answer.value == {"ok": "yes"} and answer.error is None
     assert len(calls) == 2 and calls[1] - calls[0] >= 0.9  # waited as told, no role retry spent

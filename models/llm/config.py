@@ -45,6 +45,14 @@ class LLMRoleConfig(StrictModel):
         description="KV cache per engine; needed on CPU, where vLLM otherwise claims 92% of RAM; "
         "null on GPU lets gpu_memory_utilization decide",
     )
+    kv_block_size: int | None = Field(
+        None,
+        ge=16,
+        multiple_of=16,
+        description="tokens per KV-cache block (vLLM's default when null: 128 on CPU); the prefix cache "
+        "reuses whole blocks, so a shared prefix shorter than a block (a likelihood ranker's profile) is "
+        "recomputed for every candidate",
+    )
     # backend http
     base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://host:8000/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")

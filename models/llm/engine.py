@@ -50,6 +50,8 @@ def engine_kwargs(role: LLMRoleConfig) -> dict[str, Any]:
         kwargs["distributed_executor_backend"] = "mp"
     if role.kv_cache_gb is not None:
         kwargs["kv_cache_memory_bytes"] = int(role.kv_cache_gb * 2**30)
+    if role.kv_block_size is not None:
+        kwargs["block_size"] = role.kv_block_size
     if role.max_images_per_prompt:
         kwargs["limit_mm_per_prompt"] = {"image": role.max_images_per_prompt}
     return kwargs

@@ -9,8 +9,8 @@ need one is reported as missing, and the caller scores that pair again without t
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -30,6 +30,28 @@ class ScoredContinuation:
 def scoring_request(row_key: str, prefix: str, continuation: str) -> dict[str, Any]:
     """What a backend scores: ``continuation`` after ``prefix``."""
     return {"row_key": row_key, "prefix": prefix, "continuation": continuation}
+
+
+def score_distinct(
+    requests: Sequence[dict[str, Any]],
+    score: Callable[[list[dict[str, Any]]], Mapping[str, ScoredContinuation]],
+) -> dict[str, ScoredContinuation]:
+    """``score`` of ``requests`` keyed by row_key, each distinct (prefix, continuation) asked once; a repeat
+    takes the first's answer with no tokens computed (a refined profile left unchanged asks what its initial
+    profile asked)."""
+    first: dict[tuple[str, str], str] = {}
+    for request in requests:
+        first.setdefault((request["prefix"], request["continuation"]), request["row_key"])
+    scored = score([r for r in requests if first[(r["prefix"], r["continuation"])] == r["row_key"]])
+    answers: dict[str, ScoredContinuation] = {}
+    for request in requests:
+        key, asked = request["row_key"], first[(request["prefix"], request["continuation"])]
+        got = scored.get(asked)
+        if got is not None:
+            repeat = asked != key
+            computed = 0 if repeat and got.computed_tokens is not None else got.computed_tokens
+            answers[key] = replace(got, row_key=key, computed_tokens=computed) if repeat else got
+    return answers
 
 
 def continuation_logprob(
