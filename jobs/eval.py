@@ -32,7 +32,7 @@ from models.profiling.test_ranking import (
     test_depth,
     test_requests,
 )
-from runtime.artifacts import REFINED, cards_ref, parquet_rows, priors_ref, taste_spread
+from runtime.artifacts import REFINED, cards_ref, hash_partitions, parquet_rows, priors_ref, taste_spread
 from runtime.broadcast import mapping_of
 from runtime.cluster import connect
 
@@ -54,9 +54,6 @@ def requests_batch(batch: pa.Table, cards: Any, config: TailorMindConfig) -> pa.
         layouts.append(json.dumps(layout))
     table = batch.append_column("test_requests", pa.array(asked, pa.list_(pa.string())))
     return table.append_column("test_layout", pa.array(layouts, pa.string()))
-
-
-USERS_PER_PARTITION = 100_000  # the swap join's hash partitions: a few for millions of users
 
 
 def swap_profiles(users: Any, partitions: int) -> Any:
@@ -99,7 +96,7 @@ def evaluate_stage(pipeline: PipelineRun) -> StageResult:
         cards = cards_ref(captions)
         users = ray.data.read_parquet(str(refined.resolve()))
         if likelihood and config.profiling.controls:
-            users = swap_profiles(users, max(1, -(-parquet_rows(refined) // USERS_PER_PARTITION)))
+            users = swap_profiles(users, hash_partitions(parquet_rows(refined)))
         kwargs = {"cards": cards, "config": config}
         asked = users.map_batches(requests_batch, fn_kwargs=kwargs, batch_format="pyarrow", **LIGHT)
         ranker = config.llm.ranker

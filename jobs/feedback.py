@@ -27,7 +27,7 @@ from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult
 from models.feedback.rows import EVIDENCE_SCHEMA, evidence_of_user, evidence_totals
 from models.feedback.store import FeedbackStore, compactable, listing_digest, listing_of
-from runtime.artifacts import FEEDBACK_EVIDENCE
+from runtime.artifacts import FEEDBACK_EVIDENCE, hash_partitions
 from runtime.cluster import connect
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def feedback_stage(pipeline: PipelineRun) -> StageResult:
         else:
             connect(config.ray, pipeline.runner.run_dir)
             stored = ray.data.read_parquet(files, filesystem=store.fs)
-            stored.groupby("user_id").map_groups(
+            stored.groupby("user_id", num_partitions=hash_partitions(stored.count())).map_groups(
                 evidence_of_user, fn_kwargs={"settings": settings}, batch_format="pyarrow", **LIGHT
             ).write_parquet(str(evidence.resolve()))
             totals = ray.get(ray.remote(evidence_totals).options(**LIGHT).remote(str(evidence.resolve())))

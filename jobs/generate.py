@@ -20,7 +20,7 @@ from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
 from models.generation.pages import index_pages, with_index_page, write_index, write_index_group, write_post
 from models.generation.summary import post_spreads, summarise_posts, summary_table
-from runtime.artifacts import POSTS, REFINED, cards_ref, parquet_rows, taste_spread
+from runtime.artifacts import POSTS, REFINED, cards_ref, hash_partitions, parquet_rows, taste_spread
 from runtime.broadcast import mapping_of
 from runtime.cluster import connect
 from runtime.writing import (
@@ -70,7 +70,7 @@ def write_index_pages(out: Path) -> int:
     pages = index_pages(rows)
     ds = ray.data.read_parquet(str((out / POSTS).resolve()), columns=["user_id", "page"])
     paged = ds.map_batches(with_index_page, fn_kwargs={"pages": pages}, batch_format="pyarrow", **LIGHT)
-    paged.groupby("index_page").map_groups(
+    paged.groupby("index_page", num_partitions=hash_partitions(rows)).map_groups(
         write_index_group, fn_kwargs={"out": str(out.resolve()), "pages": pages}, batch_format="pyarrow"
     ).materialize()
     write_index(out, pages, rows)

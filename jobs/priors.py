@@ -27,7 +27,7 @@ from models.config import TailorMindConfig
 from models.llm.prompts import LIKELIHOOD
 from models.llm.rows import scoring_json
 from models.profiling.likelihood import prior_requests
-from runtime.artifacts import CAPTIONED_ITEMS, COHORT_USERS, PRIORS, parquet_rows
+from runtime.artifacts import CAPTIONED_ITEMS, COHORT_USERS, PRIORS, hash_partitions, parquet_rows
 from runtime.cluster import connect
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 
 CANDIDATES = ("valid_candidates", "test_candidates", "test_candidates_popular")
-ITEMS_PER_PARTITION = 100_000  # the join's hash partitions: a few for any catalogue
 
 
 def candidate_items_batch(batch: pa.Table) -> pa.Table:
@@ -73,8 +72,9 @@ def priors_stage(pipeline: PipelineRun) -> StageResult:
         cards = str((captions / CAPTIONED_ITEMS).resolve())
         items = ray.data.read_parquet(cards, columns=["item_id", "card"])
         if config.profiling.valid_negatives == "fixed":  # resampled negatives may be any item
-            ranked = ranked_items(cohort)
-            items = items.join(ranked, "inner", num_partitions=partitions(cards), on=("item_id",))
+            partitions = hash_partitions(parquet_rows(Path(cards)))
+            ranked = ranked_items(cohort, partitions)
+            items = items.join(ranked, "inner", num_partitions=partitions, on=("item_id",))
         asked = items.map_batches(
             requests_batch,
             fn_kwargs={"chars": config.profiling.candidate_chars},
@@ -97,7 +97,7 @@ def priors_stage(pipeline: PipelineRun) -> StageResult:
     return pipeline.runner.run("priors", build, config=section, inputs=[captions, cohort])
 
 
-def ranked_items(cohort: Path) -> Any:
+def ranked_items(cohort: Path, partitions: int) -> Any:
     """The distinct items among the cohort users' validation and test candidates (a Ray dataset)."""
     import ray.data
 
@@ -106,12 +106,7 @@ def ranked_items(cohort: Path) -> Any:
     batches = ray.data.read_parquet(users, columns=columns).map_batches(
         candidate_items_batch, batch_format="pyarrow", **LIGHT
     )
-    return batches.groupby("item_id").count()
-
-
-def partitions(cards: str) -> int:
-    """Hash partitions of the join: one per ``ITEMS_PER_PARTITION`` cards."""
-    return max(1, -(-parquet_rows(Path(cards)) // ITEMS_PER_PARTITION))
+    return batches.groupby("item_id", num_partitions=partitions).count()
 
 
 def row_and_null_counts(folder: Path, column: str) -> tuple[int, int]:

@@ -96,6 +96,15 @@ def read_catalogue(items_path: str, columns: list[str] | None = None) -> Any:
     return ray.data.read_parquet(items_path, columns=columns, override_num_blocks=blocks)
 
 
+ROWS_PER_PARTITION = 100_000
+
+
+def hash_partitions(rows: int) -> int:
+    """Hash partitions of a join or groupby over ``rows`` rows: one per 100,000 (Ray Data's default of 200
+    is sized for terabytes; on a small node each of its partitions is a task)."""
+    return max(1, -(-rows // ROWS_PER_PARTITION))
+
+
 def parquet_rows(path: Path) -> int:
     """Rows of a Parquet file or folder of files, from the files' metadata (no column is read)."""
     return sum(pq.read_metadata(file).num_rows for file in pq.ParquetDataset(path).files)
