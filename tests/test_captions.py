@@ -8,6 +8,7 @@ from PIL import Image
 from jobs.captions import caption_items
 from models.captioning import CAPTION_COLUMNS, caption_requests, content_key
 from models.config import load_config
+from models.profiling.evidence import item_card
 
 
 def _video(path, frames=300, fps=25):
@@ -49,6 +50,16 @@ def media_items(tmp_path):
             "video_uris": ["missing.mp4"],
         },
     ]
+
+
+def test_a_card_keeps_the_items_own_text_and_tags_beside_its_captions():
+    item = {"title": "Zoom (2015)", "text": "Genres: Animation, Comedy.", "tags": ["superheroes"]}
+    caption = {"text_summary": "This article discusses technology.", "image_description": "a red cape"}
+    assert item_card(item, caption) == (
+        "Zoom (2015) | Genres: Animation, Comedy. (tags: superheroes) | This article discusses technology. | "
+        "a red cape"
+    )
+    assert item_card(item) == "Zoom (2015) | Genres: Animation, Comedy. (tags: superheroes)"
 
 
 def test_requests_read_media_and_report_bad_files(tmp_path, media_items):
