@@ -75,6 +75,7 @@ def overrides(users: int) -> list[str]:
     for role, extra in ROLE_SETTINGS.items():
         base = f"model_source: '{SMOLLM2}', backend: serve, dtype: {dtype}, max_model_len: 4096"
         base += ", kv_cache_gb: 2.0, batch_size: 32, cpus_per_engine: 2.0"  # both cores compute
+        base += ", kv_block_size: 32"  # the profile prefix is read from the prefix cache (ranker_cost)
         settings.append(f"llm.{role}={{{base}, {extra[1:-1]}}}")
     return settings
 

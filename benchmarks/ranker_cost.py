@@ -2,10 +2,12 @@
 
 For the same 10 MovieLens users (their initial profiles, their 100 test candidates), in one run on warm
 engines: the likelihood ranker through the Serve deployment reading the shared profile prefix from vLLM's
-prefix cache (the shared-prefix way, the pipeline's), the same deployment computing every prompt whole
-(the naive way: vLLM reads no cache for requests that ask for prompt log-probabilities), the in-job
-``ray.data.llm`` processor (naive too, and it starts its own engine), and the listwise ranker (one
-generated ranking per user). Per ranking: prompt tokens, tokens the engine computed, and seconds.
+prefix cache (the shared-prefix way, the pipeline's, with 32-token KV blocks; and with vLLM CPU's default
+128-token blocks, which no profile prefix fills, so nothing is read from the cache), the same deployment
+computing every prompt whole (the naive way: vLLM reads no cache for requests that ask for prompt
+log-probabilities), the in-job ``ray.data.llm`` processor (naive too, and it starts its own engine), and
+the listwise ranker (one generated ranking per user). Per ranking: prompt tokens, tokens the engine
+computed, and seconds.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def run(quick: bool = False) -> BenchResult:
     from pathlib import Path
 
     import ray.data
+    from ray import serve
 
     from benchmarks.profiling_quality import overrides
     from jobs.eval import TEST_ROUND
@@ -38,6 +41,7 @@ def run(quick: bool = False) -> BenchResult:
     from models.profiling.likelihood import likelihood_requests
     from models.profiling.refiner import rank_requests
     from runtime.artifacts import PROFILES
+    from runtime.llm import deployment_names
 
     result = BenchResult("ranker_cost")
     users = QUICK_USERS if quick else USERS
@@ -75,8 +79,10 @@ def run(quick: bool = False) -> BenchResult:
         for row in rows
     ]
     ranker = config.llm.ranker
+    default_blocks = ranker.model_copy(update={"kv_block_size": None})  # its own engine, deleted after use
     ways: dict[str, Any] = {
-        "likelihood, Serve, shared prefix": lambda ds: ScoreStep("s", ranker)(ds),
+        "likelihood, Serve, shared prefix, 32-token blocks": lambda ds: ScoreStep("s", ranker)(ds),
+        "likelihood, Serve, shared prefix, 128-token blocks": lambda ds: ScoreStep("s", default_blocks)(ds),
         "likelihood, Serve, whole prompts": lambda ds: _naive_serve(ds, ranker),
         "likelihood, ray.data.llm processor": lambda ds: ScoreStep(
             "s", ranker.model_copy(update={"backend": "vllm"})
@@ -100,6 +106,8 @@ def run(quick: bool = False) -> BenchResult:
             failed=sum(v is None for r in out for v in r["s_scores"]),
             note="includes the engine's start" if "processor" in name else "warm engine",
         )
+        if "128-token" in name:  # two SmolLM2 engines and the processor's would not fit this node's CPUs
+            serve.delete(deployment_names(default_blocks)[0])
     data = ray.data.from_arrow(pa.table({"user_id": table["user_id"], "l_requests": listwise}))
     started = time.perf_counter()
     out = LLMStep("l", ranker, config.seed)(data).take_all()
