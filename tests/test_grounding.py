@@ -76,8 +76,13 @@ def test_repeats_are_dropped_and_a_second_preference_is_filled_from_the_users_it
 def test_degenerate_posts_from_the_demo_are_caught_and_runs_repaired():
     tina = "Tina fiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiiii!(tina iiipriiiirriiuuuuuunnnnngggg!)"
     assert problems("A post", f"{tina} she sang, and the crowd cheered until the lights went out.") == [
-        "letter_run"
+        "letter_run",
+        "run_on_word",
     ]
+    lego = "the_legolabelibrickmaker_jumbo_jeopardized_bobby_lampopendercolor_reproduction_movies_opener"
+    assert problems("The Lego Movie 2", f"{lego} fantasy scary grizzly cute ninja") == ["run_on_word"]
+    link = "Read more at https://example.com/reviews/the-lego-movie-2-the-second-part-2019 tonight."
+    assert problems("Lego", f"A sequel about building worlds together, with songs. {link}") == []
     assert problems("Daily", "The Daily Mail") == ["short_body"]
     loop = "watch this film " * 12
     assert problems("Loop", loop) == ["repeated_ngram"]

@@ -1,9 +1,10 @@
 """Degenerate post text (what small models loop into), found and repaired before a post is rendered.
 
-Seen in the demo's SmolLM2 posts: "Tina fiiiiiiiiiiiiiiii!(tina iiipriiiirriiuuuuuunnnnngggg!)" and a body
-that was only "The Daily Mail". ``problems`` names runs of one letter, a word n-gram repeated many times
-and a body shorter than its bound; ``repaired`` shortens runs and drops repeats (a short body cannot be
-repaired, only written again).
+Seen in the demo's SmolLM2 posts: "Tina fiiiiiiiiiiiiiiii!(tina iiipriiiirriiuuuuuunnnnngggg!)", a body
+that was only "The Daily Mail", and a 600-character body of words joined by underscores
+("the_legolabelibrickmaker_jumbo_jeopardized_..."). ``problems`` names runs of one letter, run-on words, a
+word n-gram repeated many times and a body shorter than its bound; ``repaired`` shortens runs and drops
+repeats (a short body cannot be repaired, only written again).
 """
 
 from __future__ import annotations
@@ -14,17 +15,21 @@ from collections import Counter
 RUN = re.compile(
     r"([^\W\d_])\1{3,}"
 )  # a letter four or more times in a row ("fiiii"); no English word has one
+RUN_ON = re.compile(r"(?:^|\s)(?!https?://)\S{30,}")  # 30 characters without a space, not a link
 MIN_BODY_CHARS = 80
 REPEATS = 4  # an n-gram (n <= 3 words) this many times, covering a third of the words
 _WORDS = re.compile(r"\w+")
 
 
 def problems(title: str, body: str, min_body_chars: int = MIN_BODY_CHARS) -> list[str]:
-    """What is degenerate in a post: ``letter_run``, ``repeated_ngram``, ``short_body`` (in that order)."""
+    """What is degenerate in a post: ``letter_run``, ``run_on_word``, ``repeated_ngram``, ``short_body`` (in
+    that order)."""
     found = []
     text = f"{title}\n{body}"
     if RUN.search(text):
         found.append("letter_run")
+    if RUN_ON.search(text):
+        found.append("run_on_word")
     if _repeated_ngram(text) is not None:
         found.append("repeated_ngram")
     if len(body.strip()) < min_body_chars:
