@@ -54,6 +54,8 @@ def caption_items(
     """Caption (or take from the cache) the wanted items of ``items_path``; write every item's row."""
     import ray
 
+    from runtime.llm import ensure_llm_deployments
+
     files = cache_files(cache)
     cache_ref = ray.remote(cached_captions).options(**LIGHT).remote(files) if files else None
     wanted = broadcast_table(wanted_path, ["item_id"]) if wanted_path is not None else None
@@ -78,7 +80,8 @@ def caption_items(
         },
         **scope,
     )
-    _start_engines([config.llm.summarizer, config.llm.captioner])
+    roles = [config.llm.summarizer, config.llm.captioner]
+    ensure_llm_deployments([role for role in roles if role.backend == "serve"])  # the two starts overlap
     summarized = LLMStep("text", config.llm.summarizer, config.seed)(planned)
     described = LLMStep("media", config.llm.captioner, config.seed)(summarized)
     synthesised = LLMStep("video", config.llm.summarizer, config.seed)(
@@ -91,13 +94,6 @@ def caption_items(
     uncaptioned = rest.map_batches(uncaptioned_batch, fn_kwargs={"model_key": model_key}, **scope)
     captioned.union(uncaptioned).write_parquet(str((out / CAPTIONED_ITEMS).resolve()))
     return _summary(out, cache, config)
-
-
-def _start_engines(roles: list[Any]) -> None:
-    """Start the Serve engines of these roles together, so their starts overlap."""
-    from runtime.llm import ensure_llm_deployments
-
-    ensure_llm_deployments([role for role in roles if role.backend == "serve"])
 
 
 def _summary(out: Path, cache: Path, config: TailorMindConfig) -> dict[str, Any]:
