@@ -27,7 +27,7 @@ def _write_embeddings(path: Path, key: str, ids: pa.Array, values: np.ndarray) -
 
 def run(quick: bool = False) -> BenchResult:
     """Users scored per second by each implementation on the same embeddings and seen items."""
-    from models.cf.topk import train_rows
+    from models.cf.topk import seen_rows
     from models.data import load_dataset, write_dataset
 
     result = BenchResult("topk")
@@ -36,7 +36,7 @@ def run(quick: bool = False) -> BenchResult:
         run_dir = Path(tmp) / "run"
         write_synthetic(SynthSpec(users=users, items=items, tags=100, seed=0), Path(tmp) / "src")
         write_dataset(load_dataset(Path(tmp) / "src"), run_dir / "data")
-        seen = train_rows(run_dir / "data")
+        seen = seen_rows(run_dir / "data")
         rng = np.random.default_rng(0)
         user_emb = rng.normal(size=(len(seen["user_ids"]), dim)).astype(np.float32)
         item_emb = rng.normal(size=(items, dim)).astype(np.float32)

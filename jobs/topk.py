@@ -1,9 +1,9 @@
 """``tailormind score-topk --run RUN --k K``: each user's top-K unseen items on Ray Data, into RUN/topk/.
 
 User embeddings stream through a stateful ``map_batches`` actor that holds the item embeddings (on the GPU
-when there is one) and every user's train items as one CSR matrix: one matmul per block of users (with as
-many threads as the actor has CPUs), seen items masked, ``topk``. Output rows are keyed by ``user_id`` so
-the profiling stage joins them.
+when there is one) and every user's seen items (all splits) as one CSR matrix: one matmul per block of
+users (with as many threads as the actor has CPUs), seen items masked, ``topk``. Output rows are keyed by
+``user_id`` so the profiling stage joins them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 
 from jobs.pipeline import stage_main
 from jobs.stage_runner import MARKER, StageResult, StageRunner
-from models.cf.topk import UnseenTopK, train_rows
+from models.cf.topk import UnseenTopK, seen_rows
 from models.config import TailorMindConfig
 from models.errors import TailorMindError
 from models.vectors import embedding_matrix
@@ -77,7 +77,7 @@ def score(run_dir: Path, out: Path, k: int, actors: int, config: TailorMindConfi
             actors = usable
         cpus = usable // actors  # each actor's matmuls use its share of the cores
     # built by a task: the driver never holds the interactions (the actors read it from the object store)
-    seen = ray.remote(train_rows).options(num_cpus=1).remote(trained_on(run_dir))
+    seen = ray.remote(seen_rows).options(num_cpus=1).remote(trained_on(run_dir))
     users = ray.data.read_parquet(str((run_dir / "cf" / "embeddings" / "users.parquet").resolve()))
     scored = users.map_batches(
         TopKScorer,

@@ -92,7 +92,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if rank == 0 and point.improved and loop_config["trace_test"]:  # benchmarks' time-to-quality curve
             with torch.no_grad():
                 user_emb, item_emb = trainer.core(graph)
-                test = full_ranking_metrics(user_emb, item_emb, inputs.train, inputs.test, (20,))
+                test = full_ranking_metrics(user_emb, item_emb, inputs.known_before_test, inputs.test, (20,))
             fit.curve[-1].update({f"test_{key}": value for key, value in test.items()})
         if rank == 0:
             directory = tempfile.mkdtemp(prefix="cf-ckpt-")

@@ -14,15 +14,15 @@ from models.data.split import assign_leave_two_out
 
 
 @pytest.fixture(scope="module")
-def movielens_inputs(movielens_src):
+def movielens_cf(movielens_src):
     dataset = import_movielens(movielens_src)
     split = dataclasses.replace(dataset, interactions=assign_leave_two_out(dataset.interactions))
-    return EvalInputs.of(cf_inputs(split, seed=0))
+    return cf_inputs(split, seed=0)
 
 
-def test_blocks_of_users_add_up_to_the_whole_on_movielens(movielens_inputs):
-    inputs = movielens_inputs
-    users, items = inputs.train.shape
+def test_blocks_of_users_add_up_to_the_whole_on_movielens(movielens_cf):
+    inputs = EvalInputs.of(movielens_cf)
+    users, items = inputs.known.shape
     g = torch.Generator().manual_seed(0)
     user_emb, item_emb = torch.randn(users, 16, generator=g), torch.randn(items, 16, generator=g)
     evaluate = BlockEvaluator(item_emb, inputs, seed=0)
@@ -30,13 +30,31 @@ def test_blocks_of_users_add_up_to_the_whole_on_movielens(movielens_inputs):
     blocks = np.array_split(order, [97, 300, 301])
     got = added(evaluate(rows, user_emb[torch.as_tensor(rows)]) for rows in blocks)
 
-    whole = full_ranking_metrics(user_emb, item_emb, inputs.train, inputs.test)
+    whole = full_ranking_metrics(user_emb, item_emb, inputs.known, inputs.test)
     ranks = sampled_ranks(user_emb, item_emb, inputs.candidate_users, inputs.candidates)
     whole.update(rank_metrics(ranks, (10, 20), prefix="sampled_"))
     assert metrics_of(got, "model") == pytest.approx(whole, abs=1e-9)
 
-    pop_users, pop_items = popularity_embeddings(inputs.train, seed=0)
-    popular = full_ranking_metrics(pop_users, pop_items, inputs.train, inputs.test)
+    pop_users, pop_items = popularity_embeddings(movielens_cf.train, seed=0)
+    popular = full_ranking_metrics(pop_users, pop_items, inputs.known, inputs.test)
     assert metrics_of(got, "most_popular")["recall@20"] == pytest.approx(popular["recall@20"], abs=1e-9)
     assert got["model/users"] == np.diff(inputs.test.indptr).astype(bool).sum()
     assert popular["recall@20"] > 0 and whole["recall@20"] < popular["recall@20"]  # random vs popular
+
+
+def test_validation_items_are_masked_when_ranking_for_test(movielens_cf):
+    """LightGCN's protocol masks every known item but the test ones: a validation item ranked first must
+    not push a test item out of the top 20."""
+    inputs = EvalInputs.of(movielens_cf)
+    assert (inputs.known.multiply(movielens_cf.valid) != 0).sum() == movielens_cf.valid.nnz
+    user = int(np.flatnonzero(np.diff(movielens_cf.valid.indptr) & np.diff(movielens_cf.test.indptr))[0])
+    known = set(inputs.known[user].indices) | set(movielens_cf.test[user].indices)
+    valid = movielens_cf.valid[user].indices
+    test = movielens_cf.test[user].indices
+    others = [i for i in range(inputs.known.shape[1]) if i not in known][:19]
+    item_emb = torch.zeros(inputs.known.shape[1], 1)
+    item_emb[torch.as_tensor(others)] = 3.0  # 19 unseen items first, then the validation items, then test
+    item_emb[torch.as_tensor(valid)] = 2.0
+    item_emb[torch.as_tensor(test)] = 1.0
+    sums = BlockEvaluator(item_emb, inputs)(np.array([user]), torch.ones(1, 1))
+    assert sums["model/users"] == 1 and sums["model/recall@20"] == pytest.approx(1 / len(test))

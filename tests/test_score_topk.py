@@ -36,9 +36,10 @@ def test_score_topk_matches_brute_force(ray_cluster, tmp_path):
     out = pq.ParquetDataset(run / "topk").read().to_pylist()
     assert len(out) == num_users
     inter = dataset.interactions.to_pylist()
+    assert {r["split"] for r in inter} == {"train", "valid", "test"}
     scores = user_emb.astype(np.float32) @ item_emb.astype(np.float32).T
     for u, user in enumerate(users):
-        seen = {items.index(r["item_id"]) for r in inter if r["user_id"] == user and r["split"] == "train"}
+        seen = {items.index(r["item_id"]) for r in inter if r["user_id"] == user}  # held-out items too
         scores[u, list(seen)] = -np.inf
     expected = {user: np.argsort(-scores[u], kind="stable")[:k] for u, user in enumerate(users)}
     for row in out:

@@ -1,10 +1,11 @@
 """CF's test metrics over blocks of users: what one block adds, for any number of users.
 
-``EvalInputs`` are what the evaluation needs beside the embeddings (each user's train row to exclude, their
-test items, their seeded 1:99 candidates, the items' popularity); ``BlockEvaluator`` turns a block of users'
-embeddings into sums of their full-ranking metrics (every test item counts: LightGCN's protocol), their
-sampled 1:99 metrics, and the same for most popular; blocks add, ``metrics_of`` divides. Full ranking
-scores with ``unseen_scores``, the code top-K ranks with, so the two cannot disagree.
+``EvalInputs`` are what the evaluation needs beside the embeddings (each user's train and validation items
+to exclude, their test items, their seeded 1:99 candidates, the items' popularity); ``BlockEvaluator``
+turns a block of users' embeddings into sums of their full-ranking metrics (every test item counts:
+LightGCN's protocol), their sampled 1:99 metrics, and the same for most popular; blocks add,
+``metrics_of`` divides. Full ranking scores with ``unseen_scores``, the code top-K ranks with, so the two
+cannot disagree.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class EvalInputs:
 
     user_ids: pa.Array
     item_ids: pa.Array
-    train: sp.csr_matrix
+    known: sp.csr_matrix  # train and validation items: masked when ranking for the test items
     test: sp.csr_matrix
     candidate_users: np.ndarray  # users with a 1:99 sample, ascending
     candidates: np.ndarray  # [len(candidate_users), 100], the positive first
@@ -43,7 +44,7 @@ class EvalInputs:
         return cls(
             inputs.user_ids,
             inputs.item_ids,
-            inputs.train,
+            inputs.known_before_test,
             inputs.test,
             np.asarray(users)[order],
             np.asarray(candidates)[order],
@@ -69,8 +70,8 @@ class BlockEvaluator:
     def _sums(
         self, rows: np.ndarray, users: torch.Tensor, items: torch.Tensor, name: str
     ) -> dict[str, float]:
-        train, test = self.inputs.train[rows], self.inputs.test[rows]
-        full = full_ranking_sums(users, items, train, test, KS)
+        known, test = self.inputs.known[rows], self.inputs.test[rows]
+        full = full_ranking_sums(users, items, known, test, KS)
         out = {f"{name}/{key}": value for key, value in full.items()}
         found = np.searchsorted(self.inputs.candidate_users, rows)
         found = np.minimum(found, max(len(self.inputs.candidate_users) - 1, 0))

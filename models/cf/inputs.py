@@ -41,6 +41,13 @@ class CFInputs:
         return self.train.shape[1]
 
     @property
+    def known_before_test(self) -> sp.csr_matrix:
+        """Train and validation items of each user: what full ranking masks at test time (LightGCN's
+        protocol masks every known item but the test ones; a held-out validation item left unmasked takes a
+        top-K slot from the test items whenever the model ranks it well)."""
+        return (self.train + self.valid).tocsr()
+
+    @property
     def validation_users(self) -> int:
         """Users with at least one validation item."""
         return int((np.diff(self.valid.indptr) > 0).sum())

@@ -15,15 +15,19 @@ from models.cf.ranking import topk_unseen
 from models.data import encode_interactions, load_dataset
 
 
-def train_rows(data_dir: Path) -> dict[str, Any]:
-    """Each user's train items as CSR arrays plus the user-id order of its rows."""
+def seen_rows(data_dir: Path) -> dict[str, Any]:
+    """Each user's items of every split as CSR arrays plus the user-id order of its rows.
+
+    Held-out items count as seen: a user's CF items feed their profile's evidence, so a validation or test
+    item among them would show the profiler the very item it is later ranked on.
+    """
     encoded = encode_interactions(load_dataset(data_dir))
-    train = encoded.matrix(("train",))
-    return {"user_ids": encoded.user_ids, "indptr": train.indptr, "indices": train.indices}
+    seen = encoded.matrix(("train", "valid", "test"))
+    return {"user_ids": encoded.user_ids, "indptr": seen.indptr, "indices": seen.indices}
 
 
 class UnseenTopK:
-    """The K best items outside each user's train row, scored against every item (one matmul a block)."""
+    """The K best items outside each user's seen row, scored against every item (one matmul a block)."""
 
     def __init__(self, item_ids: pa.Array, item_emb: torch.Tensor, seen: dict[str, Any], k: int):
         self.item_ids, self.item_emb = item_ids, item_emb
