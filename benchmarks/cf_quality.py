@@ -51,7 +51,8 @@ def run(quick: bool = False) -> BenchResult:
     _summarise(result)
     _plot(result)
     result.notes += [
-        "full ranking over items unseen in train; every test item of a user counts (LightGCN's protocol); "
+        "full ranking over items outside train and validation; every test item of a user counts "
+        "(LightGCN's protocol); "
         "MovieLens: leave-two-out by time, Gowalla: LightGCN's split with one random train item per user "
         "held out for validation",
         f"Gowalla published (LightGCN-PyTorch, about 1,000 epochs): Recall@20 {PUBLISHED['recall@20']}, "

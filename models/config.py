@@ -55,6 +55,12 @@ class CFConfig(StrictModel):
         gt=0,
         description="training stops at the first validation after this many seconds of training (best kept)",
     )
+    max_steps: int | None = Field(
+        None,
+        ge=1,
+        description="training stops after this many optimiser steps (best kept), inside an epoch too: a step "
+        "cap for graphs whose epoch alone is hours",
+    )
     layers: int = Field(3, ge=0)
     dim: int = Field(64, ge=1)
     loss: Literal["bpr", "softmax"] = Field(

@@ -112,3 +112,13 @@ def test_the_epoch_cap_ends_training_on_its_last_step():
     CFFit(trainer, cf, None).run(points.append)
     assert points[-1].reason == "2 epochs" and points[-1].step == 2 * trainer.steps_per_epoch
     assert points[-1].epoch == 2
+
+
+def test_a_step_cap_ends_training_on_that_step_inside_an_epoch():
+    train, graph = _tiny_graph()
+    cf = CFConfig(dim=8, layers=1, batch_size=10, eval_every_steps=3, max_steps=5)
+    trainer = CFTrainer(cf_model(graph, cf), graph, train, cf)
+    assert trainer.steps_per_epoch > 5
+    points: list[Validation] = []
+    CFFit(trainer, cf, lambda: np.ones(4)).run(points.append)
+    assert [p.step for p in points] == [3, 5] and points[-1].reason == "5 steps"

@@ -197,9 +197,9 @@ class CFFit:
 
     ``validate`` (None on ranks that do not validate) returns each validation user's Recall@20 for the
     model as it stands; ``agree`` makes every rank take rank 0's stop decision (identity on one worker).
-    Stops on ``EarlyStopping``, on ``cf.epochs`` passes or after ``cf.time_budget_s`` seconds of steps and
-    validations (checked after every chunk, so inside an epoch too; ``on_validation``'s own time is not
-    counted).
+    Stops on ``EarlyStopping``, on ``cf.epochs`` passes, after ``cf.max_steps`` steps or after
+    ``cf.time_budget_s`` seconds of steps and validations (checked after every chunk, so inside an epoch
+    too; ``on_validation``'s own time is not counted).
     """
 
     def __init__(
@@ -221,6 +221,8 @@ class CFFit:
         while True:
             started = time.perf_counter()
             left = self.cf.epochs * self.trainer.steps_per_epoch - self.trainer.steps
+            if self.cf.max_steps is not None:
+                left = min(left, self.cf.max_steps - self.trainer.steps)
             stats = self.trainer.train_steps(max(1, min(self.cf.eval_every_steps, left)))
             position = self.trainer.position()
             score, improved = self._validate(position)
@@ -265,6 +267,8 @@ class CFFit:
             return "time budget"
         if position["epoch"] > self.cf.epochs:
             return f"{self.cf.epochs} epochs"
+        if self.cf.max_steps is not None and position["steps"] >= self.cf.max_steps:
+            return f"{self.cf.max_steps} steps"
         if self.validate is not None and self.stopping.should_stop(position["steps"]):
             return "early stopping"
         return None
