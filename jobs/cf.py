@@ -49,7 +49,7 @@ def train(inputs_path: str, out: Path, config: TailorMindConfig, trace_test: boo
 
     cf = config.cf
     inputs_path = str(Path(inputs_path).resolve())  # workers do not share the driver's directory
-    connect(config.ray)
+    connect(config.ray, out.parent)  # RUN/logs/ray: the Train workers' logs
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     storage = Path(tempfile.mkdtemp(prefix="train-cf-", dir=out))

@@ -68,7 +68,7 @@ def score(run_dir: Path, out: Path, k: int, actors: int, config: TailorMindConfi
     """Write RUN/topk/*.parquet with Ray Data and return the row count."""
     import ray
 
-    connect(config.ray)
+    connect(config.ray, run_dir)
     cpus = 1
     if not config.cf.use_gpu:  # leave a CPU for reading and writing, or the pipeline stalls
         usable = max(1, int(ray.available_resources().get("CPU", 1)) - 1)
@@ -117,7 +117,7 @@ def topk_stage_on(runner: StageRunner, k: int, actors: int, config: TailorMindCo
     return runner.run(
         "topk",
         lambda out: score(run_dir, out, k, actors, config),
-        config={"k": k},
+        config={"k": k, "masked": "every split"},  # output before held-out items were masked: redone
         inputs=[run_dir / "cf", trained_on(run_dir)],
     )
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import os
+import sys
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -63,7 +66,8 @@ def webm_bytes(clip: VideoClip) -> bytes:
     width, height = clip.frames[0].size
     with tempfile.TemporaryDirectory() as folder:
         path = str(Path(folder) / "clip.webm")
-        writer = cv2.VideoWriter(path, cv2.VideoWriter.fourcc(*"VP90"), clip.fps, (width, height))
+        with stderr_silenced():  # OpenCV prints that WebM has no tag for VP9 (any fourcc), then writes it
+            writer = cv2.VideoWriter(path, cv2.VideoWriter.fourcc(*"VP90"), clip.fps, (width, height))
         if not writer.isOpened():
             raise MediaError("this OpenCV build cannot write VP9 WebM")
         for frame in clip.frames:
@@ -92,6 +96,24 @@ def video_clip(path: str, frames: int) -> VideoClip:
     with _open_video(path) as (capture, count, fps):
         indices = np.unique(np.linspace(0, count - 1, frames).round().astype(int))
         return VideoClip(_frames(capture, indices, path), fps)
+
+
+_STDERR_LOCK = threading.Lock()  # threads of one process (Serve's generate) must not interleave the swaps
+
+
+@contextmanager
+def stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 points at /dev/null inside: for native libraries that print with no setting."""
+    with _STDERR_LOCK:
+        sys.stderr.flush()
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(null)
 
 
 @contextmanager

@@ -12,8 +12,11 @@ from __future__ import annotations
 import fcntl
 import importlib.util
 import json
+import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from models.errors import TailorMindError
@@ -79,17 +82,33 @@ def _convert(gguf: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with _progress_bars_off():  # a one-time conversion drew three tqdm bars in the job's console
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the GGUF's; the saved weights are plain
     config.torch_dtype = torch.bfloat16
     model = LlamaForCausalLM(config)
     model.load_state_dict(loaded.state_dict())
-    model.to(torch.bfloat16).save_pretrained(out)
+    with _progress_bars_off():
+        model.to(torch.bfloat16).save_pretrained(out)
     tokenizer.save_pretrained(out)
     GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     ).save_pretrained(out)
+
+
+@contextmanager
+def _progress_bars_off() -> Iterator[None]:
+    """tqdm bars off inside (``TQDM_DISABLE``, which every tqdm reads when it starts a bar)."""
+    before = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TQDM_DISABLE"]
+        else:
+            os.environ["TQDM_DISABLE"] = before

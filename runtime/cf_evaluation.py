@@ -33,7 +33,8 @@ class EvalActor:
         data = ray.get(inputs) if isinstance(inputs, ray.ObjectRef) else inputs
         table = pq.read_table(items)
         self.users = pd.Index(data.user_ids.to_pandas())
-        item_order = pa.compute.index_in(data.item_ids, value_set=table["item_id"]).to_numpy()
+        item_order = pa.compute.index_in(data.item_ids, value_set=table["item_id"])
+        item_order = item_order.to_numpy(zero_copy_only=False, writable=True)
         item_emb = torch.as_tensor(embedding_matrix(table["embedding"]))[torch.as_tensor(item_order)]
         self.evaluate = BlockEvaluator(item_emb, data, seed)
 

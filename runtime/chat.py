@@ -7,6 +7,7 @@ these, so structured output, retries and error reporting are the same everywhere
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -49,6 +50,10 @@ class ServeChat:
         from ray import serve
 
         from runtime.llm import deployment_names
+
+        # importing ray.serve set its logger to INFO in this (client) process: its first request logged the
+        # router's start into the job's console from every Ray Data worker
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
 
         app_name, deployment_name = deployment_names(role)
         return cls(serve.get_deployment_handle(deployment_name, app_name), role)

@@ -43,7 +43,7 @@ def connect(config: RayConfig, run_dir: Path | None = None) -> None:
             os.environ.setdefault(name, value)
         address = config.address or os.environ.get("RAY_ADDRESS")
         if address:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
             log.info("joined Ray cluster at %s", address)
         else:
             gb = config.object_store_memory_gb
@@ -52,6 +52,7 @@ def connect(config: RayConfig, run_dir: Path | None = None) -> None:
             try:
                 ray.init(
                     address="local",
+                    logging_level=logging.WARNING,  # the line below says that a cluster started
                     num_cpus=config.num_cpus or os.cpu_count(),
                     num_gpus=config.num_gpus,
                     object_store_memory=int(gb * 2**30) if gb else None,
@@ -85,6 +86,8 @@ def _driver_log_levels() -> None:
 
     for name in ("ray.data", "ray.serve", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # It warns that progress bars are off, which in a job log (not a terminal) is this module's choice.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def _data_defaults() -> None:

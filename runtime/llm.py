@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -82,14 +83,17 @@ def ensure_llm_deployment(role: LLMRoleConfig) -> tuple[str, str]:
 
 
 def ensure_llm_deployments(roles: Iterable[LLMRoleConfig]) -> None:
-    """Deploy the engines of these roles that do not run yet, all at once (their starts overlap)."""
+    """Deploy the engines of these roles that do not run yet, all at once (their starts overlap), and wait
+    until every one of them runs (one that another job is deploying too; a failed one raises)."""
     from ray.serve.llm import build_llm_deployment
 
-    running = set(serve.status().applications)
+    present = set(serve.status().applications)
     targets: dict[str, Any] = {}
+    names = []
     for role in roles:
         app_name, deployment_name = deployment_names(role)
-        if app_name in running or app_name in targets:
+        names.append(app_name)
+        if app_name in present or app_name in targets:
             continue
         log.info("deploying %s on Ray Serve as %s", role.model_source, app_name)
         app = build_llm_deployment(
@@ -98,3 +102,30 @@ def ensure_llm_deployments(roles: Iterable[LLMRoleConfig]) -> None:
         targets[app_name] = serve.RunTarget(target=app, name=app_name, route_prefix=None)
     if targets:
         serve.run_many(list(targets.values()))
+    wait_until_running(set(names))
+
+
+def wait_until_running(app_names: set[str], timeout_s: float = 1800.0, poll_s: float = 0.5) -> None:
+    """Block until these Serve applications run (an unhealthy one may recover); a failed deployment, or
+    one still not running after ``timeout_s`` (its replicas cannot be placed), raises with Serve's
+    message."""
+    from ray.serve.schema import ApplicationStatus
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        statuses = serve.status().applications
+        pending = []
+        for name in app_names:
+            status = statuses.get(name)
+            if status is None or status.status == ApplicationStatus.DEPLOY_FAILED:
+                message = f"{status.status}: {status.message}" if status is not None else "it is not deployed"
+                raise RuntimeError(f"the LLM deployment {name} did not start: {message}")
+            if status.status != ApplicationStatus.RUNNING:
+                pending.append(f"{name} ({status.status}: {status.message or 'no message'})")
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"LLM deployments still not running after {timeout_s:.0f} s: {', '.join(pending)}"
+            )
+        time.sleep(poll_s)

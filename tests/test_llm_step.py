@@ -15,6 +15,7 @@ from models.llm.config import LLMRoleConfig
 from models.llm.engine import engine_kwargs, placement
 from models.llm.rows import request_json, row_answers, with_answers
 from models.llm.structured import LLMAnswer, Outcome, answer_with_retries, parse_structured
+from runtime.llm import wait_until_running
 from tests.conftest import Reply, json_endpoint
 
 CAPTION = {
@@ -149,6 +150,8 @@ def test_chained_steps_share_one_serve_deployment(ray_cluster, tiny_models):
         asked = [[choice] if i % 2 else [] for i in range(batch.num_rows)]
         return batch.append_column("second_requests", pa.array(asked, pa.list_(pa.string())))
 
+    with pytest.raises(RuntimeError, match="did not start: it is not deployed"):
+        wait_until_running({"tailormind-llm-never-deployed"})
     ds = ray_cluster.data.from_arrow(pa.Table.from_pylist(rows))
     first = LLMStep("first", role, seed=0)(ds)
     apps = set(serve.status().applications)

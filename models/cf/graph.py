@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -45,7 +46,9 @@ class HypergraphAdjacency:
             size = (self.num_nodes, self.num_nodes)
             coo = torch.sparse_coo_tensor(self.edge_index, self.edge_weight, size, check_invariants=False)
             coo = coo.coalesce()
-            self._adjacency = coo.to_sparse_csr()
+            with warnings.catch_warnings():  # torch calls sparse CSR "beta" on every process that builds one
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                self._adjacency = coo.to_sparse_csr()
         return self._adjacency
 
 

@@ -45,6 +45,7 @@ def engine_kwargs(role: LLMRoleConfig) -> dict[str, Any]:
         enforce_eager=role.enforce_eager,
         tensor_parallel_size=role.tensor_parallel_size,
         structured_outputs_config=_STRUCTURED_OUTPUTS,
+        use_tqdm_on_load=False,  # no weight-loading bar per engine process in the job's console
     )
     if role.accelerator_type is None:
         kwargs["distributed_executor_backend"] = "mp"
@@ -81,6 +82,7 @@ def cpu_engine_environment(role: LLMRoleConfig) -> dict[str, str]:
     environment = {
         "VLLM_CPU_OMP_THREADS_BIND": "nobind",
         "OMP_NUM_THREADS": str(max(1, int(role.cpus_per_engine))),
+        "TORCH_CPP_LOG_LEVEL": "ERROR",  # torch's NUMA-binding notice, printed by every engine process
     }
     if INTEL_OPENMP.is_file():  # before what the node preloads already (Ray expands ${...} on the node)
         environment["LD_PRELOAD"] = f"{INTEL_OPENMP} ${{LD_PRELOAD}}"
