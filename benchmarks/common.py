@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -201,3 +202,39 @@ def bar_plot(path: Path, title: str, labels: list[str], values: list[float], yla
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+class MemorySampler:
+    """Peak resident memory of a process tree's Ray workers and engines, sampled in a thread."""
+
+    def __init__(self, root_pid: int, interval: float = 0.5):
+        self.root_pid, self.interval = root_pid, interval
+        self.max_worker_mb = 0.0
+        self.max_worker_name = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.wait(self.interval):
+            try:
+                children = psutil.Process(self.root_pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                return
+            for child in children:
+                try:
+                    name = " ".join(child.cmdline())[:80]
+                    rss = child.memory_info().rss / 2**20
+                except psutil.Error:
+                    continue
+                if ("ray::" in name or "EngineCore" in name or "VLLM" in name) and rss > self.max_worker_mb:
+                    self.max_worker_mb, self.max_worker_name = rss, name

@@ -18,12 +18,11 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS_DIR, BenchResult
+from benchmarks.common import RESULTS_DIR, BenchResult, MemorySampler
 
 SIZES = (300, 3_000)
 QUICK_SIZES = (50, 500)
@@ -155,42 +154,6 @@ def _serve_processor(role: Any, target: tuple[str, str]) -> Any:
         }
 
     return build_processor(config, preprocess=preprocess, postprocess=lambda row: {"row_key": row["row_key"]})
-
-
-class MemorySampler:
-    """Peak resident memory of a process tree's Ray workers and engines, sampled in a thread."""
-
-    def __init__(self, root_pid: int, interval: float = 0.5):
-        self.root_pid, self.interval = root_pid, interval
-        self.max_worker_mb = 0.0
-        self.max_worker_name = ""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        import psutil
-
-        while not self._stop.wait(self.interval):
-            try:
-                children = psutil.Process(self.root_pid).children(recursive=True)
-            except psutil.NoSuchProcess:
-                return
-            for child in children:
-                try:
-                    name = " ".join(child.cmdline())[:80]
-                    rss = child.memory_info().rss / 2**20
-                except psutil.Error:
-                    continue
-                if ("ray::" in name or "EngineCore" in name or "VLLM" in name) and rss > self.max_worker_mb:
-                    self.max_worker_mb, self.max_worker_name = rss, name
 
 
 def measure(users: int) -> dict[str, Any]:

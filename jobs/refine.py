@@ -25,18 +25,18 @@ from models.profiling.refinement_summary import summarise
 from models.profiling.refiner import ROLES, play_round
 from models.profiling.rounds import active_rows, publish_batch
 from runtime.artifacts import FEEDBACK_EVIDENCE, PROFILES, REFINED, cards_ref, priors_ref
-from runtime.broadcast import broadcast_table
 from runtime.cluster import connect
-from runtime.refining import advance_batch, refiner_of, start_batch
+from runtime.refining import advance_batch, refiner_of, start_batch, with_feedback
 
 if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
 
 
 def refine_rounds(
-    profiles: Path, cards: Any, feedback: Any, config: TailorMindConfig, work: Path, priors: Any = None
+    profiles: Path, cards: Any, feedback: Path, config: TailorMindConfig, work: Path, priors: Any = None
 ) -> list[Path]:
-    """Run (or resume) the rounds into ``work/round_<r>/``; returns the finished round folders."""
+    """Run (or resume) the rounds into ``work/round_<r>/``, each user with their feedback (``feedback``:
+    the feedback stage's evidence); returns the finished round folders."""
     import ray.data
 
     rounds = [work / f"round_{r}" for r in range(config.profiling.rounds + 1)]
@@ -44,9 +44,9 @@ def refine_rounds(
         if folder.is_dir():
             continue  # finished before a restart
         if round_index == 0:
-            state = ray.data.read_parquet(str(profiles.resolve())).map_batches(
+            state = with_feedback(ray.data.read_parquet(str(profiles.resolve())), feedback).map_batches(
                 start_batch,
-                fn_kwargs={"cards": cards, "feedback": feedback, "config": config, "priors": priors},
+                fn_kwargs={"cards": cards, "config": config, "priors": priors},
                 batch_format="pyarrow",
                 **LIGHT,
             )
@@ -93,9 +93,8 @@ def refine_stage(pipeline: PipelineRun) -> StageResult:
 
     def build(out: Path) -> dict[str, Any]:
         connect(config.ray, pipeline.runner.run_dir)
-        feedback = broadcast_table(str(evidence.resolve()), ["user_id", "feedback"])
         priors = priors_ref(pipeline.results["priors"].path)
-        rounds = refine_rounds(profiles, cards_ref(captions), feedback, config, out, priors)
+        rounds = refine_rounds(profiles, cards_ref(captions), evidence, config, out, priors)
         published = out / REFINED
         if published.exists():  # left by a run killed while publishing
             shutil.rmtree(published)

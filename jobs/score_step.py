@@ -61,7 +61,8 @@ class ScoreStep:
             from runtime.llm import ensure_llm_deployment
 
             ensure_llm_deployment(self.role)
-        return ds.map_batches(
+        # Blocks of one request batch each (as LLMStep): a big block would be scored one batch at a time.
+        return ds.repartition(target_num_rows_per_block=self.role.batch_size).map_batches(
             _client_scores,
             fn_kwargs={
                 "step": self.step,

@@ -21,7 +21,7 @@ from models.profiling.cohort import cohort_table, select_cohort
 from models.profiling.refiner import ProfileRefiner
 from runtime.artifacts import FEEDBACK_EVIDENCE
 from runtime.broadcast import mapping_of
-from runtime.refining import start_batch
+from runtime.refining import start_batch, with_feedback
 from tests.datasets import clean_dataset
 from tests.test_refine_leakage import recording_llm, recording_scorer
 
@@ -118,7 +118,9 @@ def test_a_users_feedback_reaches_their_gradient_prompt_and_no_one_elses(tmp_pat
         [{"user_id": users[0], "feedback": "- discarded the post 'Rom-com binge'", "events": 1}],
         schema=EVIDENCE_SCHEMA,
     )
-    rows = start_batch(profiles, cards, evidence, config).to_pylist()
+    feedback = dict(zip(evidence["user_id"].to_pylist(), evidence["feedback"].to_pylist(), strict=True))
+    joined = profiles.append_column("feedback", pa.array([feedback.get(u) for u in users], pa.string()))
+    rows = start_batch(joined, cards, config).to_pylist()  # the rows with_feedback's join gives the stage
     sent: list[tuple[str, str, str]] = []
     refiner = ProfileRefiner(config.profiling, mapping_of(cards, "item_id", "card"), 0)
     seen = {r["user_id"]: r["seen_items"] for r in table.to_pylist()}
@@ -150,6 +152,13 @@ def test_the_feedback_stage_groups_the_stores_events_per_user(ray_cluster, tmp_p
         "- discarded the post 'post of u1' (evidence against the profile)",
         "- kept the post 'post of u1' (evidence for the profile)",
     ]
+    profiles = ray_cluster.data.from_items([{"user_id": user} for user in ("u1", "u2", "u3")])
+    joined = with_feedback(profiles, run.path / FEEDBACK_EVIDENCE).take_all()
+    assert {r["user_id"]: r["feedback"] for r in joined} == {
+        **{u: rows[u]["feedback"] for u in rows},
+        "u3": None,
+    }
+    assert {r["feedback"] for r in with_feedback(profiles, tmp_path / "no-evidence").take_all()} == {None}
     metrics = json.loads((run.path / "metrics.json").read_text())
     assert metrics["events"] == 3 and metrics["top_profile_versions"] == {
         posts[0]["profile_version"]: {"keep": 2, "edit": 0, "discard": 1}

@@ -10,7 +10,6 @@ import pytest
 
 from models.config import load_config
 from models.data import encode_interactions, load_dataset
-from models.feedback.rows import EVIDENCE_SCHEMA
 from models.llm.scoring import ScoredContinuation
 from models.llm.structured import LLMAnswer
 from models.profiling.cohort import cohort_table, select_cohort
@@ -88,7 +87,7 @@ def test_refinement_prompts_never_contain_test_items(tmp_path, mode, permutation
     refiner = ProfileRefiner(config.profiling, lookup, 0, catalogue=item_ids, priors=priors)
     initial = json.dumps([{"preference": "films", "reason": "watched many"}])
     profiles = table.append_column("preferences", pa.array([initial] * table.num_rows))
-    rows = start_batch(profiles, cards, EVIDENCE_SCHEMA.empty_table(), config).to_pylist()  # round-0 states
+    rows = start_batch(profiles, cards, config).to_pylist()  # round-0 states, without feedback
     sent: list[tuple[str, str, str]] = []
     seen = {u["user_id"]: u["seen_items"] for u in cohort}
     refiner.refine(rows, recording_llm(sent), seen=seen, score=recording_scorer(sent))

@@ -9,7 +9,6 @@ the users still refining for the next round (``active_rows``) and publish those 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -29,15 +28,16 @@ from models.profiling.refiner import ROUND_STEPS, ProfileRefiner, refined_profil
 TOKENS = ("prompt_tokens", "generated_tokens", "cached_tokens")  # per user, one count per round
 
 
-def start_states(batch: pa.Table, refiner: ProfileRefiner, feedback: Mapping[str, str]) -> pa.Table:
-    """Initial profiles (with the cohort's columns) as refinement states, with each user's ``feedback``."""
+def start_states(batch: pa.Table, refiner: ProfileRefiner) -> pa.Table:
+    """Initial profiles (with the cohort's columns and each user's ``feedback``, or null) as refinement
+    states."""
     rows = []
     for row in batch.to_pylist():
         positives = int(row.get("valid_positives") or 1)
         preferences = json.loads(row["preferences"])
         state = refiner.start(row["user_id"], preferences, row["valid_candidates"], positives)
         state |= {counted: [] for counted in TOKENS} | {"llm_calls": None}
-        state["feedback"] = feedback.get(row["user_id"], "")
+        state["feedback"] = row.get("feedback") or ""
         rows.append({**row, **state})
     return state_table(rows, batch.schema)
 
