@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS_DIR, BenchResult, Checkpoints
+from benchmarks.common import RESULTS_DIR, BenchResult, Checkpoints, save_figure
 from jobs.cf import train
 from models.config import load_config
 from models.data import write_dataset
@@ -164,8 +164,4 @@ def _plot(result: BenchResult) -> Path:
     curves.set_ylabel("test Recall@20 of the kept model")
     curves.set_title("Gowalla: time to quality")
     curves.legend(fontsize=8)
-    fig.tight_layout()
-    path = RESULTS_DIR / "cf_quality.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, RESULTS_DIR / "cf_quality.png")

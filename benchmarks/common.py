@@ -19,6 +19,24 @@ PARTIAL_DIR = RESULTS_DIR / "partial"  # tracked: finished parts of long runs, c
 RAW_DIR = RESULTS_DIR / "raw"  # ignored by git: work folders of long runs (pipeline runs)
 
 
+# Few, short candidates and small answers: the tiny chat model answers dozens of prompts a second on 2 cores.
+TINY_CHAT_SETTINGS = [
+    "profiling.history_items=5",
+    "profiling.caption_scope=none",
+    "profiling.num_negatives=9",
+    "profiling.candidate_chars=24",
+    "profiling.evidence_chars=400",
+    "profiling.rank_top_k=3",
+    "profiling.rounds=1",
+]
+
+
+def serve_roles(roles: tuple[str, ...]) -> list[str]:
+    """Settings that put each chat role on one shared Serve deployment, batched, without retries."""
+    keys = ("backend=serve", "max_model_len=2048", "max_retries=0", "batch_size=64")
+    return [f"llm.{role}.{key}" for role in roles for key in keys]
+
+
 def machine() -> dict[str, Any]:
     """The hardware and software a result was measured on."""
     import torch
@@ -197,6 +215,13 @@ def bar_plot(path: Path, title: str, labels: list[str], values: list[float], yla
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out, save as PNG and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -232,7 +257,7 @@ class MemorySampler:
                 return
             for child in children:
                 try:
-                    name = " ".join(child.cmdline())[:80]
+                    name = " ".join(child.cmdline()).strip()[:80]
                     rss = child.memory_info().rss / 2**20
                 except psutil.Error:
                     continue

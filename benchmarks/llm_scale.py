@@ -22,26 +22,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS_DIR, BenchResult, MemorySampler
+from benchmarks.common import RESULTS_DIR, TINY_CHAT_SETTINGS, BenchResult, MemorySampler, serve_roles
 
 SIZES = (300, 3_000)
 QUICK_SIZES = (50, 500)
-# Few, short candidates and small answers: the tiny model answers a few dozen prompts a second on 2 cores.
 SETTINGS = [
     "profiling.max_users=null",
-    "profiling.history_items=5",
+    *TINY_CHAT_SETTINGS,
     "profiling.cf_items=0",
-    "profiling.caption_scope=none",
-    "profiling.num_negatives=9",
-    "profiling.candidate_chars=24",
-    "profiling.evidence_chars=400",
-    "profiling.rank_top_k=3",
-    "profiling.rounds=1",
-    *(
-        f"llm.{role}.{key}"
-        for role in ("profiler", "ranker", "optimizer")
-        for key in ("backend=serve", "max_model_len=2048", "max_retries=0", "batch_size=64")
-    ),
+    *serve_roles(("profiler", "ranker", "optimizer")),
     "llm.profiler.max_tokens=48",
     "llm.ranker.max_tokens=16",
     "llm.optimizer.max_tokens=48",
