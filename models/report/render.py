@@ -83,7 +83,7 @@ def interval_table(label: str, rankers: dict[str, dict[str, Interval]]) -> tuple
 
 
 def trace_rounds(trace: dict[str, Any]) -> list[dict[str, Any]]:
-    """A refined user's rounds: index, mean validation rank, profile, the gradient written from it, kept."""
+    """A refined user's rounds: index, 0-based mean validation rank, profile, its gradient, kept."""
     gradients = trace.get("round_gradients") or []
     return [
         {
