@@ -106,7 +106,8 @@ def run(quick: bool = False, budget_s: float | None = None) -> BenchResult:
     _growth(result, "cohort", cohorts)
     _plot(result)
     result.notes += [
-        f"synthetic: {items} items, about {INTERACTIONS_PER_USER} interactions per user; the cohort runs use "
+        f"synthetic: {items} items, {INTERACTIONS_PER_USER} interactions per user asked (the dataset rows' "
+        "counts: those kept once repeats are dropped); the cohort runs use "
         f"the {sizes[0]}-user dataset; cf at {sizes[0]} users: to its early stop or {CF_BUDGET_S} s of "
         f"training, at {sizes[-1]} users: {CF_STEP_CAP} steps",
         "each stage alone in a fresh process with its own local Ray cluster (so its seconds include Ray's "
