@@ -5,9 +5,9 @@ Synthetic datasets (100k items, about 24 interactions per user) at 100k and 1M u
 larger), ``topk``, ``cohort`` and ``report`` over every user. The LLM stages (``profiles``, one refinement
 round, ``eval`` and ``generate`` with one version and no images or clips, with what they need:
 ``captions``, ``catalogue``, ``priors``) run over cohorts of 1k and 10k users of the smaller dataset, with
-the tiny chat model and short prompts. Every stage runs alone in a fresh process (``tailormind run --only
-STAGE`` on a local cluster of its own): that process's peak RSS is the driver's, and this one samples every
-Ray worker and engine process meanwhile. A finished stage is a checkpoint
+the tiny chat model and short prompts. Every stage runs alone and forced in a fresh process, on the
+finished stages before it, with a local cluster of its own: that process's peak RSS is the driver's, and
+this one samples every Ray worker and engine process meanwhile. A finished stage is a checkpoint
 (``benchmarks/results/partial/pipeline_scale/``), so a cut-short run resumes at the next stage on the same
 machine (the run folders it needs are under the ignored ``benchmarks/results/raw/``); ``run(budget_s=...)``
 starts no stage after its budget and writes what it measured.
@@ -93,15 +93,14 @@ def run(quick: bool = False, budget_s: float | None = None) -> BenchResult:
         settings.append(cf_bound)
         run_dir = parts.work_folder(f"users {users}")
         for stage in DATA_STAGES:
-            _add(result, missing, _part(parts, f"users {users} {stage}", run_dir, stage, settings, deadline))
+            _add(result, missing, _part(parts, ("users", users, stage), run_dir, settings, deadline))
     for cohort in cohorts:
         settings = [*_dataset_settings(sizes[0], items), *LLM_SETTINGS]
         settings += [f"profiling.max_users={cohort}", f"generation.max_users={cohort}"]
         run_dir = parts.work_folder(f"cohort {cohort}")
         _share_stages(parts.work_folder(f"users {sizes[0]}"), run_dir)
         for stage in LLM_STAGES:
-            key = f"cohort {cohort} {stage}"
-            _add(result, missing, _part(parts, key, run_dir, stage, settings, deadline))
+            _add(result, missing, _part(parts, ("cohort", cohort, stage), run_dir, settings, deadline))
     _growth(result, "users", sizes)
     _growth(result, "cohort", cohorts)
     _plot(result)
@@ -145,16 +144,18 @@ def _dataset_settings(users: int, items: int) -> list[str]:
 def _share_stages(source: Path, run_dir: Path) -> None:
     """Hard-link the smaller size's finished dataset, data, cf and topk into a cohort run's folder."""
     for stage in SHARED_STAGES:
-        if (source / stage / "_stage.json").exists() and not (run_dir / stage).exists():
+        if (source / stage / MARKER).exists() and not (run_dir / stage).exists():
             shutil.copytree(source / stage, run_dir / stage, copy_function=os.link)
 
 
 def _part(
-    parts: Checkpoints, key: str, run_dir: Path, stage: str, settings: list[str], deadline: float
+    parts: Checkpoints, where: tuple[str, int, str], run_dir: Path, settings: list[str], deadline: float
 ) -> tuple[str, dict[str, Any] | None]:
-    """One stage in a fresh process, its memory sampled meanwhile (read back when measured before); no
-    row when it was not measured and the deadline has passed."""
-    kept = parts.read(key, settings) if (run_dir / stage / MARKER).exists() else None
+    """One stage (``where``: size kind, size, stage) in a fresh process, its memory sampled meanwhile (read
+    back when measured before); no row when it was not measured and the deadline has passed."""
+    size, users, stage = where
+    key, marker = f"{size} {users} {stage}", run_dir / stage / MARKER
+    kept = parts.read(key, settings) if marker.exists() else None
     if kept is None and time.monotonic() > deadline:
         return key, None
     if kept is None:  # not measured, or measured on another machine whose run folder is not here
@@ -165,18 +166,16 @@ def _part(
             stdout, _ = process.communicate()
         log.close()
         if process.returncode != 0:  # a finding at this size (out of memory, say): kept as a row, not a part
-            size, users = key.split()[:2]
-            return key, {"stage": stage, size: int(users), "failed": _last_error(run_dir / f"{stage}.log")}
+            return key, {"stage": stage, size: users, "failed": _last_error(run_dir / f"{stage}.log")}
         figures = {
-            "seconds": json.loads((run_dir / stage / MARKER).read_text())["seconds"],
+            "seconds": json.loads(marker.read_text())["seconds"],
             "driver_peak_rss_mb": _reported(stdout)["driver_peak_rss_mb"],
             "max_worker_rss_mb": round(sampler.max_worker_mb, 1),
             "max_worker": sampler.max_worker_name,
         }
         kept = parts.write(key, settings, figures)
-    size, users = key.split()[:2]
-    counts = _counts(json.loads((run_dir / stage / MARKER).read_text()).get("summary", {}))
-    return key, {"stage": stage, size: int(users), **{k: kept[k] for k in FIGURES}, "counts": counts}
+    counts = _counts(json.loads(marker.read_text()).get("summary", {}))
+    return key, {"stage": stage, size: users, **{k: kept[k] for k in FIGURES}, "counts": counts}
 
 
 def _last_error(log: Path) -> str:
