@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
-from models.data import load_dataset, write_dataset
+from models.data import load_dataset
+from runtime.cluster import connect
+from runtime.dataset_validation import validate_dataset
 
 if TYPE_CHECKING:
     from jobs.pipeline import PipelineRun
@@ -35,15 +37,16 @@ def run(args: argparse.Namespace, config: TailorMindConfig) -> int:
 
 
 def data_stage(pipeline: PipelineRun) -> StageResult:
-    """Stage ``data``: the validated dataset (split filled in), its quarantine and report, under RUN/data."""
+    """Stage ``data``: the validated dataset (split filled in), its quarantine and report, under RUN/data,
+    validated by Ray tasks over blocks of rows (the driver holds counts)."""
     data_path = str(pipeline.results["dataset"].path)
     strict = pipeline.config.data.strict
 
     def build(out: Path) -> dict:
-        dataset = load_dataset(data_path, quarantine_dir=out / "quarantine", strict=strict)
-        write_dataset(dataset, out)
-        (out / "report.json").write_text(json.dumps(dataset.report.to_dict(), indent=2))
-        return dataset.report.to_dict()
+        connect(pipeline.config.ray, pipeline.runner.run_dir)
+        report = validate_dataset(data_path, out, strict).to_dict()
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+        return report
 
     inputs = [Path(data_path)] if "://" not in data_path else []
     return pipeline.runner.run(

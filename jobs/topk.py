@@ -100,7 +100,7 @@ def score(run_dir: Path, out: Path, k: int, actors: int, config: TailorMindConfi
 
 def trained_on(run_dir: Path) -> Path:
     """The dataset RUN/cf was trained on: RUN/data in a pipeline run, else what train-cf --data named."""
-    if (run_dir / "data" / "interactions.parquet").is_file():
+    if (run_dir / "data" / "interactions.parquet").exists():
         return run_dir / "data"
     marker = run_dir / "cf" / MARKER
     if not marker.is_file():

@@ -18,8 +18,10 @@ from models.profiling.catalogue import (
     fallback_label,
     label_request,
 )
-from models.profiling.cohort import select_cohort, select_cold_start
+from models.profiling.cohort import UserSample, select_cohort, select_cold_start
 from tests.datasets import write_interactions, write_items
+
+EVERY_USER = UserSample(None, 0, "profiling")
 
 
 def planted(clusters: int = 12, per_cluster: int = 6, dim: int = 16, seed: int = 0) -> np.ndarray:
@@ -120,15 +122,17 @@ def test_users_with_few_interactions_are_the_cold_start_sample(tmp_path):
     rows += [("new1", "i1", 5), ("new2", "i2", 5), ("new2", "i3", 9), ("new3", "i4", 1)]
     write_interactions(tmp_path, rows)
     encoded = encode_interactions(load_dataset(tmp_path))
-    cohort = select_cohort(encoded, None, history_items=5, seed=0, num_negatives=9)
-    cold, items = select_cold_start(encoded, cohort.users, min_history=3, max_users=None, seed=0)
+    cohort = select_cohort(encoded, EVERY_USER, history_items=5, num_negatives=9)
+    cold, items = select_cold_start(encoded, cohort.users, min_history=3, sample=EVERY_USER)
     names = encoded.user_ids.take(pa.array(cold)).to_pylist()
     assert names == ["new1", "new2", "new3"] and len(cohort.users) == 6
     as_ids = [encoded.item_ids.take(pa.array(i)).to_pylist() for i in items]
     assert as_ids == [["i1"], ["i3", "i2"], ["i4"]]  # most recent first
-    sampled, _ = select_cold_start(encoded, cohort.users, min_history=3, max_users=2, seed=0)
+    sampled, _ = select_cold_start(
+        encoded, cohort.users, min_history=3, sample=UserSample(2, 0, "cold-start")
+    )
     assert len(sampled) == 2 and set(sampled) <= set(cold)
-    everyone, _ = select_cold_start(encoded, np.array([], dtype=np.int64), 7, None, 0)
+    everyone, _ = select_cold_start(encoded, np.array([], dtype=np.int64), 7, EVERY_USER)
     assert len(everyone) == 9  # with min_history 7, the 6-item users are cold-start too
 
 

@@ -17,13 +17,15 @@ from models.data import encode_interactions, load_dataset
 from models.feedback.evidence import action_counts, edit_difference, unique_events, user_evidence
 from models.feedback.rows import EVIDENCE_SCHEMA
 from models.feedback.store import SEGMENT_PREFIX, FeedbackStore, new_post_id, profile_version
-from models.profiling.cohort import cohort_table, select_cohort
+from models.profiling.cohort import UserSample, cohort_table, select_cohort
 from models.profiling.refiner import ProfileRefiner
 from runtime.artifacts import FEEDBACK_EVIDENCE
 from runtime.broadcast import mapping_of
 from runtime.refining import start_batch, with_feedback
 from tests.datasets import clean_dataset
 from tests.test_refine_leakage import recording_llm, recording_scorer
+
+EVERY_USER = UserSample(None, 0, "profiling")
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -107,7 +109,7 @@ def test_events_become_evidence_lines_and_counts_per_profile_version():
 def test_a_users_feedback_reaches_their_gradient_prompt_and_no_one_elses(tmp_path):
     dataset = load_dataset(clean_dataset(tmp_path, users=3, items=400, per_user=8))
     encoded = encode_interactions(dataset)
-    table = cohort_table(encoded, select_cohort(encoded, None, history_items=5, seed=0), None, 0)
+    table = cohort_table(encoded, select_cohort(encoded, EVERY_USER, history_items=5), None, 0)
     users = table["user_id"].to_pylist()
     item_ids = encoded.item_ids.to_pylist()
     cards = pa.table({"item_id": item_ids, "card": [f"CARD-{item_id}" for item_id in item_ids]})

@@ -23,7 +23,7 @@ def test_run_imports_validates_then_skips(movielens_src, tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.startswith("dataset    ") and "\ndata       " in out and " s  " in out  # a line per stage
-    assert (tmp_path / "run" / "data" / "interactions.parquet").is_file()
+    assert (tmp_path / "run" / "data" / "interactions.parquet").exists()
     assert main(args) == 0
     assert capsys.readouterr().out.count("up to date, skipped") == 2
     assert main([*args, "--from", "data"]) == 0

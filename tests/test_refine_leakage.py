@@ -12,11 +12,13 @@ from models.config import load_config
 from models.data import encode_interactions, load_dataset
 from models.llm.scoring import ScoredContinuation
 from models.llm.structured import LLMAnswer
-from models.profiling.cohort import cohort_table, select_cohort
+from models.profiling.cohort import UserSample, cohort_table, select_cohort
 from models.profiling.refiner import ProfileRefiner
 from runtime.broadcast import mapping_of
 from runtime.refining import start_batch
 from tests.datasets import clean_dataset
+
+EVERY_USER = UserSample(None, 0, "profiling")
 
 
 def recording_llm(sent: list[tuple[str, str, str]]):
@@ -70,7 +72,7 @@ def recording_scorer(sent: list[tuple[str, str, str]]):
 def test_refinement_prompts_never_contain_test_items(tmp_path, mode, permutations, negatives):
     dataset = load_dataset(clean_dataset(tmp_path, users=6, items=400, per_user=9))
     encoded = encode_interactions(dataset)
-    cohort_rows = select_cohort(encoded, None, history_items=5, seed=0, valid_positives=3)
+    cohort_rows = select_cohort(encoded, EVERY_USER, history_items=5, valid_positives=3)
     table = cohort_table(encoded, cohort_rows, None, 0)
     cohort = table.to_pylist()
     item_ids = encoded.item_ids.to_pylist()
@@ -116,9 +118,7 @@ def test_refinement_prompts_never_contain_test_items(tmp_path, mode, permutation
 def test_validation_negatives_are_redrawn_each_round_when_asked(tmp_path):
     dataset = load_dataset(clean_dataset(tmp_path, users=3, items=400, per_user=8))
     encoded = encode_interactions(dataset)
-    user = cohort_table(encoded, select_cohort(encoded, None, history_items=5, seed=0), None, 0).to_pylist()[
-        0
-    ]
+    user = cohort_table(encoded, select_cohort(encoded, EVERY_USER, history_items=5), None, 0).to_pylist()[0]
     cards = {item_id: item_id for item_id in encoded.item_ids.to_pylist()}
     for negatives, expect_same in (("fixed", True), ("resample", False)):
         config = load_config(None, [f"profiling.valid_negatives={negatives}"])

@@ -45,6 +45,14 @@ class ValidationReport:
             for name, r in self.files.items()
         }
 
+    def add(self, name: str, counts: FileReport) -> None:
+        """Add ``counts`` (of one block of the file) to file ``name``'s."""
+        total = self.files.setdefault(name, FileReport(0))
+        total.input_rows += counts.input_rows
+        total.accepted_rows += counts.accepted_rows
+        for reason, count in counts.reasons.items():
+            total.reasons[reason] = total.reasons.get(reason, 0) + count
+
     def summary(self) -> str:
         """One line per file: accepted and quarantined counts with reasons."""
         lines = []
@@ -98,14 +106,20 @@ class RowRejections:
         reasons = {name: int(n) for name, n in zip(self.reason_names, counts, strict=True) if n}
         return FileReport(self.table.num_rows, int(self.accepted.sum()), reasons)
 
-    def write(self, quarantine_dir: Path | None) -> None:
-        """Write the rejected rows, original values plus a ``reason`` column, to ``<dir>/<file>``."""
+    def quarantined(self) -> pa.Table | None:
+        """The rejected rows, original values plus a ``reason`` column; None when every row passed."""
         bad = ~self.accepted
-        if quarantine_dir is None or not bad.any():
-            return
+        if not bad.any():
+            return None
         names = np.array(self.reason_names, dtype=object)
-        rows = self.table.filter(pa.array(bad)).append_column(
+        return self.table.filter(pa.array(bad)).append_column(
             "reason", pa.array(names[self.reason[bad]].tolist(), pa.string())
         )
+
+    def write(self, quarantine_dir: Path | None) -> None:
+        """Write the rejected rows (``quarantined``) to ``<dir>/<file>``."""
+        rows = self.quarantined()
+        if quarantine_dir is None or rows is None:
+            return
         quarantine_dir.mkdir(parents=True, exist_ok=True)
         pq.write_table(rows, quarantine_dir / self.file_name)

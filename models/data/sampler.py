@@ -68,6 +68,7 @@ def popularity_matched(
     *,
     seed: int = 0,
     bins: int = POPULARITY_BINS,
+    popularity: np.ndarray | None = None,
 ) -> CandidateSample:
     """``sample``'s positives with never-seen negatives from each positive's popularity bin.
 
@@ -77,8 +78,8 @@ def popularity_matched(
     round (then, for the last few, from the whole catalogue). Most popular is near chance on these sets.
     """
     num_items, count = encoded.num_items, sample.candidates.shape[1] - 1
-    train = encoded.mask(("train",))
-    popularity = np.bincount(encoded.item[train], minlength=num_items)
+    if popularity is None:
+        popularity = train_popularity(encoded)
     by_rank = np.lexsort((np.arange(num_items), -popularity))
     rank = np.empty(num_items, np.int64)
     rank[by_rank] = np.arange(num_items)
@@ -108,6 +109,11 @@ def popularity_matched(
         negatives[todo] = uniform
     candidates = np.concatenate([sample.positives[:, None].astype(np.int64), negatives], axis=1)
     return CandidateSample(users=sample.users, candidates=candidates.astype(np.int32))
+
+
+def train_popularity(encoded: EncodedInteractions) -> np.ndarray:
+    """Train interactions per item."""
+    return np.bincount(encoded.item[encoded.mask(("train",))], minlength=encoded.num_items)
 
 
 def sample_rows_uniform(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pandas.util import hash_array
 
 from models.data import EncodedInteractions, sample_candidates
 from models.data.sampler import CandidateSample, popularity_matched
@@ -33,26 +34,78 @@ class Cohort:
         return np.unique(np.concatenate(parts)) if parts else np.array([], dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class UserSample:
+    """A seeded sample of at most ``size`` users (None: all) by a draw fixed by each user's id alone: the
+    ``size`` lowest draws. Over parts of the data, ``limit`` (the ``size``-th lowest draw of all, from each
+    part's ``lowest``) makes each part keep exactly its users of the whole sample."""
+
+    size: int | None
+    seed: int
+    salt: str
+    limit: int | None = None
+
+    def draws(self, user_ids: pa.Array) -> np.ndarray:
+        """Each user's draw (uint64, the same in every part)."""
+        key = f"{self.salt}{self.seed}"[-16:].rjust(16, "0")
+        return hash_array(np.asarray(user_ids.to_numpy(zero_copy_only=False), dtype=object), hash_key=key)
+
+    def lowest(self, user_ids: pa.Array, users: np.ndarray) -> np.ndarray:
+        """The lowest ``size`` draws of ``users`` (indices into ``user_ids``), sorted; none without a size
+        (every user is in the sample)."""
+        if self.size is None:
+            return np.array([], np.uint64)
+        return np.sort(self.draws(user_ids.take(pa.array(users, pa.int64()))))[: self.size]
+
+    def select(self, user_ids: pa.Array, users: np.ndarray) -> np.ndarray:
+        """The sampled ones of ``users`` (sorted indices into ``user_ids``)."""
+        if self.size is None:
+            return users
+        draws = self.draws(user_ids.take(pa.array(users, pa.int64())))
+        if self.limit is not None:
+            return users[draws <= np.uint64(self.limit)]
+        return np.sort(users[np.argsort(draws, kind="stable")[: self.size]])
+
+    def limited(self, lowest: list[np.ndarray]) -> UserSample:
+        """This sample over parts whose ``lowest`` draws are given."""
+        if self.size is None:
+            return self
+        draws = np.sort(np.concatenate(lowest)) if lowest else np.array([], np.uint64)
+        limit = int(draws[self.size - 1]) if len(draws) >= self.size else int(np.iinfo(np.uint64).max)
+        return replace(self, limit=limit)
+
+
+def profilable_users(encoded: EncodedInteractions) -> np.ndarray:
+    """Users with a validation and a test item (sorted indices): who can be profiled and evaluated."""
+    return np.intersect1d(encoded.user[encoded.mask(("valid",))], encoded.user[encoded.mask(("test",))])
+
+
+def few_interaction_users(encoded: EncodedInteractions, min_history: int) -> np.ndarray:
+    """Users with fewer than ``min_history`` interactions (sorted indices): the cold-start ones."""
+    counts = np.bincount(encoded.user, minlength=encoded.num_users)
+    return np.flatnonzero((counts > 0) & (counts < min_history))
+
+
 def select_cohort(
     encoded: EncodedInteractions,
-    max_users: int | None,
+    sample: UserSample,
     history_items: int,
-    seed: int,
     num_negatives: int = 99,
     valid_positives: int = 1,
     popularity_matched_test: bool = False,
+    popularity: np.ndarray | None = None,
 ) -> Cohort:
-    """A seeded sample of users with held-out items, their recent history and their candidate sets.
+    """``sample`` of the users with held-out items, their recent history and their candidate sets.
 
     Each user's validation positives are the held-out validation item and, for users who keep at least
     ``MIN_TRAIN_KEPT`` train items, up to ``valid_positives - 1`` of their latest train items, which then
-    leave the history (the profile's evidence).
+    leave the history (the profile's evidence). ``popularity`` (train interactions per item, over all the
+    data) bins the popularity-matched negatives; by default it is counted from ``encoded``.
     """
+    seed = sample.seed
     valid = sample_candidates(encoded, "valid", num_negatives=num_negatives, seed=seed, salt="profiling")
     test = sample_candidates(encoded, "test", num_negatives=num_negatives, seed=seed, salt="profiling")
-    eligible = np.intersect1d(valid.users, test.users)
-    if max_users is not None and len(eligible) > max_users:
-        eligible = np.sort(np.random.default_rng(seed).choice(eligible, max_users, replace=False))
+    eligible = sample.select(encoded.user_ids, np.intersect1d(valid.users, test.users))
     train = encoded.mask(("train",))
     train_counts = np.bincount(encoded.user[train], minlength=encoded.num_users)[eligible]
     extra = np.clip(train_counts - MIN_TRAIN_KEPT, 0, valid_positives - 1)
@@ -69,7 +122,7 @@ def select_cohort(
         valid_positives=1 + extra,
         test_candidates=test_sample.candidates,
         test_candidates_popular=(
-            popularity_matched(encoded, test_sample, seed=seed).candidates
+            popularity_matched(encoded, test_sample, seed=seed, popularity=popularity).candidates
             if popularity_matched_test
             else None
         ),
@@ -88,14 +141,13 @@ def recent_items(
 
 
 def select_cold_start(
-    encoded: EncodedInteractions, profiled: np.ndarray, min_history: int, max_users: int | None, seed: int
+    encoded: EncodedInteractions, profiled: np.ndarray, min_history: int, sample: UserSample
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """A seeded sample of users with fewer than ``min_history`` interactions (outside ``profiled``) and
-    their items, most recent first."""
-    counts = np.bincount(encoded.user, minlength=encoded.num_users)
-    cold = np.setdiff1d(np.flatnonzero((counts > 0) & (counts < min_history)), profiled)
-    if max_users is not None and len(cold) > max_users:
-        cold = np.sort(np.random.default_rng(seed).choice(cold, max_users, replace=False))
+    """``sample`` of the users with fewer than ``min_history`` interactions, less any in ``profiled``
+    (fewer than the sample's size then), and their items, most recent first."""
+    cold = np.setdiff1d(
+        sample.select(encoded.user_ids, few_interaction_users(encoded, min_history)), profiled
+    )
     everything = np.ones(len(encoded.user), dtype=bool)
     return cold, recent_items(encoded, cold, everything, min_history)
 
