@@ -44,7 +44,8 @@ ITEMS, QUICK_ITEMS = 100_000, 5_000
 INTERACTIONS_PER_USER = 24
 CF_STEP_CAP = 100  # at the larger size: an epoch of 24M pairs is about 6,000 steps
 CF_BUDGET_S = 900  # at the smaller size: training stops at its early stop or after this many seconds
-DATA_STAGES = ("dataset", "data", "cf", "topk", "cohort", "report")
+CF_EVALUATION = "cf evaluation"  # not a stage: the cf stage's test evaluation alone, on its kept embeddings
+DATA_STAGES = ("dataset", "data", "cf", CF_EVALUATION, "topk", "cohort", "report")
 LLM_STAGES = (
     "cohort",
     "feedback",
@@ -248,14 +249,36 @@ def _stage_process(run_dir: str, stage: str, settings: list[str]) -> None:
     from jobs.stage_runner import StageRunner
     from models.config import load_config
 
-    pipeline = PipelineRun(StageRunner(Path(run_dir), force={stage}), load_config(None, settings))
-    for name in list(STAGES)[: list(STAGES).index(stage)]:
-        if (pipeline.runner.path(name) / MARKER).exists():
-            pipeline.results[name] = pipeline.runner.finished(name)
-    stage_function(stage)(pipeline)
+    config = load_config(None, settings)
+    if stage == CF_EVALUATION:
+        _cf_evaluation(Path(run_dir), config)
+    else:
+        pipeline = PipelineRun(StageRunner(Path(run_dir), force={stage}), config)
+        for name in list(STAGES)[: list(STAGES).index(stage)]:
+            if (pipeline.runner.path(name) / MARKER).exists():
+                pipeline.results[name] = pipeline.runner.finished(name)
+        stage_function(stage)(pipeline)
     print(
         PEAK + json.dumps({"driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
     )
+
+
+def _cf_evaluation(run_dir: Path, config: Any) -> None:
+    """The cf stage's test evaluation of its kept embeddings, alone; its seconds and metrics in a marker
+    as a stage's."""
+    from runtime.cf_evaluation import evaluate
+    from runtime.cluster import connect
+
+    connect(config.ray, run_dir)
+    started = time.perf_counter()
+    metrics = evaluate(run_dir / "cf" / "embeddings", str(run_dir / "data"), config)
+    summary = {
+        "recall@20": metrics["recall@20"],
+        "most_popular_recall@20": metrics["most_popular"]["recall@20"],
+    }
+    (run_dir / CF_EVALUATION).mkdir(exist_ok=True)
+    marker = {"seconds": round(time.perf_counter() - started, 3), "summary": summary}
+    (run_dir / CF_EVALUATION / MARKER).write_text(json.dumps(marker))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """``tailormind train-cf --data DATASET --out RUN``: hypergraph CF trained with Ray Train (DDP, checkpoints).
 
 The workers (``runtime.cf_training``) train, validate, stop early within ``cf.time_budget_s`` and export
-the kept weights' embeddings; Ray Data actors then compute the test metrics over blocks of users
-(``runtime.cf_evaluation``), so the driver never holds per-user rows. A dataset without validation rows
-holds out one train interaction per user instead (``models.cf.inputs``).
+the kept weights' embeddings; Ray tasks then compute the test metrics part by part of the dataset's
+interactions (``runtime.cf_evaluation``), so the driver never holds per-user rows. A dataset without
+validation rows holds out one train interaction per user instead (``models.cf.inputs``).
 """
 
 from __future__ import annotations

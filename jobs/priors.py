@@ -102,7 +102,7 @@ def ranked_items(cohort: Path, partitions: int) -> Any:
     import ray.data
 
     users = str((cohort / COHORT_USERS).resolve())
-    columns = [name for name in CANDIDATES if name in pq.read_schema(users).names]
+    columns = [name for name in CANDIDATES if name in pq.ParquetDataset(users).schema.names]
     batches = ray.data.read_parquet(users, columns=columns).map_batches(
         candidate_items_batch, batch_format="pyarrow", **LIGHT
     )

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from jobs.llm_step import LIGHT, LLMStep
 from jobs.pipeline import stage_main
@@ -31,6 +30,7 @@ from runtime.artifacts import (
     PROFILES,
     cards_ref,
     facts_ref,
+    parquet_rows,
 )
 from runtime.broadcast import mapping_of
 from runtime.cluster import connect
@@ -74,7 +74,7 @@ def profiles_stage(pipeline: PipelineRun) -> StageResult:
             (COHORT_COLD_START, COLD_START_PROFILES, curated),
         ):
             source = cohort / users
-            if pq.read_metadata(source).num_rows:  # a dataset may have no cold-start users
+            if parquet_rows(source):  # a dataset may have no cold-start users
                 path = str((out / written).resolve())
                 profile_users(str(source.resolve()), cards, facts, default, config).write_parquet(path)
                 summaries[written] = ray.get(task.remote(path, config.llm))

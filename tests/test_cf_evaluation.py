@@ -3,6 +3,7 @@
 import dataclasses
 
 import numpy as np
+import pyarrow.compute
 import pytest
 import torch
 
@@ -58,3 +59,44 @@ def test_validation_items_are_masked_when_ranking_for_test(movielens_cf):
     item_emb[torch.as_tensor(test)] = 1.0
     sums = BlockEvaluator(item_emb, inputs)(np.array([user]), torch.ones(1, 1))
     assert sums["model/users"] == 1 and sums["model/recall@20"] == pytest.approx(1 / len(test))
+
+
+@pytest.mark.parametrize("timestamps", [True, False])
+def test_part_by_part_evaluation_equals_the_whole_file(ray_cluster, tmp_path, monkeypatch, timestamps):
+    """The data stage's parts (each holding its users) give the full-ranking metrics of the single file,
+    with a given split or a validation item held out per user (by time, or by a draw when untimed)."""
+    from models.cf.export import write_embeddings
+    from models.config import load_config
+    from models.data import load_dataset, write_dataset
+    from models.data.loader import without_timestamps
+    from models.data.synth import SynthSpec, write_synthetic
+    from runtime import dataset_validation
+    from runtime.cf_evaluation import evaluate
+
+    write_synthetic(SynthSpec(users=80, items=300, tags=10, seed=0, interactions=2400), tmp_path / "synth")
+    whole = load_dataset(tmp_path / "synth")
+    interactions = whole.interactions.filter(pyarrow.compute.field("split") != "valid")  # no validation rows
+    if not timestamps:
+        interactions = without_timestamps(interactions)
+    write_dataset(dataclasses.replace(whole, interactions=interactions), tmp_path / "single")
+    monkeypatch.setattr(dataset_validation, "BUCKET_ROWS", 500)
+    dataset_validation.validate_dataset(str(tmp_path / "single"), tmp_path / "parted", strict=False)
+    assert len(list((tmp_path / "parted" / "interactions.parquet").iterdir())) >= 3
+    g = torch.Generator().manual_seed(0)
+    users, items = whole.interactions["user_id"].unique(), whole.items["item_id"]
+    write_embeddings(
+        tmp_path / "emb",
+        users,
+        items,
+        torch.randn(len(users), 8, generator=g),
+        torch.randn(len(items), 8, generator=g),
+    )
+    config = load_config(None, [])
+    single = evaluate(tmp_path / "emb", str(tmp_path / "single"), config)
+    parted = evaluate(tmp_path / "emb", str(tmp_path / "parted"), config)
+    full = [f"{metric}@{k}" for metric in ("recall", "ndcg") for k in (10, 20)]
+    assert {key: parted[key] for key in full} == pytest.approx({key: single[key] for key in full}, abs=1e-9)
+    assert {key: parted["most_popular"][key] for key in full} == pytest.approx(
+        {key: single["most_popular"][key] for key in full}, abs=1e-9
+    )
+    assert single["recall@20"] > 0

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-from pandas.util import hash_array
 
+from models.data.hashing import id_hashes
 from models.data.loader import coerce_table, reject_duplicates, validate_interactions, with_split
 from models.data.quarantine import FileReport, RowRejections
 from models.data.schema import USERS
@@ -18,8 +18,7 @@ BLOCKED_FILES = ("interactions", "users")  # the per-user files; items (the cata
 
 def user_buckets(user_ids: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
     """Each row's bucket, by a stable hash of its user id: every row of one user lands in the same one."""
-    ids = np.asarray(user_ids.to_numpy(zero_copy_only=False), dtype=object)
-    return (hash_array(ids) % np.uint64(buckets)).astype(np.int64)
+    return (id_hashes(user_ids, "buckets") % np.uint64(buckets)).astype(np.int64)
 
 
 def validate_block(

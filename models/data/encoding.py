@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from models.data.hashing import id_hashes, mixed
 from models.data.loader import TailorBenchDataset
 from models.data.split import SPLIT_CODES
 
@@ -72,10 +73,16 @@ class EncodedInteractions:
 
     def _last_rows(self, rows: np.ndarray, seed: int) -> np.ndarray:
         """Of ``rows``, each user's latest one (by time, or by a seeded draw when there is no time)."""
-        time = self.timestamp[rows] if self.ordered else np.random.default_rng(seed).random(len(rows))
+        time = self.timestamp[rows] if self.ordered else self._draws(rows, seed)
         order = rows[np.lexsort((time, self.user[rows]))]
         users = self.user[order]
         return order[np.r_[users[1:] != users[:-1], True]] if len(users) else order
+
+    def _draws(self, rows: np.ndarray, seed: int) -> np.ndarray:
+        """A seeded draw per row fixed by its (user id, item id) alone, so any part of the data holding a
+        user's rows draws what the whole data does."""
+        users, items = id_hashes(self.user_ids, f"draw{seed}"), id_hashes(self.item_ids, f"draw{seed}")
+        return mixed(users[self.user[rows]] ^ (items[self.item[rows]] * np.uint64(0x9E3779B97F4A7C15)))
 
 
 def encode_interactions(dataset: TailorBenchDataset) -> EncodedInteractions:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pandas.util import hash_array
+
+from models.data.hashing import mixed
 
 SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
 MIN_INTERACTIONS_TO_HOLD_OUT = 3
@@ -27,7 +28,7 @@ def assign_leave_two_out(
         order = pc.sort_indices(interactions, sort_keys=keys)
     else:
         rows = np.arange(interactions.num_rows) if row_numbers is None else np.asarray(row_numbers)
-        draw = hash_array(rows.astype(np.uint64) + np.uint64((SPLIT_SEED << 40) + 1))
+        draw = mixed(rows.astype(np.uint64) + np.uint64((SPLIT_SEED << 40) + 1))
         ranked = interactions.select(["user_id"]).append_column("draw", pa.array(draw))
         order = pc.sort_indices(ranked, sort_keys=[("user_id", "ascending"), ("draw", "ascending")])
     ordered = interactions.take(order)

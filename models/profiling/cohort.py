@@ -7,9 +7,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pandas.util import hash_array
 
 from models.data import EncodedInteractions, sample_candidates
+from models.data.hashing import id_hashes
 from models.data.sampler import CandidateSample, popularity_matched
 
 MIN_TRAIN_KEPT = 3  # extra validation positives are taken only from users who keep this many train items
@@ -47,8 +47,7 @@ class UserSample:
 
     def draws(self, user_ids: pa.Array) -> np.ndarray:
         """Each user's draw (uint64, the same in every part)."""
-        key = f"{self.salt}{self.seed}"[-16:].rjust(16, "0")
-        return hash_array(np.asarray(user_ids.to_numpy(zero_copy_only=False), dtype=object), hash_key=key)
+        return id_hashes(user_ids, f"{self.salt}{self.seed}")
 
     def lowest(self, user_ids: pa.Array, users: np.ndarray) -> np.ndarray:
         """The lowest ``size`` draws of ``users`` (indices into ``user_ids``), sorted; none without a size
