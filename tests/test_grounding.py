@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jsonschema
 
-from models.generation.degenerate import problems, repaired
+from models.generation.degenerate import cleaned_tags, problems, repaired
 from models.llm.prompts import PROFILE
 from models.profiling.grounding import (
     Vocabulary,
@@ -93,3 +93,17 @@ def test_degenerate_posts_from_the_demo_are_caught_and_runs_repaired():
         == []
     )
     assert "iiii" not in repaired(tina) and repaired("so so so so good") == "so good"
+
+
+def test_a_sentence_said_over_and_over_and_tags_without_words_are_caught():
+    """The demo's SmolLM2 post body that said one sentence six times, and its tags "', '" and "], '"."""
+    sentence = "This Day in History: How to Make a Perfect Sunset at 4 PM on January 3rd | "
+    body = sentence * 6
+    assert problems("Sunset", body) == ["repeated_ngram"]
+    assert repaired(body).strip() == sentence.strip()
+    essay = (
+        "A quiet drama about two brothers who run a bakery in Lyon, told over one long winter. "
+        "The brothers argue about bread, about their father and about leaving; the bakery stays."
+    )
+    assert problems("Bakery", essay) == [] and repaired(essay) == essay
+    assert cleaned_tags([", ", "], ", "sunset", " #Sunset ", "makeup"]) == ["sunset", "makeup"]

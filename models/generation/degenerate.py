@@ -2,9 +2,10 @@
 
 Seen in the demo's SmolLM2 posts: "Tina fiiiiiiiiiiiiiiii!(tina iiipriiiirriiuuuuuunnnnngggg!)", a body
 that was only "The Daily Mail", and a 600-character body of words joined by underscores
-("the_legolabelibrickmaker_jumbo_jeopardized_..."). ``problems`` names runs of one letter, run-on words, a
-word n-gram repeated many times and a body shorter than its bound; ``repaired`` shortens runs and drops
-repeats (a short body cannot be repaired, only written again).
+("the_legolabelibrickmaker_jumbo_jeopardized_..."), a body that said one 14-word sentence six times, and
+the tags "', '" and "], '". ``problems`` names runs of one letter, run-on words, a word n-gram or a phrase
+repeated many times and a body shorter than its bound; ``repaired`` shortens runs and drops repeats (a short
+body cannot be repaired, only written again); ``cleaned_tags`` drops tags without a word.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ RUN = re.compile(
 RUN_ON = re.compile(r"(?:^|\s)(?!https?://)\S{30,}")  # 30 characters without a space, not a link
 MIN_BODY_CHARS = 80
 REPEATS = 4  # an n-gram (n <= 3 words) this many times, covering a third of the words
+PHRASE_WORDS, PHRASE_REPEATS = 6, 3  # a 6-word phrase three times: no post says one sentence thrice
 _WORDS = re.compile(r"\w+")
+_EDGES = re.compile(r"^\W+|\W+$")
 
 
 def problems(title: str, body: str, min_body_chars: int = MIN_BODY_CHARS) -> list[str]:
@@ -38,8 +41,12 @@ def problems(title: str, body: str, min_body_chars: int = MIN_BODY_CHARS) -> lis
 
 
 def _repeated_ngram(text: str) -> tuple[str, ...] | None:
-    """The most repeated word n-gram (n = 1..3) when it repeats ``REPEATS`` times over a third of words."""
+    """A 6-word phrase repeated ``PHRASE_REPEATS`` times, else the most repeated word n-gram (n = 1..3) when
+    it repeats ``REPEATS`` times over a third of words."""
     words = [w.lower() for w in _WORDS.findall(text)]
+    phrases = Counter(tuple(words[i : i + PHRASE_WORDS]) for i in range(len(words) - PHRASE_WORDS + 1))
+    if phrases and phrases.most_common(1)[0][1] >= PHRASE_REPEATS:
+        return phrases.most_common(1)[0][0]
     for n in (3, 2, 1):
         grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
         if not grams:
@@ -51,6 +58,18 @@ def _repeated_ngram(text: str) -> tuple[str, ...] | None:
 
 
 def repaired(text: str) -> str:
-    """``text`` with letter runs cut to two letters and a phrase repeated back to back kept once."""
+    """``text`` with letter runs cut to two letters and a phrase (up to 20 words) repeated back to back
+    three or more times kept once."""
     text = RUN.sub(lambda m: m.group(1) * 2, text)
-    return re.sub(r"\b((?:\w+\W+){1,3}?)(?:\1){2,}", r"\1", text)
+    return re.sub(r"\b((?:\w+\W+){1,20}?)(?:\1){2,}", r"\1", text)
+
+
+def cleaned_tags(tags: list[str]) -> list[str]:
+    """Tags stripped of punctuation at their edges, those without a letter or digit dropped, repeats once:
+    SmolLM2 has answered the tags "', '" and "], '"."""
+    kept: list[str] = []
+    for tag in tags:
+        tag = _EDGES.sub("", tag.strip())
+        if tag and tag.lower() not in (k.lower() for k in kept):
+            kept.append(tag)
+    return kept

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from models.embedding import Embedder
-from models.generation.degenerate import problems, repaired
+from models.generation.degenerate import cleaned_tags, problems, repaired
 from models.generation.ideas import IDEA_TEMPLATES
 from models.generation.safety import SafetyGate, SafetyVerdict
 from models.llm.prompts import IDEA, post_template, style_template
@@ -311,7 +311,7 @@ class PostWriter:
             drafts[b.user_id] = PostVersion(
                 title,
                 body,
-                value["tags"],
+                cleaned_tags(value["tags"]),
                 value["image_prompts"],
                 video_prompts=value.get("video_prompts", []),
                 degenerate=problems(title, body),
