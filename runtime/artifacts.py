@@ -14,11 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.embedding import CardVectors
+from models.profiling.cohort_parts import CohortFiles
 from models.profiling.drift import TasteSpread
 from runtime.broadcast import broadcast_table
 
 # RUN/cohort/
 COHORT_USERS, COHORT_ITEMS, COHORT_COLD_START = "users.parquet", "items.parquet", "cold_start.parquet"
+COHORT_FILES = CohortFiles(COHORT_USERS, COHORT_COLD_START, COHORT_ITEMS)
 CAPTIONED_ITEMS = "items.parquet"  # RUN/captions/, a folder of Parquet files (one per block)
 CATALOGUE_CLUSTERS = "clusters.parquet"  # RUN/catalogue/, a folder of Parquet files
 CATALOGUE_ITEMS = "items.parquet"  # RUN/catalogue/: each clustered item's cluster

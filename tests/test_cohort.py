@@ -3,9 +3,11 @@
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.cohort import build_cohort
 from models.config import load_config
 from models.data.synth import SynthSpec, write_synthetic
+from models.profiling.cohort_parts import CohortFiles, build_cohort
+
+FILES = CohortFiles("users.parquet", "cold_start.parquet", "items.parquet")
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +20,7 @@ def dataset(tmp_path_factory):
 def _items(dataset, out, scope):
     config = load_config(None, [f"profiling.caption_scope={scope}", "profiling.max_users=3"])
     out.mkdir()
-    build_cohort(str(dataset), None, config, str(out))
+    build_cohort(str(dataset), None, config, str(out), FILES)
     users = pq.read_table(out / "users.parquet")
     return set(pq.read_table(out / "items.parquet")["item_id"].to_pylist()), users
 
@@ -38,8 +40,8 @@ def test_history_scope_leaves_the_candidates_to_their_own_text(dataset, tmp_path
 def test_a_cohort_built_part_by_part_is_the_whole_data_s_sample(dataset, tmp_path, ray_cluster, monkeypatch):
     """The data stage's parts (several, each holding its users) give the users, histories and held-out
     positives that the single file gives; exactly ``max_users`` of them, in Ray tasks."""
-    from jobs.cohort import ray_map
     from runtime import dataset_validation
+    from runtime.tasks import ray_map
 
     monkeypatch.setattr(dataset_validation, "BUCKET_ROWS", 600)
     parted = tmp_path / "parted"
@@ -51,7 +53,7 @@ def test_a_cohort_built_part_by_part_is_the_whole_data_s_sample(dataset, tmp_pat
         out = tmp_path / f"cohort-{name}"
         out.mkdir()
         source = dataset if name == "whole" else parted
-        counts = build_cohort(str(source), None, config, str(out), **({"run": run} if run else {}))
+        counts = build_cohort(str(source), None, config, str(out), FILES, **({"run": run} if run else {}))
         assert counts["users"] == 7 and counts["cold_start_users"] == 2
         users = pq.read_table(out / "users.parquet").sort_by("user_id")
         tables[name] = (users, pq.read_table(out / "cold_start.parquet").sort_by("user_id"))
