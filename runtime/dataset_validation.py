@@ -30,7 +30,7 @@ from models.data.loader import (
     validate_items,
 )
 from models.data.quarantine import FileReport, ValidationReport
-from models.errors import TailorMindError
+from runtime.tasks import get
 
 BLOCK_ROWS = 1_000_000  # input rows a block task reads (whole row groups: a larger row group is one block)
 BUCKET_ROWS = 2_000_000  # accepted rows a bucket task holds, on average
@@ -45,7 +45,7 @@ def validate_dataset(source: str, out: Path, strict: bool) -> ValidationReport:
     out.mkdir(parents=True, exist_ok=True)
     report = ValidationReport()
     item_ids, items_counts = _items.options(num_returns=2).remote(source, str(out), strict)
-    report.files["items"] = _get(items_counts)
+    report.files["items"] = get(items_counts)
     for name in BLOCKED_FILES:
         dataset = open_file(fs, root, name, required=name == "interactions")
         if dataset is not None:
@@ -69,14 +69,14 @@ def _validate_file(
     rows = sum(block_rows for _, _, _, block_rows in blocks)
     buckets = max(1, math.ceil(rows / BUCKET_ROWS))
     pieces = out / PIECES / name
-    block_counts = _get(
+    block_counts = get(
         [
             _block.remote(name, source, path, groups, first, item_ids, strict, buckets, str(out), index)
             for index, (path, groups, first, _) in enumerate(blocks)
         ]
     )
     timestamps = has_timestamps(dataset.schema.empty_table())
-    bucket_counts = _get(
+    bucket_counts = get(
         [
             _bucket.remote(name, str(pieces / f"bucket={b:05d}"), timestamps, strict, str(out), b)
             for b in range(buckets)
@@ -165,13 +165,3 @@ def _bucket(name: str, pieces: str, timestamps: bool, strict: bool, out: str, in
 def _write(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
-
-
-def _get(refs: Any) -> Any:
-    """``ray.get``, with a task's TailorMindError (a strict-mode stop, an unusable file) raised as itself."""
-    try:
-        return ray.get(refs)
-    except ray.exceptions.RayTaskError as error:
-        if isinstance(error.cause, TailorMindError):
-            raise error.cause from None
-        raise
