@@ -86,7 +86,15 @@ class CFConfig(StrictModel):
         description="positive pairs per optimiser step, over all workers (each step propagates the whole "
         "graph once)",
     )
-    lr: float = Field(0.003, gt=0)
+    lr: float = Field(0.01, gt=0)
+    lr_decay: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="on a plateau (where early stopping would end training) the learning rate is multiplied "
+        "by it and patience starts again, ``lr_decays`` times before a plateau stops training",
+    )
+    lr_decays: int = Field(1, ge=0, description="learning-rate decays on plateaus (0 = stop on the first)")
     l2: float = Field(1e-4, ge=0, description="L2 on the batch's layer-0 embeddings")
     eval_every_steps: int = Field(
         100,
@@ -108,6 +116,12 @@ class CFConfig(StrictModel):
         ge=0,
         description="a decline is beyond noise when the latest validation is this many paired standard "
         "errors below the best (noise on a few hundred validation users cannot end training early)",
+    )
+    renew_z: float = Field(
+        1.0,
+        ge=0,
+        description="a new best restarts early stopping's patience only when it lies this many paired "
+        "standard errors above the best that last restarted it (a creep of bests within noise does not)",
     )
     max_valid_users: int | None = Field(
         10_000, ge=1, description="validation users scored at each validation (seeded sample); None = all"

@@ -44,6 +44,26 @@ def test_a_dip_within_noise_waits_twice_the_patience_but_a_real_decline_stops_at
     assert declined.last_gap_z > 2 and declined.should_stop(400)
 
 
+def test_a_creep_of_new_bests_within_noise_does_not_keep_training_going():
+    """Each validation gains one user's hit over the last, net (5 gained, 4 lost: new bests, kept), but none
+    is beyond noise of the best that last restarted the patience clock, so a plateau still ends at twice the patience; a real gain
+    restarts the clock."""
+    rng = np.random.default_rng(2)
+    hits = _users(0.1, 600, rng)
+    stopping = EarlyStopping(patience_steps=300, min_steps=0)
+    stopping.update(100, hits)
+    for step in range(200, 700, 100):
+        hits = _moved(hits, 4, 5, rng)
+        assert stopping.update(step, hits) and stopping.best_step == step
+        assert stopping.clock_from == 100 and not stopping.should_stop(step)
+    hits = _moved(hits, 4, 5, rng)
+    assert stopping.update(700, hits) and stopping.should_stop(700)
+    renewed = EarlyStopping(patience_steps=300, min_steps=0)
+    renewed.update(100, hits)
+    renewed.update(200, _moved(hits, 0, 30, rng))
+    assert renewed.clock_from == 200 and not renewed.should_stop(500)
+
+
 def test_neither_a_young_best_nor_a_short_run_stops():
     rng = np.random.default_rng(1)
     good = _users(0.3, 500, rng)
@@ -92,6 +112,29 @@ def test_training_goes_through_a_planted_dip_and_keeps_the_weights_after_it():
     assert points[-1].step >= 45 + cf.patience_steps and points[-1].step >= cf.min_steps
     kept = fit.best_model
     assert kept is not None and not torch.equal(kept["embedding.weight"], trainer.core.embedding.weight)
+
+
+def test_the_first_plateau_decays_the_learning_rate_and_the_next_one_stops():
+    train, graph = _tiny_graph()
+    cf = CFConfig(
+        dim=8, layers=1, batch_size=100, eval_every_steps=5, min_steps=0, patience_steps=10, epochs=1000
+    )
+    trainer = CFTrainer(cf_model(graph, cf), graph, train, cf)
+    curve = iter([0.1, 0.3] + [0.3] * 4 + [0.6] + [0.6] * 10)  # plateau, a real gain, plateau
+
+    def validate() -> np.ndarray:
+        hits = np.zeros(400)
+        hits[: round(next(curve) * 400)] = 1.0
+        return hits
+
+    points: list[Validation] = []
+    CFFit(trainer, cf, validate).run(points.append)
+    lrs = [p.lr for p in points]
+    decayed = lrs.index(cf.lr * cf.lr_decay)  # the plateau that would have stopped training
+    assert points[decayed].step == 10 + 2 * cf.patience_steps and not points[decayed].stop
+    assert set(lrs[:decayed]) == {cf.lr} and set(lrs[decayed:]) == {cf.lr * cf.lr_decay}
+    assert points[-1].reason == "early stopping" and points[-1].step == 35 + 2 * cf.patience_steps
+    assert trainer.optimizer.param_groups[0]["lr"] == cf.lr * cf.lr_decay
 
 
 def test_a_time_budget_ends_training_inside_an_epoch():

@@ -181,13 +181,14 @@ class Validation:
     improved: bool
     stop: bool
     reason: str
+    lr: float
 
     def line(self) -> str:
         """One console line."""
         return (
             f"cf step {self.step} (epoch {self.epoch}): loss {self.loss:.4f}, "
             f"valid recall@20 {self.score:.4f} "
-            f"(best {self.best:.4f} at step {self.best_step}), {self.trained_seconds:.0f} s"
+            f"(best {self.best:.4f} at step {self.best_step}), lr {self.lr:g}, {self.trained_seconds:.0f} s"
             + (f", stop: {self.reason}" if self.stop else "")
         )
 
@@ -199,7 +200,8 @@ class CFFit:
     model as it stands; ``agree`` makes every rank take rank 0's stop decision (identity on one worker).
     Stops on ``EarlyStopping``, on ``cf.epochs`` passes, after ``cf.max_steps`` steps or after
     ``cf.time_budget_s`` seconds of steps and validations (checked after every chunk, so inside an epoch
-    too; ``on_validation``'s own time is not counted).
+    too; ``on_validation``'s own time is not counted). The first ``cf.lr_decays`` plateaus that would end
+    training decay the learning rate instead.
     """
 
     def __init__(
@@ -210,11 +212,12 @@ class CFFit:
         agree: Callable[[bool], bool] = lambda stop: stop,
     ) -> None:
         self.trainer, self.cf, self.validate, self.agree = trainer, cf, validate, agree
-        self.stopping = EarlyStopping(cf.patience_steps, cf.min_steps, cf.stop_z)
+        self.stopping = EarlyStopping(cf.patience_steps, cf.min_steps, cf.stop_z, cf.renew_z)
         self.trained_seconds = 0.0
         self.best_model: dict[str, torch.Tensor] | None = None
         self.best_position = trainer.position()
         self.curve: list[dict[str, Any]] = []  # one entry per validation: what ``Validation`` says, as a dict
+        self.lr_decays_done = 0
 
     def run(self, on_validation: Callable[[Validation], None]) -> None:
         """Train until a stop; ``on_validation`` sees every validation point (to report or checkpoint)."""
@@ -230,6 +233,9 @@ class CFFit:
                 time.perf_counter() - started
             )  # steps and validation: what a budget bounds
             reason = self._stop_reason(position)
+            if self.agree(reason == "early stopping" and self.lr_decays_done < self.cf.lr_decays):
+                self._decay_lr(position["steps"])
+                reason = None
             point = Validation(
                 step=position["steps"],
                 epoch=position["epoch"] - (position["step_in_epoch"] == 0),
@@ -243,6 +249,7 @@ class CFFit:
                 improved=improved,
                 stop=self.agree(reason is not None),
                 reason=reason or "",
+                lr=self.trainer.optimizer.param_groups[0]["lr"],
             )
             self.curve.append(asdict(point))
             on_validation(point)
@@ -260,6 +267,13 @@ class CFFit:
             self.best_model = {k: v.detach().cpu().clone() for k, v in self.trainer.core.state_dict().items()}
             self.best_position = position
         return (float(per_user.mean()) if len(per_user) else math.nan), improved
+
+    def _decay_lr(self, step: int) -> None:
+        """Multiply the learning rate by ``cf.lr_decay`` and give early stopping its patience again."""
+        for group in self.trainer.optimizer.param_groups:
+            group["lr"] *= self.cf.lr_decay
+        self.lr_decays_done += 1
+        self.stopping.restart(step)
 
     def _stop_reason(self, position: dict[str, int]) -> str | None:
         """Why training stops here, or None (rank 0's view; ``agree`` makes it everyone's)."""
@@ -284,6 +298,7 @@ class CFFit:
             "best_position": self.best_position,
             "trained_seconds": self.trained_seconds,
             "curve": self.curve,
+            "lr_decays_done": self.lr_decays_done,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -294,3 +309,4 @@ class CFFit:
         self.stopping.load_state_dict(state["stopping"])
         self.best_model, self.best_position = state["best_model"], state["best_position"]
         self.trained_seconds, self.curve = state["trained_seconds"], state["curve"]
+        self.lr_decays_done = state["lr_decays_done"]
