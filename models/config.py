@@ -103,13 +103,13 @@ class CFConfig(StrictModel):
         "checked there too)",
     )
     min_steps: int = Field(
-        1000, ge=0, description="early stopping cannot end training before this many steps"
+        600, ge=0, description="no early stopping and no learning-rate decay before this many steps"
     )
     patience_steps: int = Field(
-        300,
+        200,
         ge=1,
-        description="early stopping needs the best validation this many steps old, and twice as old when the "
-        "latest is within noise of it",
+        description="early stopping (or a learning-rate decay) needs the patience clock this many steps old, "
+        "and twice as old when the latest validation is within noise of the best",
     )
     stop_z: float = Field(
         2.0,

@@ -46,8 +46,8 @@ def test_a_dip_within_noise_waits_twice_the_patience_but_a_real_decline_stops_at
 
 def test_a_creep_of_new_bests_within_noise_does_not_keep_training_going():
     """Each validation gains one user's hit over the last, net (5 gained, 4 lost: new bests, kept), but none
-    is beyond noise of the best that last restarted the patience clock, so a plateau still ends at twice the patience; a real gain
-    restarts the clock."""
+    is beyond noise of the best that last restarted the patience clock, so a plateau still ends at twice the
+    patience; a real gain restarts the clock."""
     rng = np.random.default_rng(2)
     hits = _users(0.1, 600, rng)
     stopping = EarlyStopping(patience_steps=300, min_steps=0)
