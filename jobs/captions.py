@@ -40,6 +40,13 @@ def in_scope_batch(batch: pa.Table, wanted: Any, keep: bool) -> pa.Table:
     return batch.filter(scoped if keep else pc.invert(scoped))
 
 
+def media_batch(batch: pa.Table) -> pa.Table:
+    """How many items of ``batch`` have images or videos (one row, column ``items``)."""
+    lengths = [pc.fill_null(pc.list_value_length(batch[name]), 0) for name in ("image_uris", "video_uris")]
+    with_media = pc.greater(pc.add(*lengths), 0)
+    return pa.table({"items": [pc.sum(with_media.cast(pa.int64())).as_py() or 0]})
+
+
 def plan_batch(
     batch: pa.Table, cache: Any, model_key: str, data_root: str, frames_per_segment: int
 ) -> pa.Table:
@@ -80,10 +87,11 @@ def caption_items(
         },
         **scope,
     )
-    roles = [config.llm.summarizer, config.llm.captioner]
+    with_media = scoped.map_batches(media_batch, **scope).sum("items") or 0  # no media: no VLM to start
+    roles = [config.llm.summarizer, *([config.llm.captioner] if with_media else [])]
     ensure_llm_deployments([role for role in roles if role.backend == "serve"])  # the two starts overlap
     summarized = LLMStep("text", config.llm.summarizer, config.seed)(planned)
-    described = LLMStep("media", config.llm.captioner, config.seed)(summarized)
+    described = LLMStep("media", config.llm.captioner, config.seed, asks=with_media > 0)(summarized)
     synthesised = LLMStep("video", config.llm.summarizer, config.seed)(
         described.map_batches(video_batch, **scope)
     )

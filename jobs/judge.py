@@ -22,7 +22,7 @@ from jobs.llm_step import LIGHT
 from jobs.pipeline import stage_main
 from jobs.stage_runner import StageResult
 from models.config import TailorMindConfig
-from models.judging.bench import JUDGE_ROLES, TailorBench
+from models.judging.bench import TailorBench, judge_roles
 from models.judging.judge import CatalogueFacts
 from models.judging.scores import SCORE_SCHEMA, judge_metrics
 from models.vectors import embedding_matrix
@@ -97,8 +97,9 @@ class JudgeActor:
 
 
 def judge_stage_roles(config: TailorMindConfig) -> tuple[str, ...]:
-    """The roles of the judge stage: the writer's (its posts) and the judges'."""
-    return tuple(dict.fromkeys((*writer_roles(config), *JUDGE_ROLES)))
+    """The roles of the judge stage: the writer's (its posts) and the judges' that get requests."""
+    judges = judge_roles(config.llm.visual_judge.max_images_per_prompt)
+    return tuple(dict.fromkeys((*writer_roles(config), *judges)))
 
 
 def judge_stage(pipeline: PipelineRun) -> StageResult:

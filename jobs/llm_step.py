@@ -57,10 +57,14 @@ def _client_step(batch: pa.Table, step: str, role_json: str, seed: int, api_key:
 
 
 class LLMStep:
-    """One structured LLM step of a role over a Dataset (see the module docstring for the row contract)."""
+    """One structured LLM step of a role over a Dataset (see the module docstring for the row contract).
 
-    def __init__(self, step: str, role: LLMRoleConfig, seed: int):
-        self.step, self.role, self.seed = step, role, seed
+    ``asks=False`` says that no row asks anything (the caller counted): the step adds its empty answer
+    columns without starting the role's Serve deployment.
+    """
+
+    def __init__(self, step: str, role: LLMRoleConfig, seed: int, asks: bool = True):
+        self.step, self.role, self.seed, self.asks = step, role, seed, asks
 
     def __call__(self, ds: Any) -> Any:
         """The lazy Dataset of ``ds`` with this step's answers (vllm: its requests are answered eagerly)."""
@@ -68,7 +72,7 @@ class LLMStep:
 
         if self.role.backend == "vllm":
             return self._processor_step(ds)
-        if self.role.backend == "serve":
+        if self.role.backend == "serve" and self.asks:
             from runtime.llm import ensure_llm_deployment
 
             ensure_llm_deployment(self.role)

@@ -103,3 +103,22 @@ def test_captions_each_modality_once_and_caches(ray_cluster, tiny_models, tmp_pa
     for item in ("a", "b"):
         assert {k: cached[item][k] for k in CAPTION_COLUMNS} == {k: rows[item][k] for k in CAPTION_COLUMNS}
     assert cached["c"]["errors"] and not cached["c"]["from_cache"]
+
+
+def test_items_without_media_start_no_captioner(ray_cluster, tiny_models, tmp_path, media_items):
+    """Text-only items are summarised by the chat engine; the captioner's VLM engine is never deployed."""
+    from ray import serve
+
+    from runtime.llm import deployment_names
+
+    captioner = ["llm.captioner.backend=serve", "llm.captioner.max_model_len=1536"]  # an engine of its own
+    summarizer = ["llm.summarizer.backend=serve", "llm.summarizer.max_model_len=4096"]  # the session's chat
+    config = load_config(None, [*captioner, *summarizer])
+    texts = [item | {"image_uris": [], "video_uris": []} for item in media_items]
+    pq.write_table(pa.Table.from_pylist(texts), items := tmp_path / "items.parquet")
+    (out := tmp_path / "out").mkdir()
+    summary = caption_items(str(items), str(tmp_path), None, config, out, tmp_path / "cache")
+    rows = pq.read_table(out / "items.parquet").to_pylist()
+    assert summary["captioned"] == 3 and all(row["text_summary"] and not row["errors"] for row in rows)
+    assert summary["llm_calls"]["media"]["requests"] == 0
+    assert deployment_names(config.llm.captioner)[0] not in serve.status().applications

@@ -27,6 +27,11 @@ from models.scoring.clip_score import CLIPScorer
 JUDGE_ROLES = ("judge", "visual_judge")  # the judge's LLM roles: posts without, and with, images or clips
 
 
+def judge_roles(max_images: int) -> tuple[str, ...]:
+    """The judge roles that get requests: the visual judge only when it is shown images or frames."""
+    return JUDGE_ROLES if max_images > 0 else JUDGE_ROLES[:1]
+
+
 def item_media(
     item: dict[str, Any], data_root: str, frames: int
 ) -> tuple[list[Image.Image], list[VideoClip]]:
