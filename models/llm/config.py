@@ -111,3 +111,13 @@ class LLMConfig(StrictModel):
     visual_judge: VisualJudgeConfig = Field(
         VisualJudgeConfig(), description="judges posts with images or clips (a VLM)"
     )
+    prestart: bool = Field(
+        False,
+        description="a pipeline run that goes on to its LLM stages deploys the text roles' Serve engines "
+        "before CF trains, so that their start overlaps training (the first LLM stage waits for them)",
+    )
+
+    def text_roles(self) -> list[LLMRoleConfig]:
+        """The roles that read text only (every role but the VLMs')."""
+        names = ("summarizer", "profiler", "ranker", "optimizer", "writer", "judge")
+        return [getattr(self, name) for name in names]
