@@ -117,7 +117,14 @@ def test_training_goes_through_a_planted_dip_and_keeps_the_weights_after_it():
 def test_the_first_plateau_decays_the_learning_rate_and_the_next_one_stops():
     train, graph = _tiny_graph()
     cf = CFConfig(
-        dim=8, layers=1, batch_size=100, eval_every_steps=5, min_steps=0, patience_steps=10, epochs=1000
+        dim=8,
+        layers=1,
+        batch_size=100,
+        eval_every_steps=5,
+        min_steps=0,
+        patience_steps=10,
+        epochs=1000,
+        lr_decays=1,
     )
     trainer = CFTrainer(cf_model(graph, cf), graph, train, cf)
     curve = iter([0.1, 0.3] + [0.3] * 4 + [0.6] + [0.6] * 10)  # plateau, a real gain, plateau

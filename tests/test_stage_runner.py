@@ -189,7 +189,7 @@ def test_ray_library_loggers_stay_at_warning_after_ray_serve_is_imported():
 
 
 def test_engines_prestart_only_when_asked_and_when_the_run_reaches_its_llm_stages(tmp_path, monkeypatch):
-    """``llm.prestart`` deploys the serve text roles' engines before CF; a run that ends before captions,
+    """``llm.prestart`` deploys the serve text roles' engines after CF; a run that ends before captions,
     or a config without it, deploys nothing."""
     import runtime.cluster
     import runtime.llm
