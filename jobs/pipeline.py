@@ -94,25 +94,10 @@ def run_pipeline(
             else:
                 pipeline.results[name] = pipeline.runner.finished(name)
             continue
-        if name == "topk" and only is None:
-            prestart_engines(pipeline, until)
         pipeline.results[name] = stage_function(name)(pipeline)
         if name in (until, only):
             break
     return pipeline
-
-
-def prestart_engines(pipeline: PipelineRun, until: str | None) -> None:
-    """With ``llm.prestart``, deploy the text roles' Serve engines without waiting, when the run goes on to
-    its LLM stages: their start overlaps top-K and the cohort (not CF's training, which it would slow)."""
-    config, names = pipeline.config, list(STAGES)
-    if not config.llm.prestart or (until is not None and names.index(until) < names.index("captions")):
-        return
-    from runtime.cluster import connect
-    from runtime.llm import start_llm_deployments
-
-    connect(config.ray, pipeline.runner.run_dir)
-    start_llm_deployments([role for role in config.llm.text_roles() if role.backend == "serve"])
 
 
 def run(args: argparse.Namespace, config: TailorMindConfig) -> int:

@@ -85,12 +85,6 @@ def ensure_llm_deployment(role: LLMRoleConfig) -> tuple[str, str]:
 def ensure_llm_deployments(roles: Iterable[LLMRoleConfig]) -> None:
     """Deploy the engines of these roles that do not run yet, all at once (their starts overlap), and wait
     until every one of them runs (one that another job is deploying too; a failed one raises)."""
-    wait_until_running(start_llm_deployments(roles))
-
-
-def start_llm_deployments(roles: Iterable[LLMRoleConfig]) -> set[str]:
-    """Deploy the engines of these roles that are not deployed yet, without waiting for them to run;
-    returns every role's app name."""
     from ray.serve.llm import build_llm_deployment
 
     present = set(serve.status().applications)
@@ -107,8 +101,8 @@ def start_llm_deployments(roles: Iterable[LLMRoleConfig]) -> set[str]:
         )
         targets[app_name] = serve.RunTarget(target=app, name=app_name, route_prefix=None)
     if targets:
-        serve.run_many(list(targets.values()), wait_for_applications_running=False)
-    return set(names)
+        serve.run_many(list(targets.values()))
+    wait_until_running(set(names))
 
 
 def wait_until_running(app_names: set[str], timeout_s: float = 1800.0, poll_s: float = 0.5) -> None:

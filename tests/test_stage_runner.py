@@ -186,26 +186,3 @@ def test_ray_library_loggers_stay_at_warning_after_ray_serve_is_imported():
         [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.split()[-2:] == [str(logging.WARNING)] * 2, out.stdout
-
-
-def test_engines_prestart_only_when_asked_and_when_the_run_reaches_its_llm_stages(tmp_path, monkeypatch):
-    """``llm.prestart`` deploys the serve text roles' engines after CF; a run that ends before captions,
-    or a config without it, deploys nothing."""
-    import runtime.cluster
-    import runtime.llm
-    from jobs.pipeline import PipelineRun, prestart_engines
-    from models.config import load_config
-
-    started: list[list[str]] = []
-    monkeypatch.setattr(runtime.cluster, "connect", lambda *args: None)
-    monkeypatch.setattr(
-        runtime.llm, "start_llm_deployments", lambda roles: started.append([r.model_source for r in roles])
-    )
-    serve_roles = [f"llm.{name}.backend=serve" for name in ("summarizer", "writer")]
-    config = load_config(None, ["llm.prestart=true", *serve_roles, "llm.writer.model_source=other"])
-    pipeline = PipelineRun(StageRunner(tmp_path), config)
-    prestart_engines(pipeline, until="topk")
-    prestart_engines(PipelineRun(StageRunner(tmp_path), load_config(None, serve_roles)), until=None)
-    assert started == []
-    prestart_engines(pipeline, until="captions")
-    assert started == [[config.llm.summarizer.model_source, "other"]]

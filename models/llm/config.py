@@ -111,14 +111,3 @@ class LLMConfig(StrictModel):
     visual_judge: VisualJudgeConfig = Field(
         VisualJudgeConfig(), description="judges posts with images or clips (a VLM)"
     )
-    prestart: bool = Field(
-        False,
-        description="a pipeline run that goes on to its LLM stages deploys the text roles' Serve engines "
-        "once CF has trained, so that their start overlaps top-K and the cohort (the first LLM stage waits "
-        "for them); started during CF's training, it left the demo's CF 100 steps in its 20 s, not 400",
-    )
-
-    def text_roles(self) -> list[LLMRoleConfig]:
-        """The roles that read text only (every role but the VLMs')."""
-        names = ("summarizer", "profiler", "ranker", "optimizer", "writer", "judge")
-        return [getattr(self, name) for name in names]
