@@ -68,6 +68,25 @@ def test_mean_with_ci_ignores_failed_judgements():
     assert 0.0 <= low < 0.5 < high <= 1.0
 
 
+def test_metrics_on_which_every_method_scored_alike_are_named_and_reported():
+    """The demo's judge gave three methods' posts the same novelty, aesthetic and hallucination for its user:
+    named as indistinct (the ground truth does not count), and the report says they compare nothing."""
+    from models.judging.scores import indistinct_metrics
+    from models.report.render import judge_note
+
+    def row(method, user, novelty, coherence):
+        hallucination = math.nan if method == "full" else 1.0  # full's failed: nothing to compare with
+        scores = {"novelty": novelty, "aesthetic": 0.5, "coherence": coherence}
+        return {"method": method, "user_id": user, "hallucination": hallucination, **scores}
+
+    rows = [row("ground_truth", "u", 1.0, 2.3), row("full", "u", 0.0, 0.1), row("no_profile", "u", 0.0, 0.2)]
+    rows += [row("ground_truth", "v", 0.0, 2.0), row("full", "v", 0.5, 0.3), row("no_profile", "v", 0.5, 0.3)]
+    assert indistinct_metrics(rows) == ["novelty", "aesthetic"]  # coherence differs for u
+    assert indistinct_metrics([r for r in rows if r["method"] != "no_profile"]) == []  # one method: no claim
+    note = judge_note({"num_users": 2, "indistinct": ["novelty", "aesthetic"]})
+    assert "same novelty, aesthetic from every method" in note
+
+
 def test_judge_requests_are_blind_and_carry_images_only_for_quality():
     views = [
         PostView("full", "u1", "A post about heists", [Image.new("RGB", (8, 8))], ["Heat"], "Heat"),

@@ -45,8 +45,32 @@ def judge_metrics(scores: str, config: TailorMindConfig) -> dict[str, Any]:
         "judge_failures": sum(row["judge_failures"] for row in rows),
         "judge_retries": sum(row["judge_retries"] for row in rows),
         "failed_posts": sum(1 for row in rows if row["failed_post"]),
+        "indistinct": indistinct_metrics(rows),
         "judge_model": config.llm.judge.model_source,
         "visual_judge_model": config.llm.visual_judge.model_source,
         "llm_calls": summed_tallies([row["llm_calls"] for row in rows], config.llm, {}),
         "prompts": [JUDGE_QUALITY.key, JUDGE_FACTS.key],
     }
+
+
+def indistinct_metrics(rows: list[dict[str, Any]]) -> list[str]:
+    """The metrics on which every user's generated posts (every method but the ground truth) scored alike,
+    over the users with two or more scored posts: those rows cannot compare the methods."""
+    generated = [row for row in rows if row["method"] != "ground_truth"]
+    if len({row["method"] for row in generated}) < 2:
+        return []
+    found = []
+    for metric in METRICS:
+        per_user: dict[str, list[float]] = {}
+        for row in generated:
+            if _scored(row[metric]):
+                per_user.setdefault(row["user_id"], []).append(round(row[metric], 9))
+        compared = [values for values in per_user.values() if len(values) >= 2]
+        if compared and all(len(set(values)) == 1 for values in compared):
+            found.append(metric)
+    return found
+
+
+def _scored(value: float | None) -> bool:
+    """Whether a score was given (None or NaN: a failed post or answer)."""
+    return value is not None and value == value

@@ -126,7 +126,13 @@ def judge_note(facts: dict[str, Any]) -> str:
         note += f" by {facts['judge_model']}"
     if "judge_requests" in facts:
         note += f"; {facts.get('judge_failures', 0)} of {facts['judge_requests']} judge requests failed"
-    return note + "."
+    note += "."
+    if facts.get("indistinct"):
+        note += (
+            f" Every user's generated posts got the same {', '.join(facts['indistinct'])} from every method:"
+            " those columns do not tell the methods apart."
+        )
+    return note
 
 
 def figures(data: ReportData) -> dict[str, str]:
