@@ -40,9 +40,12 @@ def in_scope_batch(batch: pa.Table, wanted: Any, keep: bool) -> pa.Table:
     return batch.filter(scoped if keep else pc.invert(scoped))
 
 
+MEDIA_COLUMNS = ("image_uris", "video_uris")
+
+
 def media_batch(batch: pa.Table) -> pa.Table:
     """How many items of ``batch`` have images or videos (one row, column ``items``)."""
-    lengths = [pc.fill_null(pc.list_value_length(batch[name]), 0) for name in ("image_uris", "video_uris")]
+    lengths = [pc.fill_null(pc.list_value_length(batch[name]), 0) for name in MEDIA_COLUMNS]
     with_media = pc.greater(pc.add(*lengths), 0)
     return pa.table({"items": [pc.sum(with_media.cast(pa.int64())).as_py() or 0]})
 
@@ -87,11 +90,14 @@ def caption_items(
         },
         **scope,
     )
-    with_media = scoped.map_batches(media_batch, **scope).sum("items") or 0  # no media: no VLM to start
-    roles = [config.llm.summarizer, *([config.llm.captioner] if with_media else [])]
+    media = read_catalogue(items_path, ["item_id", *MEDIA_COLUMNS]).map_batches(
+        in_scope_batch, fn_kwargs={"wanted": wanted, "keep": True}, **scope
+    )  # the media columns alone: whether the VLM has work, without reading the catalogue's texts again
+    has_media = bool(media.map_batches(media_batch, **scope).sum("items"))
+    roles = [config.llm.summarizer, *([config.llm.captioner] if has_media else [])]
     ensure_llm_deployments([role for role in roles if role.backend == "serve"])  # the two starts overlap
     summarized = LLMStep("text", config.llm.summarizer, config.seed)(planned)
-    described = LLMStep("media", config.llm.captioner, config.seed, asks=with_media > 0)(summarized)
+    described = LLMStep("media", config.llm.captioner, config.seed, asks=has_media)(summarized)
     synthesised = LLMStep("video", config.llm.summarizer, config.seed)(
         described.map_batches(video_batch, **scope)
     )
