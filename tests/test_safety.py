@@ -52,8 +52,9 @@ def test_image_checker_agrees_with_diffusers_and_sensitivity_moves_the_threshold
 class ScriptedLLM:
     """Answers each step from a script and records every request (the safety gate's role included)."""
 
-    def __init__(self, drafts: list[dict], verdicts: list[str]):
+    def __init__(self, drafts: list[dict], verdicts: list[str], ideas: list[str] | None = None):
         self.drafts, self.verdicts, self.requests = list(drafts), list(verdicts), []
+        self.ideas = list(ideas or [])
 
     def __call__(self, requests, role):
         self.requests.append((role, requests))
@@ -63,7 +64,7 @@ class ScriptedLLM:
         elif "styles" in name:
             value = {"styles": ["Story Content"]}
         elif "idea" in name:
-            value = {"idea": "a night at the cinema"}
+            value = {"idea": self.ideas.pop(0) if self.ideas else "a night at the cinema"}
         else:
             value = self.drafts.pop(0)
         return {r["row_key"]: LLMAnswer(r["row_key"], value, None, 1) for r in requests}
@@ -155,3 +156,21 @@ def test_a_stopped_writer_makes_no_further_call(tiny_models):
     with pytest.raises(GenerationStopped, match="stopped before the first draft"):
         writer.write([BRIEF])
     assert [role for role, _ in llm.requests] == ["writer", "writer"] and images.calls == []
+
+
+LOOPED_IDEA = "Daily News Update, Daily News Post, Daily News Post, My Daily News Post, My Daily News Post"
+
+
+def test_a_looping_idea_is_asked_again_then_replaced_by_its_format(tiny_models):
+    """SmolLM2's idea in the demo repeated a phrase: asked for again, then replaced if it loops again."""
+    llm = ScriptedLLM([_draft("a night out")], verdicts=[], ideas=[LOOPED_IDEA, "a night at the drive-in"])
+    post = _writer(llm, RecordingImages(), gate=None).write([BRIEF])[0]
+    assert post.idea == "a night at the drive-in" and post.errors == []
+    assert [len(r) for role, r in llm.requests][:3] == [1, 1, 1]  # styles, the idea, the idea again
+
+    llm = ScriptedLLM([_draft("a night out")], verdicts=[], ideas=[LOOPED_IDEA, LOOPED_IDEA])
+    post = _writer(llm, RecordingImages(), gate=None).write([BRIEF])[0]
+    assert post.idea == "Story Content: a narrative or anecdote that carries the theme"
+    assert post.errors == [
+        f"the idea step failed (degenerate text, repeated_ngram: {LOOPED_IDEA!r}); used {post.idea!r} instead"
+    ]

@@ -257,16 +257,25 @@ class PostWriter:
     def _ideas(
         self, briefs: list[UserBrief], styles: dict[str, list[str]], fallbacks: dict[str, list[str]]
     ) -> dict[str, str]:
-        """Step 2: one idea per user in the chosen formats (the first format's name where the LLM failed)."""
+        """Step 2: one idea per user in the chosen formats, asked again once when its text loops; the first
+        format and what it is where the LLM failed or looped again."""
         requests = [
             _request(b.user_id, IDEA, profile=b.profile, styles=", ".join(styles[b.user_id])) for b in briefs
         ]
         answers = self.complete(requests, WRITER_ROLE)
-        return {
-            b.user_id: _value(answers, b.user_id, "idea")
-            or _fallback(answers, b.user_id, "idea", styles[b.user_id][0], fallbacks)
-            for b in briefs
-        }
+        self._retry_degenerate(requests, answers, _idea_problems)
+        ideas = {}
+        for b in briefs:
+            idea, style = (_value(answers, b.user_id, "idea") or "").strip(), styles[b.user_id][0]
+            looped = _idea_problems({"idea": idea}) if idea else []
+            default = f"{style}: {IDEA_TEMPLATES[style]}" if style in IDEA_TEMPLATES else style
+            reason = f"degenerate text, {', '.join(looped)}: {idea!r}" if looped else None
+            ideas[b.user_id] = (
+                idea
+                if idea and not looped
+                else _fallback(answers, b.user_id, "idea", default, fallbacks, reason)
+            )
+        return ideas
 
     def _exemplars(self, briefs: list[UserBrief], ideas: dict[str, str]) -> dict[str, list[str]]:
         """Eq. 15: the evidence items closest (cosine, MiniLM) to the profile and idea, per user."""
@@ -296,7 +305,7 @@ class PostWriter:
             }
             requests.append(_request(b.user_id, template, **fields))
         answers = self.complete(requests, WRITER_ROLE)
-        self._retry_degenerate(requests, answers)
+        self._retry_degenerate(requests, answers, _post_problems)
         drafts: dict[str, PostVersion | None] = {}
         for b in briefs:
             answer = answers.get(b.user_id)
@@ -318,11 +327,17 @@ class PostWriter:
             )
         return drafts
 
-    def _retry_degenerate(self, requests: list[dict[str, Any]], answers: dict[str, Any]) -> None:
-        """Ask once more for each degenerate draft (``models.generation.degenerate``); keep the better one."""
+    def _retry_degenerate(
+        self,
+        requests: list[dict[str, Any]],
+        answers: dict[str, Any],
+        problems_of: Callable[[dict[str, Any]], list[str]],
+    ) -> None:
+        """Ask once more for each answer whose text is degenerate (``problems_of`` an answer's value, from
+        ``models.generation.degenerate``); keep the better one."""
 
         def count(value: Any) -> int:
-            return len(problems(value["title"], value["body"])) if value else 10**6
+            return len(problems_of(value)) if value else 10**6
 
         again = [r for r in requests if 0 < count(_value_of(answers, r["row_key"])) < 10**6]
         if not again:
@@ -449,12 +464,29 @@ def _value(answers: dict[str, Any], key: str, name: str) -> Any:
     return answer.value[name] if answer is not None and answer.value else None
 
 
+def _post_problems(value: dict[str, Any]) -> list[str]:
+    """What is degenerate in a drafted post's title and body."""
+    return problems(value["title"], value["body"])
+
+
+def _idea_problems(value: dict[str, Any]) -> list[str]:
+    """What is degenerate in an idea's text (looping, not length: an idea may be short)."""
+    return problems("", value["idea"], min_body_chars=0)
+
+
 def _fallback(
-    answers: dict[str, Any], key: str, step: str, default: Any, fallbacks: dict[str, list[str]]
+    answers: dict[str, Any],
+    key: str,
+    step: str,
+    default: Any,
+    fallbacks: dict[str, list[str]],
+    reason: str | None = None,
 ) -> Any:
-    """``default`` in place of a failed step's answer, with the failure recorded in the post's errors."""
+    """``default`` in place of a failed step's answer, with the failure (or ``reason``) recorded in the
+    post's errors."""
     answer = answers.get(key)
-    reason = f"{answer.error} after {answer.attempts} attempts" if answer is not None else "no answer"
+    if reason is None:
+        reason = f"{answer.error} after {answer.attempts} attempts" if answer is not None else "no answer"
     fallbacks[key].append(f"the {step} step failed ({reason}); used {default!r} instead")
     return default
 
