@@ -72,7 +72,13 @@ class CFConfig(StrictModel):
     bpr_negatives: int = Field(
         4, ge=1, description="bpr: never-seen negatives drawn per positive, each its own BPR term in the step"
     )
-    negatives: int = Field(1024, ge=1, description="softmax: uniform negatives shared by each step")
+    negatives: int | None = Field(
+        None,
+        ge=1,
+        description="softmax: uniform negatives shared by each step; unset, a tenth of the catalogue between "
+        "1,024 and 4,096 (on Gowalla's 41k items 4,096 lifted validation Recall@20 by 0.008-0.012 at the "
+        "same step over 1,024, at twice the step's time; MovieLens' 9.7k items keep 1,024)",
+    )
     temperature: float = Field(
         0.2,
         gt=0,
@@ -86,7 +92,12 @@ class CFConfig(StrictModel):
         description="positive pairs per optimiser step, over all workers (each step propagates the whole "
         "graph once)",
     )
-    lr: float = Field(0.01, gt=0)
+    lr: float = Field(
+        0.003,
+        gt=0,
+        description="Adam's learning rate (0.01 fit Gowalla's train pairs sooner and its validation and test "
+        "items worse: validation Recall@20 0.2105 against 0.2151 at 0.003 in 15 minutes)",
+    )
     lr_decay: float = Field(
         0.1,
         gt=0,
@@ -140,6 +151,11 @@ class CFConfig(StrictModel):
         None, ge=1, description="fault-tolerance drill: rank 0 dies once after the validation at this step"
     )
     topk: int = Field(20, ge=1, description="CF items per user kept by score-topk")
+
+    def shared_negatives(self, num_items: int) -> int:
+        """Uniform negatives each softmax step shares: ``negatives``, else a tenth of the catalogue within
+        [1,024, 4,096]."""
+        return self.negatives or min(max(num_items // 10, 1024), 4096)
 
 
 class ProfilingConfig(StrictModel):

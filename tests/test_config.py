@@ -84,3 +84,9 @@ def test_a_serve_app_asked_for_clips_needs_a_video_deployment():
 
     with pytest.raises(TailorMindError, match=r"configure serve\.video"):
         tailormind_app(load_config(None, ["generation.num_videos=1"]))
+
+
+def test_softmax_negatives_scale_with_the_catalogue_unless_set():
+    cf = load_config(None, []).cf
+    assert [cf.shared_negatives(n) for n in (500, 9_742, 40_981, 10**6)] == [1024, 1024, 4096, 4096]
+    assert load_config(None, ["cf.negatives=7"]).cf.shared_negatives(10**6) == 7

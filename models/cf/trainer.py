@@ -33,10 +33,10 @@ class CFTrainer:
 
     An epoch is ``ceil(train pairs / cf.batch_size)`` steps on every rank (each rank takes its shard of a
     seeded permutation), so DDP ranks always step together. BPR draws ``cf.bpr_negatives`` never-seen
-    negatives per positive; the softmax loss scores every positive of a step against ``cf.negatives``
-    uniform items shared by the step. Negatives avoid (BPR) only train items: excluding valid and test
-    items would use held-out labels. Every draw is seeded by its epoch and step, so a resumed trainer
-    repeats what an uninterrupted one would have done.
+    negatives per positive; the softmax loss scores every positive of a step against
+    ``cf.shared_negatives`` uniform items shared by the step. Negatives avoid (BPR) only train items:
+    excluding valid and test items would use held-out labels. Every draw is seeded by its epoch and step,
+    so a resumed trainer repeats what an uninterrupted one would have done.
     """
 
     def __init__(
@@ -151,7 +151,9 @@ class CFTrainer:
                 rows(item0, negatives),
                 self.cf.l2,
             )
-        shared = torch.randint(self.core.num_items, (self.cf.negatives,), generator=generator).to(self.device)
+        shared = torch.randint(
+            self.core.num_items, (self.cf.shared_negatives(self.core.num_items),), generator=generator
+        ).to(self.device)
         return sampled_softmax_loss(
             rows(user_final, users),
             rows(item_final, positives),
