@@ -191,6 +191,7 @@ HEADLINE = (  # summary entries a stage's console line shows, when it has them
     "stopped_by",
     "rounds_run",
     "mean_selected_valid_rank",
+    "content_free_gradients",
     "fusion_weight",
     "refused_by_safety",
     "posts",

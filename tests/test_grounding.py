@@ -10,6 +10,7 @@ from models.profiling.grounding import (
     Vocabulary,
     degeneracies,
     grounded_preferences,
+    named,
     preferences_schema,
     vocabulary,
 )
@@ -107,3 +108,10 @@ def test_a_sentence_said_over_and_over_and_tags_without_words_are_caught():
     )
     assert problems("Bakery", essay) == [] and repaired(essay) == essay
     assert cleaned_tags([", ", "], ", "sunset", " #Sunset ", "makeup"]) == ["sunset", "makeup"]
+
+
+def test_named_finds_a_users_genres_and_titles_as_whole_words():
+    words = Vocabulary(["Comedy", "sci-fi"], ["Heat (1995)", "Up (2009)"], {})
+    assert named("Loves COMEDY and heat; sci-fi too", words) == ["Comedy", "sci-fi", "Heat"]
+    assert named("a comedic, upbeat profile", words) == []  # parts of words do not count
+    assert named("Heat", words, titles=False) == []

@@ -13,6 +13,7 @@ from models.data import encode_interactions, load_dataset
 from models.llm.scoring import ScoredContinuation
 from models.llm.structured import LLMAnswer
 from models.profiling.cohort import UserSample, cohort_table, select_cohort
+from models.profiling.grounding import Vocabulary
 from models.profiling.refiner import ProfileRefiner
 from runtime.broadcast import mapping_of
 from runtime.refining import start_batch
@@ -165,6 +166,8 @@ def test_summarise_reads_each_users_first_and_best_rank_across_files(tmp_path):
         {
             "valid_ranks": pa.array([[5, 0], [3], [], [7, 2, 4]], pa.list_(pa.int64())),
             "llm_calls": pa.array([None] * 4, pa.string()),
+            "round_gradients": [["It misses comedy.", "be more specific"], ["Heat is missing"], [], [""]],
+            "vocabulary": [Vocabulary(["Comedy", "Drama"], ["Heat (1995)"], {}).to_json()] * 4,
             **dict.fromkeys(("prompt_tokens", "generated_tokens", "cached_tokens"), counts),
         }
     )
@@ -175,3 +178,24 @@ def test_summarise_reads_each_users_first_and_best_rank_across_files(tmp_path):
     assert summary["mean_selected_valid_rank"] == pytest.approx((0 + 3 + 2) / 3)
     assert [r["users"] for r in summary["tokens_per_round"]] == [3, 2, 1]
     assert [r["prompt_tokens"] for r in summary["tokens_per_round"]] == [1 + 3 + 4, 2 + 5, 6]
+    assert (summary["gradients"], summary["content_free_gradients"]) == (3, 1)  # "be more specific"
+
+
+def test_the_gradient_prompt_says_which_of_the_users_genres_the_chosen_and_the_preferred_items_carry():
+    """SmolLM2's gradients named nothing; the prompt hands it the genres that set the items apart."""
+    cards = {"t": "Toy Story | Animation, Comedy", "w1": "Heat | Crime, Drama", "w2": "Alien | Horror, Drama"}
+    refiner = ProfileRefiner(load_config(None, []).profiling, cards, 0, catalogue=list(cards))
+    row = {
+        "user_id": "u",
+        "active": True,
+        "valid_candidates": ["t", "w1", "w2"],
+        "valid_positives": 1,
+        "valid_ranks": [2.0],
+        "worst_positive": 0,
+        "ranked_first": [1, 2, 0],
+        "profile": "1. Western (Up (2009))",
+        "vocabulary": Vocabulary(["Drama", "Comedy", "Horror", "Western"], ["Up (2009)"], {}).to_json(),
+    }
+    (request,) = refiner.gradient_requests(row, 0)
+    prompt = request["messages"][-1]["content"]
+    assert "the chosen item has: Comedy. Only the items above it have: Drama, Horror." in prompt

@@ -130,15 +130,20 @@ def rank_template(num_candidates: int, top_k: int) -> PromptTemplate:
     )
 
 
+# SmolLM2-135M's gradients named nothing ("The user did not rank the item a user actually chose."): the
+# prompt now says which of the user's own genres and tags the chosen item and the items above it carry.
 GRADIENT = PromptTemplate(
     "gradient",
-    4,
+    5,
     "You critique user profiles that failed to rank the item a user actually chose. Answer in JSON.",
     "Current profile:\n{profile}\n\n"
     "With this profile the item the user actually chose was ranked {outcome}.\n"
     "Items the profile ranked above it:\n{wrong}\n\nThe item the user chose:\n{truth}\n\n"
+    "Of the user's genres and tags, the chosen item has: {truth_has}. Only the items above it have: "
+    "{wrong_have}.\n\n"
     "What the user did with posts written for them:\n{feedback}\n\n"
-    "In one or two sentences, say what the profile misses or overstates (the textual gradient).",
+    "In one or two sentences, say what the profile misses or overstates (the textual gradient), naming "
+    "genres or tags.",
     _object(gradient={"type": "string", "minLength": 10, "maxLength": 300}),
 )
 UPDATE = PromptTemplate(

@@ -5,7 +5,8 @@ the genres, tags and taste-cluster names of the user's own history and CF items,
 of those items by title (enums built per user), so every word of a profile comes from the data. Answers
 are then checked: a repeated preference is dropped and, when fewer than two distinct preferences remain,
 the user's most frequent unused tag fills in (with one of their items that has it) and the profile is
-counted as repaired. ``degeneracies`` names what a profile text gets wrong, for the stages' counts.
+counted as repaired. ``degeneracies`` names what a profile text gets wrong, for the stages' counts;
+``named`` finds the user's preferences and titles in a text (what a textual gradient is about, if anything).
 """
 
 from __future__ import annotations
@@ -132,3 +133,16 @@ def degeneracies(preferences: Sequence[Mapping[str, str]]) -> list[str]:
     if letters and sum(bool(_WORD.match(c)) for c in letters) * 2 < len(letters):
         found.append("non_english")
     return found
+
+
+_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
+
+
+def named(text: str, vocabulary: Vocabulary, titles: bool = True) -> list[str]:
+    """The vocabulary's preferences (and, with ``titles``, its titles without a trailing year) that
+    ``text`` names as whole words, in any case; most frequent preferences first."""
+    lowered = text.lower()
+    words = [*vocabulary.preferences, *(_YEAR.sub("", t) for t in vocabulary.titles if titles)]
+    return [
+        w for w in dict.fromkeys(words) if w and re.search(rf"(?<!\w){re.escape(w.lower())}(?!\w)", lowered)
+    ]

@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from models.llm.config import LLMConfig
 from models.llm.rows import summed_tallies
+from models.profiling.grounding import Vocabulary, named
 from models.profiling.refiner import ROLES
 from models.profiling.rounds import TOKENS
 
@@ -17,7 +18,9 @@ def summarise(published: str, llm: LLMConfig) -> dict[str, Any]:
     """Validation-rank summary of the published profiles (read in a task: one small column per user)."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(published, columns=["valid_ranks", "llm_calls", *TOKENS])
+    table = pq.read_table(
+        published, columns=["valid_ranks", "llm_calls", "round_gradients", "vocabulary", *TOKENS]
+    )
     ranks = table["valid_ranks"].combine_chunks()
     rounds = list_positions(ranks)
     values = ranks.flatten().to_numpy(zero_copy_only=False)
@@ -32,7 +35,20 @@ def summarise(published: str, llm: LLMConfig) -> dict[str, Any]:
         "stopped_at_rank_1": int((selected == 0).sum()),
         "llm_calls": summed_tallies(table["llm_calls"].to_pylist(), llm, ROLES),
         "tokens_per_round": tokens_per_round(table),
+        **gradient_counts(table),
     }
+
+
+def gradient_counts(table: pa.Table) -> dict[str, int]:
+    """Textual gradients written, and those naming none of their user's genres, tags or titles."""
+    written = content_free = 0
+    vocabularies = table["vocabulary"].to_pylist()
+    for gradients, words in zip(table["round_gradients"].to_pylist(), vocabularies, strict=True):
+        vocabulary = Vocabulary.from_json(words)
+        for text in filter(None, gradients or []):
+            written += 1
+            content_free += not named(text, vocabulary)
+    return {"gradients": written, "content_free_gradients": content_free}
 
 
 def list_positions(lists: pa.ListArray) -> np.ndarray:

@@ -26,7 +26,7 @@ from models.llm.prompts import GRADIENT, UPDATE, profile_text, rank_template
 from models.llm.scoring import ScoredContinuation
 from models.llm.structured import LLMAnswer
 from models.profiling.evidence import numbered_list
-from models.profiling.grounding import Vocabulary, grounded_preferences, preferences_schema
+from models.profiling.grounding import Vocabulary, grounded_preferences, named, preferences_schema
 from models.profiling.likelihood import best_first, likelihood_requests, pmi_scores, positive_ranks
 from models.profiling.ranking import borda_ranking, listed_positive_ranks, shown_to_original
 
@@ -218,11 +218,18 @@ class ProfileRefiner:
             if rank < depth
             else f"outside the top {depth}"
         )
+        words, truth_card = Vocabulary.from_json(row.get("vocabulary")), self.cards[candidates[truth]]
+        truth_has = named(truth_card, words, titles=False)
+        wrong_have = [
+            p for p in named(" ".join(wrong[:WRONG_SHOWN]), words, titles=False) if p not in truth_has
+        ]
         fields = {
             "profile": row["profile"],
             "outcome": outcome,
             "wrong": numbered_list(wrong[:WRONG_SHOWN], 10**9, self.settings.candidate_chars),
-            "truth": self.cards[candidates[truth]][: self.settings.candidate_chars * 2],
+            "truth": truth_card[: self.settings.candidate_chars * 2],
+            "truth_has": ", ".join(truth_has) or "none of them",
+            "wrong_have": ", ".join(wrong_have) or "none of them",
             "feedback": row.get("feedback") or "(no feedback yet)",
         }
         return [{"row_key": row["user_id"], "messages": GRADIENT.messages(fields), "schema": GRADIENT.schema}]
@@ -333,4 +340,5 @@ def refined_profile(row: Row) -> dict[str, Any]:
         "round_profiles": row["round_profiles"],
         "round_gradients": row.get("round_gradients") or [],
         "errors": row["errors"],
+        "vocabulary": row.get("vocabulary"),
     }

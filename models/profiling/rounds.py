@@ -134,6 +134,7 @@ PUBLISHED_SCHEMA = pa.schema(
         ("round_profiles", pa.list_(pa.string())),
         ("round_gradients", pa.list_(pa.string())),
         ("errors", pa.list_(pa.string())),
+        ("vocabulary", pa.string()),  # what the profile may name: gradients that name none of it are counted
         ("prompt_tokens", pa.list_(pa.int64())),  # per round
         ("generated_tokens", pa.list_(pa.int64())),
         ("cached_tokens", pa.list_(pa.int64())),
