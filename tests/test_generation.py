@@ -9,7 +9,14 @@ from models.config import load_config
 from models.embedding import TextEmbedder
 from models.generation.diffusion import ImageGenerator, VideoGenerator
 from models.generation.pages import page_file, write_index, write_index_page, write_post
-from models.generation.writer import GeneratedPost, PostVersion, PostWriter, UserBrief, split_groups
+from models.generation.writer import (
+    GeneratedPost,
+    PostVersion,
+    PostWriter,
+    UserBrief,
+    off_topic,
+    split_groups,
+)
 from models.media import VideoClip
 from models.scoring.clip_score import CLIPScorer
 
@@ -121,3 +128,10 @@ def test_writer_end_to_end_with_tiny_models(ray_cluster, tiny_models):
         assert -1.0 <= best.relevance <= 1.0
         assert 1 <= len(post.versions) <= 2
     assert any(p.best >= 0 for p in posts)
+
+
+def test_a_post_no_closer_to_its_readers_history_than_to_the_other_readers_is_off_topic():
+    similarity = np.array([[0.9, 0.1, 0.2], [0.3, 0.2, 0.5], [0.4, 0.4, 0.4]])  # posts x readers
+    own = similarity[np.arange(3), [0, 1, 2]]
+    assert off_topic(similarity, own).tolist() == [False, True, True]
+    assert off_topic(similarity[:1, :1], own[:1]).tolist() == [False]  # one reader: nothing to compare

@@ -83,7 +83,9 @@ class PostVersion:
     video_prompts: list[str] = field(default_factory=list)
     videos: list[VideoClip] = field(default_factory=list, repr=False)
     safety: SafetyVerdict | None = None  # None: no safety gate ran
-    degenerate: list[str] = field(default_factory=list)  # what is still degenerate after repair (counted)
+    # what is still degenerate after repair, and "off_topic" when no closer to its reader's history than to
+    # the other readers' (counted)
+    degenerate: list[str] = field(default_factory=list)
 
     @property
     def safe(self) -> bool:
@@ -417,12 +419,19 @@ class PostWriter:
             scores = split_groups(self.scorer.score(frames, texts), [group for _, group, _ in visuals])
             for (user_id, _, _), group_scores in zip(visuals, scores, strict=True):
                 current[user_id].clip.append(float(np.mean(group_scores)))
-        users = list(current)
-        if users:
-            posts = self.embedder.embed([f"{current[u].title}\n{current[u].body}" for u in users])
-            for user_id, vector in zip(users, posts, strict=True):
-                mean = history.get(user_id)
-                current[user_id].relevance = float(vector @ mean) if mean is not None else 0.0
+        users = [u for u in current if history.get(u) is not None]
+        for user_id in set(current) - set(users):
+            current[user_id].relevance = 0.0
+        if not users:
+            return
+        posts = self.embedder.embed([f"{current[u].title}\n{current[u].body}" for u in users])
+        readers = [u for u, mean in history.items() if mean is not None]
+        similarity = posts @ np.stack([history[u] for u in readers]).T  # [posts, readers]
+        own = similarity[np.arange(len(users)), [readers.index(u) for u in users]]
+        for user_id, relevance, is_off_topic in zip(users, own, off_topic(similarity, own), strict=True):
+            current[user_id].relevance = float(relevance)
+            if is_off_topic:
+                current[user_id].degenerate.append("off_topic")
 
     def _history_vectors(self, briefs: list[UserBrief]) -> dict[str, np.ndarray | None]:
         vectors: dict[str, np.ndarray | None] = {}
@@ -433,6 +442,16 @@ class PostWriter:
             mean = self.embedder.embed(b.history_cards).mean(axis=0)
             vectors[b.user_id] = mean / max(float(np.linalg.norm(mean)), 1e-12)
         return vectors
+
+
+def off_topic(similarity: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Per post: no closer to its reader's history (``own``) than on average to the other readers' (the
+    rest of its row of ``similarity``, posts x readers); never with fewer than two readers to compare."""
+    readers = similarity.shape[1]
+    if readers < 2:
+        return np.zeros(len(own), dtype=bool)
+    others = (similarity.sum(axis=1) - own) / (readers - 1)
+    return own <= others
 
 
 def split_groups(values: np.ndarray, groups: list[list[Any]]) -> list[np.ndarray]:
