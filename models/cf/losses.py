@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -56,9 +58,38 @@ def sampled_softmax_loss(
     if batch == 0:
         parts = (user_final, pos_final, neg_final, user_init, pos_init)
         return torch.stack([t.sum() for t in parts]).sum() * 0.0
-    pos = (user_final * pos_final).sum(dim=1, keepdim=True)
-    neg = user_final @ neg_final.T
-    neg = neg.masked_fill(positives[:, None] == negatives[None, :], float("-inf"))
-    logits = torch.cat([pos, neg], dim=1) / temperature
-    target = torch.zeros(batch, dtype=torch.int64, device=logits.device)
-    return F.cross_entropy(logits, target) + l2 * l2_term(batch, user_init, pos_init)
+    mask = positives[:, None] == negatives[None, :]
+    cross_entropy = _SharedNegativesSoftmax.apply(user_final / temperature, pos_final, neg_final, mask)
+    return cross_entropy + l2 * l2_term(batch, user_init, pos_init)
+
+
+class _SharedNegativesSoftmax(torch.autograd.Function):
+    """Mean -log softmax of each row's positive score against negatives shared by the batch (masked ones
+    left out), with one [B, N] buffer reused in place for the scores, their exponentials and their
+    gradient: cross_entropy over concatenated, scaled, masked logits made three times the passes over it.
+    Backward may run once (it consumes the buffer)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        pos = (users * positives).sum(dim=1)
+        scores = users @ negatives.T
+        top = torch.maximum(scores.max(dim=1).values, pos)  # a masked score is its row's positive: no higher
+        # exponents below -80 would give denormals (slow on x86) for terms under 1e-34 of the row's total
+        exps = scores.sub_(top[:, None]).clamp_(min=-80.0).exp_().masked_fill_(mask, 0.0)
+        pos_exp = (pos - top).exp()
+        total = exps.sum(dim=1) + pos_exp
+        ctx.save_for_backward(users, positives, negatives, exps, total, pos_exp)
+        return (top + total.log() - pos).mean()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:  # type: ignore[override]
+        if getattr(ctx, "consumed", False):
+            raise RuntimeError("the shared-negatives softmax's backward ran twice: its buffer is spent")
+        ctx.consumed = True
+        users, positives, negatives, exps, total, pos_exp = ctx.saved_tensors
+        scale = grad / users.shape[0]
+        neg_grad = exps.mul_((scale / total)[:, None])  # d loss / d score of each shared negative
+        pos_grad = ((pos_exp / total - 1) * scale)[:, None]
+        return neg_grad @ negatives + pos_grad * positives, pos_grad * users, neg_grad.T @ users, None
