@@ -70,7 +70,7 @@ class _SharedNegativesSoftmax(torch.autograd.Function):
     Backward may run once (it consumes the buffer)."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         pos = (users * positives).sum(dim=1)
@@ -84,7 +84,7 @@ class _SharedNegativesSoftmax(torch.autograd.Function):
         return (top + total.log() - pos).mean()
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
         if getattr(ctx, "consumed", False):
             raise RuntimeError("the shared-negatives softmax's backward ran twice: its buffer is spent")
         ctx.consumed = True

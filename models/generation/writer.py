@@ -425,8 +425,9 @@ class PostWriter:
         if not users:
             return
         posts = self.embedder.embed([f"{current[u].title}\n{current[u].body}" for u in users])
-        readers = [u for u, mean in history.items() if mean is not None]
-        similarity = posts @ np.stack([history[u] for u in readers]).T  # [posts, readers]
+        means = {u: mean for u, mean in history.items() if mean is not None}
+        readers = list(means)
+        similarity = posts @ np.stack(list(means.values())).T  # [posts, readers]
         own = similarity[np.arange(len(users)), [readers.index(u) for u in users]]
         for user_id, relevance, is_off_topic in zip(users, own, off_topic(similarity, own), strict=True):
             current[user_id].relevance = float(relevance)
