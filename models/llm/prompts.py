@@ -223,7 +223,7 @@ def post_template(num_images: int, num_videos: int = 0) -> PromptTemplate:
         media = "Each video prompt describes one short clip: its scene and the motion in it.\n"
     return PromptTemplate(
         "post",
-        1,
+        2,
         "You write engaging social media posts tailored to one reader. Answer in JSON.",
         "Reader profile:\n{profile}\n\nIdea: {idea}\n\nStyle references (posts this reader liked):\n"
         "{exemplars}\n\n{feedback}" + media + "Write the post.",
@@ -232,8 +232,8 @@ def post_template(num_images: int, num_videos: int = 0) -> PromptTemplate:
 
 
 def _prompts(count: int) -> dict[str, Any]:
-    """Exactly ``count`` generation prompts."""
-    item = {"type": "string", "maxLength": 120}
+    """Exactly ``count`` generation prompts, none empty (the tiny model has answered "": it draws noise)."""
+    item = {"type": "string", "minLength": 3, "maxLength": 120}
     return {"type": "array", "items": item, "minItems": count, "maxItems": count}
 
 
