@@ -419,16 +419,14 @@ class PostWriter:
             scores = split_groups(self.scorer.score(frames, texts), [group for _, group, _ in visuals])
             for (user_id, _, _), group_scores in zip(visuals, scores, strict=True):
                 current[user_id].clip.append(float(np.mean(group_scores)))
-        users = [u for u in current if history.get(u) is not None]
-        for user_id in set(current) - set(users):
-            current[user_id].relevance = 0.0
+        means = {u: mean for u, mean in history.items() if mean is not None}
+        users = [u for u in current if u in means]  # a reader without history keeps relevance 0
         if not users:
             return
         posts = self.embedder.embed([f"{current[u].title}\n{current[u].body}" for u in users])
-        means = {u: mean for u, mean in history.items() if mean is not None}
-        readers = list(means)
+        column = {u: i for i, u in enumerate(means)}
         similarity = posts @ np.stack(list(means.values())).T  # [posts, readers]
-        own = similarity[np.arange(len(users)), [readers.index(u) for u in users]]
+        own = similarity[np.arange(len(users)), [column[u] for u in users]]
         for user_id, relevance, is_off_topic in zip(users, own, off_topic(similarity, own), strict=True):
             current[user_id].relevance = float(relevance)
             if is_off_topic:

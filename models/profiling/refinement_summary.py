@@ -18,9 +18,7 @@ def summarise(published: str, llm: LLMConfig) -> dict[str, Any]:
     """Validation-rank summary of the published profiles (read in a task: one small column per user)."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(
-        published, columns=["valid_ranks", "llm_calls", "round_gradients", "vocabulary", *TOKENS]
-    )
+    table = pq.read_table(published, columns=["valid_ranks", "llm_calls", *TOKENS])
     ranks = table["valid_ranks"].combine_chunks()
     rounds = list_positions(ranks)
     values = ranks.flatten().to_numpy(zero_copy_only=False)
@@ -35,19 +33,23 @@ def summarise(published: str, llm: LLMConfig) -> dict[str, Any]:
         "stopped_at_rank_1": int((selected == 0).sum()),
         "llm_calls": summed_tallies(table["llm_calls"].to_pylist(), llm, ROLES),
         "tokens_per_round": tokens_per_round(table),
-        **gradient_counts(table),
+        **gradient_counts(published),
     }
 
 
-def gradient_counts(table: pa.Table) -> dict[str, int]:
-    """Textual gradients written, and those naming none of their user's genres, tags or titles."""
+def gradient_counts(published: str) -> dict[str, int]:
+    """Textual gradients written, and those naming none of their user's genres, tags or titles (read a
+    batch at a time: the gradients' text is the largest column)."""
+    import pyarrow.dataset
+
     written = content_free = 0
-    vocabularies = table["vocabulary"].to_pylist()
-    for gradients, words in zip(table["round_gradients"].to_pylist(), vocabularies, strict=True):
-        vocabulary = Vocabulary.from_json(words)
-        for text in filter(None, gradients or []):
-            written += 1
-            content_free += not named(text, vocabulary)
+    columns = ["round_gradients", "vocabulary"]
+    for batch in pyarrow.dataset.dataset(published, format="parquet").to_batches(columns=columns):
+        for gradients, words in zip(*(batch[name].to_pylist() for name in columns), strict=True):
+            vocabulary = Vocabulary.from_json(words)
+            for text in filter(None, gradients or []):
+                written += 1
+                content_free += not named(text, vocabulary)
     return {"gradients": written, "content_free_gradients": content_free}
 
 
