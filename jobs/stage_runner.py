@@ -192,6 +192,7 @@ HEADLINE = (  # summary entries a stage's console line shows, when it has them
     "rounds_run",
     "mean_selected_valid_rank",
     "content_free_gradients",
+    "degenerate_gradients",
     "fusion_weight",
     "refused_by_safety",
     "posts",

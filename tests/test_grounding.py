@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jsonschema
 
-from models.generation.degenerate import cleaned_tags, problems, repaired
+from models.degenerate import cleaned_tags, problems, repaired
 from models.llm.prompts import PROFILE
 from models.profiling.grounding import (
     Vocabulary,
@@ -31,7 +31,11 @@ def test_a_users_vocabulary_is_their_own_tags_clusters_and_titles_most_frequent_
         "Space",
     }
     assert words.titles == ["Alien (1979)", "Heat (1995)", "Toy Story (1995)"]
-    assert words.examples["crime"] == "Heat (1995)" and Vocabulary.from_json(words.to_json()) == words
+    assert words.holders["crime"] == ["Heat (1995)"] and words.holders["drama"] == [
+        "Alien (1979)",
+        "Heat (1995)",
+    ]
+    assert Vocabulary.from_json(words.to_json()) == words
 
 
 def test_the_schema_only_admits_the_users_words_and_at_least_two_preferences():
@@ -47,6 +51,8 @@ def test_the_schema_only_admits_the_users_words_and_at_least_two_preferences():
     for bad in (
         {"preferences": [{"preference": "Drama (genre)", "reason": "Heat (1995)"}, good["preferences"][1]]},
         {"preferences": [{"preference": "drama", "reason": "genre-wise"}, good["preferences"][1]]},
+        # a reason must be an item that carries its preference: Heat is no horror film
+        {"preferences": [good["preferences"][0], {"preference": "horror", "reason": "Heat (1995)"}]},
         {"preferences": good["preferences"][:1]},
     ):
         try:
@@ -94,6 +100,20 @@ def test_degenerate_posts_from_the_demo_are_caught_and_runs_repaired():
         == []
     )
     assert "iiii" not in repaired(tina) and repaired("so so so so good") == "so good"
+    slots = "{{#nominal}}{{author}} - {{genre}} - {{category}} - {{styleref}}}"  # user 599's body
+    assert problems("Drama", f"The movie, {slots}, for every drama lover out there tonight.") == [
+        "template_slot"
+    ]
+    assert problems("Superman", "A comic book featuring superhero action, #1}Monster of the Year {#2}") == [
+        "template_slot",
+        "short_body",
+    ]
+    assert (
+        problems(
+            "Sets", "A set {like this one} is fine: braces around words are no template slot, and no loop."
+        )
+        == []
+    )
 
 
 def test_a_sentence_said_over_and_over_and_tags_without_words_are_caught():

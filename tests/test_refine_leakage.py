@@ -33,8 +33,8 @@ def recording_llm(sent: list[tuple[str, str, str]]):
             properties = request["schema"]["properties"]
             if "top" in properties:
                 value = {"top": list(range(properties["top"]["minItems"]))}
-            elif "gradient" in properties:
-                value = {"gradient": "be more specific"}
+            elif "why" in properties:
+                value = {"missing": "none", "overstated": "none", "why": "be more specific"}
             else:
                 value = {"preferences": [{"preference": f"p{len(sent)}", "reason": "r"}]}
             answers[request["row_key"]] = LLMAnswer(request["row_key"], value, None, 1)
@@ -166,7 +166,12 @@ def test_summarise_reads_each_users_first_and_best_rank_across_files(tmp_path):
         {
             "valid_ranks": pa.array([[5, 0], [3], [], [7, 2, 4]], pa.list_(pa.int64())),
             "llm_calls": pa.array([None] * 4, pa.string()),
-            "round_gradients": [["It misses comedy.", "be more specific"], ["Heat is missing"], [], [""]],
+            "round_gradients": [
+                ["It misses comedy.", "be more specific"],
+                ["Heat is missing " + "and so on " * 6],
+                [],
+                [""],
+            ],
             "vocabulary": [Vocabulary(["Comedy", "Drama"], ["Heat (1995)"], {}).to_json()] * 4,
             **dict.fromkeys(("prompt_tokens", "generated_tokens", "cached_tokens"), counts),
         }
@@ -179,12 +184,14 @@ def test_summarise_reads_each_users_first_and_best_rank_across_files(tmp_path):
     assert [r["users"] for r in summary["tokens_per_round"]] == [3, 2, 1]
     assert [r["prompt_tokens"] for r in summary["tokens_per_round"]] == [1 + 3 + 4, 2 + 5, 6]
     assert (summary["gradients"], summary["content_free_gradients"]) == (3, 1)  # "be more specific"
+    assert summary["degenerate_gradients"] == 1  # "and so on" six times
 
 
 def test_the_gradient_prompt_says_which_of_the_users_genres_the_chosen_and_the_preferred_items_carry():
     """SmolLM2's gradients named nothing; the prompt hands it the genres that set the items apart."""
     cards = {"t": "Toy Story | Animation, Comedy", "w1": "Heat | Crime, Drama", "w2": "Alien | Horror, Drama"}
     refiner = ProfileRefiner(load_config(None, []).profiling, cards, 0, catalogue=list(cards))
+    genres = ["Drama", "Comedy", "Horror", "Western"]
     row = {
         "user_id": "u",
         "active": True,
@@ -194,8 +201,26 @@ def test_the_gradient_prompt_says_which_of_the_users_genres_the_chosen_and_the_p
         "worst_positive": 0,
         "ranked_first": [1, 2, 0],
         "profile": "1. Western (Up (2009))",
-        "vocabulary": Vocabulary(["Drama", "Comedy", "Horror", "Western"], ["Up (2009)"], {}).to_json(),
+        "vocabulary": Vocabulary(genres, ["Up (2009)"], dict.fromkeys(genres, ["Up (2009)"])).to_json(),
     }
     (request,) = refiner.gradient_requests(row, 0)
     prompt = request["messages"][-1]["content"]
     assert "the chosen item has: Comedy. Only the items above it have: Drama, Horror." in prompt
+    # the answer picks from them: what the profile misses (the chosen item's, not the profile's own) and
+    # what it overstates (the profile's, carried only by the items above: none here)
+    properties = request["schema"]["properties"]
+    assert properties["missing"]["enum"] == ["Comedy", "none"] and properties["overstated"]["enum"] == [
+        "none"
+    ]
+    row["profile"], row["errors"] = "1. Drama (Heat (1995))", []
+    properties = refiner.gradient_requests(row, 0)[0]["schema"]["properties"]
+    assert properties["overstated"]["enum"] == ["Drama", "none"]
+    looping = "the profile has a missing genre, " * 8  # what SmolLM2 wrote for user 509, to the bound
+    answer = LLMAnswer("u", {"missing": "Comedy", "overstated": "Drama", "why": looping}, None, 1)
+    (update,) = refiner.update_requests(row, [answer], 0)
+    said = "Feedback:\nIt misses Comedy. It overstates Drama. the profile has a missing genre,\n"
+    assert said in update["messages"][-1]["content"]  # the loop cut to once
+    assert row["round_gradients"] == [f"It misses Comedy. It overstates Drama. {looping}"]  # kept as written
+    run_on = {"missing": "Comedy", "overstated": "none", "why": "the_legolabelibrickmaker_jumbo_jeopardized"}
+    (update,) = refiner.update_requests(row, [LLMAnswer("u", run_on, None, 1)], 1)
+    assert "Feedback:\nIt misses Comedy.\n" in update["messages"][-1]["content"]  # beyond repair: left out

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from models.degenerate import cleaned_tags, problems, repaired
 from models.embedding import Embedder
-from models.generation.degenerate import cleaned_tags, problems, repaired
 from models.generation.ideas import IDEA_TEMPLATES
 from models.generation.safety import SafetyGate, SafetyVerdict
 from models.llm.prompts import IDEA, post_template, style_template
@@ -336,7 +336,7 @@ class PostWriter:
         problems_of: Callable[[dict[str, Any]], list[str]],
     ) -> None:
         """Ask once more for each answer whose text is degenerate (``problems_of`` an answer's value, from
-        ``models.generation.degenerate``); keep the better one."""
+        ``models.degenerate``); keep the better one."""
 
         def count(value: Any) -> int:
             return len(problems_of(value)) if value else 10**6

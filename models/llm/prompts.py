@@ -130,11 +130,13 @@ def rank_template(num_candidates: int, top_k: int) -> PromptTemplate:
     )
 
 
-# SmolLM2-135M's gradients named nothing ("The user did not rank the item a user actually chose."): the
-# prompt now says which of the user's own genres and tags the chosen item and the items above it carry.
+# SmolLM2-135M's gradients named nothing ("The user did not rank the item a user actually chose."), then,
+# told which of the user's genres and tags the chosen item and the items above it carry, still nothing in 3
+# of 3 demo users ("The (gad)d", one clause looped to the length bound): so the gradient picks what the
+# profile misses and what it overstates from those genres and tags (``gradient_schema``), then says why.
 GRADIENT = PromptTemplate(
     "gradient",
-    5,
+    6,
     "You critique user profiles that failed to rank the item a user actually chose. Answer in JSON.",
     "Current profile:\n{profile}\n\n"
     "With this profile the item the user actually chose was ranked {outcome}.\n"
@@ -142,10 +144,36 @@ GRADIENT = PromptTemplate(
     "Of the user's genres and tags, the chosen item has: {truth_has}. Only the items above it have: "
     "{wrong_have}.\n\n"
     "What the user did with posts written for them:\n{feedback}\n\n"
-    "In one or two sentences, say what the profile misses or overstates (the textual gradient), naming "
-    "genres or tags.",
-    _object(gradient={"type": "string", "minLength": 10, "maxLength": 300}),
+    "Name the genre or tag the profile misses, the one it overstates, and in one sentence why (the textual "
+    "gradient).",
+    _object(
+        missing={"type": "string", "maxLength": 50},
+        overstated={"type": "string", "maxLength": 50},
+        why={"type": "string", "minLength": 10, "maxLength": 200},
+    ),
 )
+NOTHING = "none"  # the gradient's answer when no genre or tag is missing (or overstated)
+
+
+def gradient_schema(missing: list[str], overstated: list[str]) -> dict[str, Any]:
+    """The gradient's schema for one user: ``missing`` and ``overstated`` chosen from these genres and tags
+    (or ``NOTHING``)."""
+    return _object(
+        missing={"type": "string", "enum": [*missing, NOTHING]},
+        overstated={"type": "string", "enum": [*overstated, NOTHING]},
+        why=GRADIENT.schema["properties"]["why"],
+    )
+
+
+def gradient_text(missing: str, overstated: str, why: str) -> str:
+    """What the optimizer is told: the profile's missing and overstated genres or tags, then why."""
+    said = [
+        f"It misses {missing}." * (missing != NOTHING),
+        f"It overstates {overstated}." * (overstated != NOTHING),
+    ]
+    return " ".join(part for part in [*said, why] if part)
+
+
 UPDATE = PromptTemplate(
     "update",
     3,
@@ -209,12 +237,18 @@ IDEA = PromptTemplate(
 )
 
 
+# No braces in what a post says: SmolLM2 filled bodies and image prompts with template slots
+# ("{{#nominal}}{{author}} - {{genre}}", "{{title}}", "{#2}"): no reader should see them, no image draws them.
+_PLAIN = "^[^{}]*$"
+
+
 def post_template(num_images: int, num_videos: int = 0) -> PromptTemplate:
     """Writing: a post with title, body, tags, one prompt per image and (when asked) one per video clip."""
+    plain = {"type": "string", "pattern": _PLAIN}
     fields: dict[str, Any] = {
-        "title": {"type": "string", "maxLength": 80},
-        "body": {"type": "string", "maxLength": 600},
-        "tags": {"type": "array", "items": {"type": "string", "maxLength": 24}, "minItems": 1, "maxItems": 5},
+        "title": {**plain, "maxLength": 80},
+        "body": {**plain, "maxLength": 600},
+        "tags": {"type": "array", "items": {**plain, "maxLength": 24}, "minItems": 1, "maxItems": 5},
         "image_prompts": _prompts(num_images),
     }
     media = ""
@@ -223,7 +257,7 @@ def post_template(num_images: int, num_videos: int = 0) -> PromptTemplate:
         media = "Each video prompt describes one short clip: its scene and the motion in it.\n"
     return PromptTemplate(
         "post",
-        2,
+        3,
         "You write engaging social media posts tailored to one reader. Answer in JSON.",
         "Reader profile:\n{profile}\n\nIdea: {idea}\n\nStyle references (posts this reader liked):\n"
         "{exemplars}\n\n{feedback}" + media + "Write the post.",
@@ -233,7 +267,7 @@ def post_template(num_images: int, num_videos: int = 0) -> PromptTemplate:
 
 def _prompts(count: int) -> dict[str, Any]:
     """Exactly ``count`` generation prompts, none empty (the tiny model has answered "": it draws noise)."""
-    item = {"type": "string", "minLength": 3, "maxLength": 120}
+    item = {"type": "string", "minLength": 3, "maxLength": 120, "pattern": _PLAIN}
     return {"type": "array", "items": item, "minItems": count, "maxItems": count}
 
 

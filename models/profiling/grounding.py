@@ -1,8 +1,9 @@
 """Profiles grounded in a user's own items: what the profiler and optimizer may say, and what went wrong.
 
 A small model under a free schema writes "Drama (genre)" four times. Here each preference is chosen from
-the genres, tags and taste-cluster names of the user's own history and CF items, and each reason names one
-of those items by title (enums built per user), so every word of a profile comes from the data. Answers
+the genres, tags and taste-cluster names of the user's own history and CF items, and its reason names one
+of the user's items that carries it (enums built per user: SmolLM2 free to pick any title gave one film as
+the reason for "action", "comedy" and "drama" alike), so every word of a profile comes from the data. Answers
 are then checked: a repeated preference is dropped and, when fewer than two distinct preferences remain,
 the user's most frequent unused tag fills in (with one of their items that has it) and the profile is
 counted as repaired. ``degeneracies`` names what a profile text gets wrong, for the stages' counts;
@@ -20,6 +21,7 @@ from typing import Any
 
 MAX_PREFERENCES = 24  # choices offered per user (the most frequent among their items)
 MAX_TITLES = 30
+MAX_HOLDERS = 8  # titles offered as the reason for one preference
 MIN_PREFERENCES, MAX_LISTED = 2, 4
 TITLE_CHARS = 60
 
@@ -27,21 +29,21 @@ TITLE_CHARS = 60
 @dataclass(frozen=True)
 class Vocabulary:
     """What one user's profile may say: preferences (most frequent first), item titles, and which of the
-    user's items carries each preference."""
+    user's items carry each preference."""
 
     preferences: list[str]
     titles: list[str]
-    examples: dict[str, str]  # preference -> the title of a user item that has it
+    holders: dict[str, list[str]]  # preference -> titles of the user's items that have it (most recent first)
 
     def to_json(self) -> str:
         """As a step row carries it."""
-        return json.dumps({"preferences": self.preferences, "titles": self.titles, "examples": self.examples})
+        return json.dumps({"preferences": self.preferences, "titles": self.titles, "holders": self.holders})
 
     @classmethod
     def from_json(cls, text: str | None) -> Vocabulary:
         """From ``to_json``'s text (an empty vocabulary for None)."""
         data = json.loads(text) if text else {}
-        return cls(data.get("preferences", []), data.get("titles", []), data.get("examples", {}))
+        return cls(data.get("preferences", []), data.get("titles", []), data.get("holders", {}))
 
     @property
     def grounded(self) -> bool:
@@ -58,15 +60,18 @@ def vocabulary(
     """A user's vocabulary from their evidence ``items`` (history then CF items): their tags and the
     names of their taste clusters, most frequent first, and their titles."""
     counts: Counter[str] = Counter()
-    examples: dict[str, str] = {}
+    holders: dict[str, list[str]] = {}
     for item in items:
         names = [*(tags.get(item) or []), *([clusters.get(item) or ""] if clusters else [])]
+        title = _title(titles.get(item, item))
         for name in dict.fromkeys(n.strip() for n in names if n and n.strip()):
             counts[name] += 1
-            examples.setdefault(name, _title(titles.get(item, item)))
+            held = holders.setdefault(name, [])
+            if title not in held and len(held) < MAX_HOLDERS:
+                held.append(title)
     preferences = [name for name, _ in counts.most_common(MAX_PREFERENCES)]
     listed = list(dict.fromkeys(_title(titles.get(item, item)) for item in items))[:MAX_TITLES]
-    return Vocabulary(preferences, listed, {p: examples[p] for p in preferences})
+    return Vocabulary(preferences, listed, {p: holders[p] for p in preferences})
 
 
 def _title(title: str) -> str:
@@ -74,19 +79,28 @@ def _title(title: str) -> str:
 
 
 def preferences_schema(vocabulary: Vocabulary, free: dict[str, Any]) -> dict[str, Any]:
-    """The answer schema: preferences from the vocabulary's enums, else ``free`` (the template's own)."""
+    """The answer schema: each preference from the vocabulary with one of its holders' titles as the reason
+    (one ``anyOf`` branch per preference), else ``free`` (the template's own)."""
     if not vocabulary.grounded:
         return free
-    item = {
-        "type": "object",
-        "properties": {
-            "preference": {"type": "string", "enum": vocabulary.preferences},
-            "reason": {"type": "string", "enum": vocabulary.titles},
-        },
-        "required": ["preference", "reason"],
-        "additionalProperties": False,
+    branches = [
+        {
+            "type": "object",
+            "properties": {
+                "preference": {"type": "string", "enum": [name]},
+                "reason": {"type": "string", "enum": vocabulary.holders[name]},
+            },
+            "required": ["preference", "reason"],
+            "additionalProperties": False,
+        }
+        for name in vocabulary.preferences
+    ]
+    listed = {
+        "type": "array",
+        "minItems": MIN_PREFERENCES,
+        "maxItems": MAX_LISTED,
+        "items": {"anyOf": branches},
     }
-    listed = {"type": "array", "minItems": MIN_PREFERENCES, "maxItems": MAX_LISTED, "items": item}
     return {
         "type": "object",
         "properties": {"preferences": listed},
@@ -109,7 +123,7 @@ def grounded_preferences(
         if len(kept) >= MIN_PREFERENCES:
             break
         if name not in {k["preference"] for k in kept}:
-            kept.append({"preference": name, "reason": vocabulary.examples.get(name, "")})
+            kept.append({"preference": name, "reason": (vocabulary.holders.get(name) or [""])[0]})
             repaired = True
     return kept, repaired
 

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from models.degenerate import problems
 from models.llm.config import LLMConfig
 from models.llm.rows import summed_tallies
 from models.profiling.grounding import Vocabulary, named
@@ -38,11 +39,12 @@ def summarise(published: str, llm: LLMConfig) -> dict[str, Any]:
 
 
 def gradient_counts(published: str) -> dict[str, int]:
-    """Textual gradients written, and those naming none of their user's genres, tags or titles (read a
-    batch at a time: the gradients' text is the largest column)."""
+    """Textual gradients written, those naming none of their user's genres, tags or titles, and those whose
+    text loops (the optimizer reads them without the loop) (read a batch at a time: the gradients' text is
+    the largest column)."""
     import pyarrow.dataset
 
-    written = content_free = 0
+    written = content_free = degenerate = 0
     columns = ["round_gradients", "vocabulary"]
     for batch in pyarrow.dataset.dataset(published, format="parquet").to_batches(columns=columns):
         for gradients, words in zip(*(batch[name].to_pylist() for name in columns), strict=True):
@@ -50,7 +52,8 @@ def gradient_counts(published: str) -> dict[str, int]:
             for text in filter(None, gradients or []):
                 written += 1
                 content_free += not named(text, vocabulary)
-    return {"gradients": written, "content_free_gradients": content_free}
+                degenerate += bool(problems("", text, min_body_chars=0))
+    return {"gradients": written, "content_free_gradients": content_free, "degenerate_gradients": degenerate}
 
 
 def list_positions(lists: pa.ListArray) -> np.ndarray:

@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from models.config import ProfilingConfig
-from models.llm.prompts import GRADIENT, UPDATE, profile_text, rank_template
+from models.degenerate import problems, repaired
+from models.llm.prompts import GRADIENT, UPDATE, gradient_schema, gradient_text, profile_text, rank_template
 from models.llm.scoring import ScoredContinuation
 from models.llm.structured import LLMAnswer
 from models.profiling.evidence import numbered_list
@@ -223,6 +224,10 @@ class ProfileRefiner:
         wrong_have = [
             p for p in named(" ".join(wrong[:WRONG_SHOWN]), words, titles=False) if p not in truth_has
         ]
+        profile_has = named(row["profile"], words, titles=False)
+        schema = gradient_schema(
+            [p for p in truth_has if p not in profile_has], [p for p in wrong_have if p in profile_has]
+        )
         fields = {
             "profile": row["profile"],
             "outcome": outcome,
@@ -232,7 +237,7 @@ class ProfileRefiner:
             "wrong_have": ", ".join(wrong_have) or "none of them",
             "feedback": row.get("feedback") or "(no feedback yet)",
         }
-        return [{"row_key": row["user_id"], "messages": GRADIENT.messages(fields), "schema": GRADIENT.schema}]
+        return [{"row_key": row["user_id"], "messages": GRADIENT.messages(fields), "schema": schema}]
 
     def update_requests(
         self, row: Row, gradients: Sequence[LLMAnswer], round_index: int
@@ -241,11 +246,17 @@ class ProfileRefiner:
         failed = [a.error for a in gradients if a.error]
         if failed:
             row["errors"] = [*row["errors"], f"round {round_index} gradient: {failed[0]}"]
-        gradient = gradients[0].value["gradient"] if gradients and gradients[0].value is not None else ""
-        row["round_gradients"] = [*(row.get("round_gradients") or []), gradient]
-        if not gradient:
+        value = gradients[0].value if gradients else None
+        written = gradient_text(value["missing"], value["overstated"], value["why"]) if value else ""
+        row["round_gradients"] = [*(row.get("round_gradients") or []), written]
+        if value is None:
             return []
-        fields = {"profile": row["profile"], "gradient": gradient}
+        why = repaired(value["why"]).strip()  # a looping reason is cut, or left out when still degenerate
+        why = "" if problems("", why, min_body_chars=0) else why
+        feedback = gradient_text(value["missing"], value["overstated"], why)
+        if not feedback:
+            return []
+        fields = {"profile": row["profile"], "gradient": feedback}
         schema = preferences_schema(Vocabulary.from_json(row.get("vocabulary")), UPDATE.schema)
         return [{"row_key": row["user_id"], "messages": UPDATE.messages(fields), "schema": schema}]
 

@@ -2,8 +2,9 @@
 
 Seen in the demo's SmolLM2 posts: "Tina fiiiiiiiiiiiiiiii!(tina iiipriiiirriiuuuuuunnnnngggg!)", a body
 that was only "The Daily Mail", and a 600-character body of words joined by underscores
-("the_legolabelibrickmaker_jumbo_jeopardized_..."), a body that said one 14-word sentence six times, and
-the tags "', '" and "], '". ``problems`` names runs of one letter, run-on words, a word n-gram or a phrase
+("the_legolabelibrickmaker_jumbo_jeopardized_..."), a body that said one 14-word sentence six times, a
+body of template slots ("{{#nominal}}{{author}} - {{genre}}"), and the tags "', '" and "], '".
+``problems`` names runs of one letter, run-on words, unfilled template slots, a word n-gram or a phrase
 repeated many times and a body shorter than its bound; ``repaired`` shortens runs and drops repeats (a short
 body cannot be repaired, only written again); ``cleaned_tags`` drops tags without a word.
 """
@@ -17,6 +18,7 @@ RUN = re.compile(
     r"([^\W\d_])\1{3,}"
 )  # a letter four or more times in a row ("fiiii"); no English word has one
 RUN_ON = re.compile(r"(?:^|\s)(?!https?://)\S{30,}")  # 30 characters without a space, not a link
+SLOT = re.compile(r"\{\{|\}\}|\{[#/]?\w*\}")  # an unfilled template slot: "{{author}}", "{#2}", "{}"
 MIN_BODY_CHARS = 80
 REPEATS = 4  # an n-gram (n <= 3 words) this many times, covering a third of the words
 PHRASE_WORDS, PHRASE_REPEATS = 6, 3  # a 6-word phrase three times: no post says one sentence thrice
@@ -25,14 +27,16 @@ _EDGES = re.compile(r"^\W+|\W+$")
 
 
 def problems(title: str, body: str, min_body_chars: int = MIN_BODY_CHARS) -> list[str]:
-    """What is degenerate in a post: ``letter_run``, ``run_on_word``, ``repeated_ngram``, ``short_body`` (in
-    that order)."""
+    """What is degenerate in a post: ``letter_run``, ``run_on_word``, ``template_slot``, ``repeated_ngram``,
+    ``short_body`` (in that order)."""
     found = []
     text = f"{title}\n{body}"
     if RUN.search(text):
         found.append("letter_run")
     if RUN_ON.search(text):
         found.append("run_on_word")
+    if SLOT.search(text):
+        found.append("template_slot")
     if _repeated_ngram(text) is not None:
         found.append("repeated_ngram")
     if len(body.strip()) < min_body_chars:
