@@ -11,6 +11,9 @@ rather than read from its prefix cache; null where the backend does not say). Ba
 - ``vllm``: ``ray.data.llm``'s processor, one row per pair. vLLM reads no prefix cache for requests that
   ask for prompt log-probabilities (and the processor cannot tell which positions came from one), so every
   pair computes its whole prompt: the naive cost, measured in ``benchmarks/ranker_cost``.
+
+With ``scorer: transformers`` (any backend) an actor pool of the role's weights scores instead, each prefix
+encoded once and its continuations batched on its cached keys and values (``models.llm.prefix_scoring``).
 """
 
 from __future__ import annotations
@@ -31,18 +34,42 @@ from models.tiny import resolve_model_source
 _INDEX, _PREFIX, _TAIL, _START = "__index", "__prefix", "__continuation", "__start"
 
 
+def _requests(batch: pa.Table, step: str) -> list[dict[str, Any]]:
+    """Every pair of a batch, keyed ``row/index``."""
+    return [
+        {"row_key": f"{row}/{index}", **json.loads(text)}
+        for row, asked in enumerate(batch[f"{step}_requests"].to_pylist())
+        for index, text in enumerate(asked or [])
+    ]
+
+
 def _client_scores(batch: pa.Table, step: str, role_json: str, api_key: str | None) -> pa.Table:
     """One batch of a serve/http scoring step: every pair of the batch at once."""
     from runtime.chat import chat_client
 
     role = LLMRoleConfig.model_validate_json(role_json)
-    requests = [
-        {"row_key": f"{row}/{index}", **json.loads(text)}
-        for row, asked in enumerate(batch[f"{step}_requests"].to_pylist())
-        for index, text in enumerate(asked or [])
-    ]
+    requests = _requests(batch, step)
     scored = score_distinct(requests, chat_client(role, api_key).score) if requests else {}
     return with_scores(batch, step, scored)
+
+
+class _PrefixScoring:
+    """An actor of a ``scorer: transformers`` step: the role's weights, loaded once, score every batch."""
+
+    def __init__(self, step: str, role_json: str):
+        import torch
+
+        from models.llm.engine import engine_dtype
+        from models.llm.prefix_scoring import PrefixScorer
+
+        role = LLMRoleConfig.model_validate_json(role_json)
+        torch.set_num_threads(max(1, int(role.cpus_per_engine)))
+        self.step = step
+        self.scorer = PrefixScorer(resolve_model_source(role.model_source), engine_dtype(role))
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        requests = _requests(batch, self.step)
+        return with_scores(batch, self.step, score_distinct(requests, self.scorer.score) if requests else {})
 
 
 class ScoreStep:
@@ -55,6 +82,15 @@ class ScoreStep:
         """The lazy Dataset of ``ds`` with this step's scores (vllm: scored eagerly, then joined back)."""
         import ray.data
 
+        if self.role.scorer == "transformers":
+            return ds.repartition(target_num_rows_per_block=self.role.batch_size).map_batches(
+                _PrefixScoring,
+                fn_constructor_kwargs={"step": self.step, "role_json": self.role.model_dump_json()},
+                batch_format="pyarrow",
+                batch_size=self.role.batch_size,
+                compute=ray.data.ActorPoolStrategy(size=self.role.num_engines),
+                num_cpus=self.role.cpus_per_engine,
+            )
         if self.role.backend == "vllm":
             return self._processor_step(ds)
         if self.role.backend == "serve":

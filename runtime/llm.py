@@ -66,6 +66,7 @@ _NOT_ENGINE = (
     "batch_size",
     "batches_in_flight",
     "backend",
+    "scorer",
 )
 
 

@@ -127,6 +127,42 @@ def test_serve_and_the_in_job_engine_score_alike_and_serve_reads_the_cached_pref
     for row in processed:
         np.testing.assert_allclose(row["s_scores"], by_serve[row["user"]], rtol=0.02, atol=0.05)
         assert row["s_computed_tokens"] == row["s_prompt_tokens"]  # the processor reads no prefix cache
+    batched = serve_role.model_copy(update={"scorer": "transformers"})
+    for row in ScoreStep("s", batched)(ray_cluster.data.from_arrow(_rows(PREFIXES, CARDS))).take_all():
+        np.testing.assert_allclose(row["s_scores"], by_serve[row["user"]], rtol=0.02, atol=0.05)
+        prefix_tokens = (row["s_prompt_tokens"] - row["s_computed_tokens"]) / (len(CARDS) - 1)
+        assert prefix_tokens > 100  # each prefix computed once, not once per card
+
+
+def test_the_prefix_scorer_equals_whole_prompts_and_computes_each_prefix_once(tiny_models):
+    """Continuations batched on a prefix's cached keys and values (padded to the longest) score what each
+    whole prompt scores alone; a prefix's tokens are computed with its first continuation only."""
+    import torch
+
+    from models.llm.prefix_scoring import PrefixScorer
+    from models.tiny import resolve_model_source
+
+    scorer = PrefixScorer(resolve_model_source("tiny://chat"), "float32", batch_size=2)  # 3 cards: 2 batches
+    requests = [
+        scoring_request(f"{p}/{c}", prefix, card)
+        for p, prefix in enumerate(PREFIXES)
+        for c, card in enumerate(CARDS)
+    ]
+    scored = scorer.score(requests)
+    for request in requests:
+        prefix = scorer.tokenizer.encode(request["prefix"])
+        tail = scorer.tokenizer.encode(request["continuation"], add_special_tokens=False)
+        with torch.no_grad():
+            logits = scorer.model(input_ids=torch.tensor([prefix + tail])).logits[0].float()
+        alone = (
+            torch.log_softmax(logits, -1)[len(prefix) - 1 : -1].gather(-1, torch.tensor(tail)[:, None]).sum()
+        )
+        got = scored[request["row_key"]]
+        assert got.logprob == pytest.approx(float(alone), abs=1e-3) and got.tokens == len(tail)
+        first = request["row_key"].endswith("/0")
+        assert got.computed_tokens == len(tail) + first * len(prefix) and got.prompt_tokens == len(
+            prefix
+        ) + len(tail)
 
 
 def test_http_scores_from_the_completions_route_and_a_server_without_logprobs_is_a_config_error():

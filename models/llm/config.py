@@ -18,6 +18,13 @@ class LLMRoleConfig(StrictModel):
         description="vllm: an engine inside the job (ray.data.llm); serve: a Ray Serve LLM deployment "
         "(started by the job when absent, kept across passes); http: any OpenAI-compatible endpoint",
     )
+    scorer: Literal["engine", "transformers"] = Field(
+        "engine",
+        description="how a scoring step (the likelihood ranker) gets log-probabilities: engine, the "
+        "backend's prompt log-probabilities; transformers, a Ray Data actor per engine that encodes each "
+        "prefix once and scores its continuations as batches on the cached keys and values (vLLM on CPU "
+        "recomputes part of the prefix per continuation: benchmarks/ranker_cost)",
+    )
     # vLLM engine (backends vllm and serve)
     dtype: str = Field(
         "auto",
