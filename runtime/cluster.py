@@ -76,15 +76,16 @@ def connect(config: RayConfig, run_dir: Path | None = None) -> None:
 
 
 def _driver_log_levels() -> None:
-    """Ray's libraries log each dataset's plan and each deployment's start at INFO in the driver; a run
-    prints its own line per stage, so they log warnings and errors only (their files keep everything).
+    """Ray's libraries log each dataset's plan and each deployment's start at INFO in the driver, and
+    matplotlib its font cache on a fresh machine (the report's plots); a run prints its own line per stage,
+    so they log warnings and errors only (Ray's files keep everything).
 
     ``import ray.serve`` sets its logger to INFO, so it is imported first (ray.serve.llm's loggers are its
     children: the deployment-options dump goes with it).
     """
     import ray.serve  # noqa: F401
 
-    for name in ("ray.data", "ray.serve", "ray.train", "ray.tune"):
+    for name in ("ray.data", "ray.serve", "ray.train", "ray.tune", "matplotlib"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # It warns that progress bars are off, which in a job log (not a terminal) is this module's choice.
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
