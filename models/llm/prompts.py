@@ -237,18 +237,19 @@ IDEA = PromptTemplate(
 )
 
 
-# No braces in what a post says: SmolLM2 filled bodies and image prompts with template slots
-# ("{{#nominal}}{{author}} - {{genre}}", "{{title}}", "{#2}"): no reader should see them, no image draws them.
-_PLAIN = "^[^{}]*$"
+def _plain(min_length: int, max_length: int) -> dict[str, Any]:
+    """A string without braces, of bounded length. SmolLM2 filled post bodies and image prompts with template
+    slots ("{{#nominal}}{{author}} - {{genre}}", "{{title}}", "{#2}"): no reader should see them, no image
+    draws them. The bounds live in the pattern: xgrammar rejects a pattern beside minLength or maxLength."""
+    return {"type": "string", "pattern": f"^[^{{}}]{{{min_length},{max_length}}}$"}
 
 
 def post_template(num_images: int, num_videos: int = 0) -> PromptTemplate:
     """Writing: a post with title, body, tags, one prompt per image and (when asked) one per video clip."""
-    plain = {"type": "string", "pattern": _PLAIN}
     fields: dict[str, Any] = {
-        "title": {**plain, "maxLength": 80},
-        "body": {**plain, "maxLength": 600},
-        "tags": {"type": "array", "items": {**plain, "maxLength": 24}, "minItems": 1, "maxItems": 5},
+        "title": _plain(0, 80),
+        "body": _plain(0, 600),
+        "tags": {"type": "array", "items": _plain(0, 24), "minItems": 1, "maxItems": 5},
         "image_prompts": _prompts(num_images),
     }
     media = ""
@@ -267,7 +268,7 @@ def post_template(num_images: int, num_videos: int = 0) -> PromptTemplate:
 
 def _prompts(count: int) -> dict[str, Any]:
     """Exactly ``count`` generation prompts, none empty (the tiny model has answered "": it draws noise)."""
-    item = {"type": "string", "minLength": 3, "maxLength": 120, "pattern": _PLAIN}
+    item = _plain(3, 120)
     return {"type": "array", "items": item, "minItems": count, "maxItems": count}
 
 
