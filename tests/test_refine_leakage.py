@@ -201,7 +201,7 @@ def test_the_gradient_prompt_says_which_of_the_users_genres_the_chosen_and_the_p
         "worst_positive": 0,
         "ranked_first": [1, 2, 0],
         "profile": "1. Western (Up (2009))",
-        "vocabulary": Vocabulary(genres, ["Up (2009)"], dict.fromkeys(genres, ["Up (2009)"])).to_json(),
+        "vocabulary": Vocabulary(genres, ["Up (2009)"], {genre: ["Up (2009)"] for genre in genres}).to_json(),
     }
     (request,) = refiner.gradient_requests(row, 0)
     prompt = request["messages"][-1]["content"]
