@@ -237,19 +237,12 @@ IDEA = PromptTemplate(
 )
 
 
-def _plain(min_length: int, max_length: int) -> dict[str, Any]:
-    """A string without braces, of bounded length. SmolLM2 filled post bodies and image prompts with template
-    slots ("{{#nominal}}{{author}} - {{genre}}", "{{title}}", "{#2}"): no reader should see them, no image
-    draws them. The bounds live in the pattern: xgrammar rejects a pattern beside minLength or maxLength."""
-    return {"type": "string", "pattern": f"^[^{{}}]{{{min_length},{max_length}}}$"}
-
-
 def post_template(num_images: int, num_videos: int = 0) -> PromptTemplate:
     """Writing: a post with title, body, tags, one prompt per image and (when asked) one per video clip."""
     fields: dict[str, Any] = {
-        "title": _plain(0, 80),
-        "body": _plain(0, 600),
-        "tags": {"type": "array", "items": _plain(0, 24), "minItems": 1, "maxItems": 5},
+        "title": {"type": "string", "maxLength": 80},
+        "body": {"type": "string", "maxLength": 600},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 24}, "minItems": 1, "maxItems": 5},
         "image_prompts": _prompts(num_images),
     }
     media = ""
@@ -258,7 +251,7 @@ def post_template(num_images: int, num_videos: int = 0) -> PromptTemplate:
         media = "Each video prompt describes one short clip: its scene and the motion in it.\n"
     return PromptTemplate(
         "post",
-        3,
+        2,
         "You write engaging social media posts tailored to one reader. Answer in JSON.",
         "Reader profile:\n{profile}\n\nIdea: {idea}\n\nStyle references (posts this reader liked):\n"
         "{exemplars}\n\n{feedback}" + media + "Write the post.",
@@ -268,7 +261,7 @@ def post_template(num_images: int, num_videos: int = 0) -> PromptTemplate:
 
 def _prompts(count: int) -> dict[str, Any]:
     """Exactly ``count`` generation prompts, none empty (the tiny model has answered "": it draws noise)."""
-    item = _plain(3, 120)
+    item = {"type": "string", "minLength": 3, "maxLength": 120}
     return {"type": "array", "items": item, "minItems": count, "maxItems": count}
 
 
