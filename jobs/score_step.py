@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -28,19 +29,23 @@ import pyarrow as pa
 from jobs.llm_step import _ROW, LIGHT, _rejoin, _tag_rows
 from models.llm.config import LLMRoleConfig
 from models.llm.rows import score_columns, with_scores
-from models.llm.scoring import continuation_logprob, score_distinct
+from models.llm.scoring import ScoredContinuation, continuation_logprob, score_distinct
 from models.tiny import resolve_model_source
 
 _INDEX, _PREFIX, _TAIL, _START = "__index", "__prefix", "__continuation", "__start"
 
 
-def _requests(batch: pa.Table, step: str) -> list[dict[str, Any]]:
-    """Every pair of a batch, keyed ``row/index``."""
-    return [
+def _batch_scores(
+    batch: pa.Table, step: str, score: Callable[[list[dict[str, Any]]], Mapping[str, ScoredContinuation]]
+) -> pa.Table:
+    """``batch`` with the scores of every pair it asks for (keyed ``row/index``), each distinct pair scored
+    once by ``score``."""
+    requests = [
         {"row_key": f"{row}/{index}", **json.loads(text)}
         for row, asked in enumerate(batch[f"{step}_requests"].to_pylist())
         for index, text in enumerate(asked or [])
     ]
+    return with_scores(batch, step, score_distinct(requests, score) if requests else {})
 
 
 def _client_scores(batch: pa.Table, step: str, role_json: str, api_key: str | None) -> pa.Table:
@@ -48,9 +53,7 @@ def _client_scores(batch: pa.Table, step: str, role_json: str, api_key: str | No
     from runtime.chat import chat_client
 
     role = LLMRoleConfig.model_validate_json(role_json)
-    requests = _requests(batch, step)
-    scored = score_distinct(requests, chat_client(role, api_key).score) if requests else {}
-    return with_scores(batch, step, scored)
+    return _batch_scores(batch, step, chat_client(role, api_key).score)
 
 
 class _PrefixScoring:
@@ -68,8 +71,7 @@ class _PrefixScoring:
         self.scorer = PrefixScorer(resolve_model_source(role.model_source), engine_dtype(role))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        requests = _requests(batch, self.step)
-        return with_scores(batch, self.step, score_distinct(requests, self.scorer.score) if requests else {})
+        return _batch_scores(batch, self.step, self.scorer.score)
 
 
 class ScoreStep:
@@ -82,8 +84,12 @@ class ScoreStep:
         """The lazy Dataset of ``ds`` with this step's scores (vllm: scored eagerly, then joined back)."""
         import ray.data
 
+        if self.role.backend == "vllm" and self.role.scorer == "engine":
+            return self._processor_step(ds)
+        # Blocks of one request batch each (as LLMStep): a big block would be scored one batch at a time.
+        blocks = ds.repartition(target_num_rows_per_block=self.role.batch_size)
         if self.role.scorer == "transformers":
-            return ds.repartition(target_num_rows_per_block=self.role.batch_size).map_batches(
+            return blocks.map_batches(
                 _PrefixScoring,
                 fn_constructor_kwargs={"step": self.step, "role_json": self.role.model_dump_json()},
                 batch_format="pyarrow",
@@ -91,14 +97,11 @@ class ScoreStep:
                 compute=ray.data.ActorPoolStrategy(size=self.role.num_engines),
                 num_cpus=self.role.cpus_per_engine,
             )
-        if self.role.backend == "vllm":
-            return self._processor_step(ds)
         if self.role.backend == "serve":
             from runtime.llm import ensure_llm_deployment
 
             ensure_llm_deployment(self.role)
-        # Blocks of one request batch each (as LLMStep): a big block would be scored one batch at a time.
-        return ds.repartition(target_num_rows_per_block=self.role.batch_size).map_batches(
+        return blocks.map_batches(
             _client_scores,
             fn_kwargs={
                 "step": self.step,
